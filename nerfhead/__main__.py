@@ -1,0 +1,3 @@
+from nerfhead.cli.main import entrypoint
+
+entrypoint()

@@ -1,0 +1,1 @@
+"""nerfhead.cli"""
