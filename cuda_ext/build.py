@@ -155,12 +155,16 @@ def jit_load(with_cuda: bool = False, build_dir: str | os.PathLike | None = None
     )
 
 
-if __name__ == "__main__":  # python cuda_ext/build.py [--cuda] BUILD_DIR
+# python cuda_ext/build.py [--cuda] BUILD_DIR  -> prints JSON about the built module
+if __name__ == "__main__":
     import argparse
+    import json
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("build_dir")
-    ap.add_argument("--cuda", action="store_true")
+    ap.add_argument("--cuda", action="store_true", help="also compile the CUDA kernels (needs nvcc)")
+    ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
-    mod = jit_load(with_cuda=a.cuda, build_dir=a.build_dir, verbose=True)
-    print(mod.__file__, "ops:", sorted(n for n in dir(mod) if not n.startswith("_")))
+    mod = jit_load(with_cuda=a.cuda, build_dir=a.build_dir, verbose=a.verbose)
+    names = sorted(n for n in dir(mod) if not n.startswith("_"))
+    print(json.dumps({"file": mod.__file__, "with_cuda": bool(mod.with_cuda), "names": names}))

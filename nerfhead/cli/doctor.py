@@ -91,7 +91,9 @@ def main(json_out: Annotated[bool, tyro.conf.arg(name="json")] = False) -> None:
     for k, v in r["versions"].items():
         t.add_row(k, str(v) if v is not None else "[dim]not installed[/dim]")
     for k, v in r["backends"].items():
-        t.add_row(f"backend: {k}", "[green]yes[/green]" if v is True else ("[red]no[/red]" if not v else str(v)))
+        t.add_row(
+            f"backend: {k}", "[green]yes[/green]" if v is True else ("[red]no[/red]" if not v else str(v))
+        )
     t.add_row("extension", str(r["extension"] or r["extension_error"]))
     t.add_row("assets", r["assets"]["root"])
     for name, ok in r["assets"]["files"].items():
