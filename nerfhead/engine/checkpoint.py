@@ -1,0 +1,186 @@
+"""Atomic checkpoints: safetensors for tensors, JSON for everything else. Never pickle.
+
+Layout of a run directory::
+
+    RUN/avatar.json                   config, nerfhead version, drive spec (written by the model/engine)
+    RUN/checkpoints/step_000500/      model.safetensors, optimizer.safetensors, state.json
+    RUN/checkpoints/latest            name of the newest complete checkpoint folder
+
+A checkpoint folder is written under a temporary name, every file fsynced, then renamed; ``latest`` is replaced
+atomically after that. A kill at any point leaves the previous checkpoint intact and ``latest`` pointing at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nerfhead.errors import InputError
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as pretty JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _flatten_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into tensors (for safetensors) and a JSON skeleton."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        entry: dict[str, Any] = {}
+        for k, v in pstate.items():
+            if isinstance(v, torch.Tensor):
+                key = f"state.{pid}.{k}"
+                tensors[key] = v.detach().cpu().contiguous()
+                entry[k] = {"tensor": key}
+            else:
+                entry[k] = v
+        skeleton["state"][str(pid)] = entry
+    return tensors, skeleton
+
+
+def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], skeleton: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entry in skeleton["state"].items():
+        state[int(pid)] = {
+            k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entry.items()
+        }
+    # JSON turns tuples (Adam's betas, Rprop's etas, ...) into lists; torch keeps them as tuples.
+    groups = [
+        {k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+        for g in skeleton["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    optimizer_states: Mapping[str, Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` atomically and point ``latest`` at it; keep the newest ``keep`` checkpoints.
+
+    Args:
+        run_dir: the run folder.
+        step: training step (the folder is ``checkpoints/step_{step:06d}``).
+        model_state: name → tensor (a module's ``state_dict()``).
+        optimizer_states: optimizer name → ``optimizer.state_dict()``.
+        extra: JSON-able training state (schedulers, strategy counters, ...). RNG states are added here.
+        keep: number of complete checkpoints to keep.
+    """
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+        save_file(tensors, str(tmp / "model.safetensors"))
+        opt_json: dict[str, Any] = {}
+        opt_tensors: dict[str, torch.Tensor] = {}
+        for oname, ostate in (optimizer_states or {}).items():
+            t, skel = _flatten_optimizer(ostate)
+            opt_tensors.update({f"{oname}.{k}": v for k, v in t.items()})
+            opt_json[oname] = skel
+            # keys in the skeleton are relative; remember the prefix
+            opt_json[oname]["prefix"] = f"{oname}."
+        opt_tensors["rng.torch"] = torch.get_rng_state()
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        state = {"step": step, "optimizers": opt_json, "extra": dict(extra or {})}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        final = ckpt_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(ckpt_root / "latest", (name + "\n").encode())
+    done = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+    for old in done[:-keep] if keep > 0 else []:
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    root = Path(run_dir) / "checkpoints"
+    ptr = root / "latest"
+    if ptr.is_file():
+        cand = root / ptr.read_text().strip()
+        if (cand / "state.json").is_file():
+            return cand
+    done = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint folder: ``{"step", "model", "optimizers", "extra", "rng"}``.
+
+    Raises:
+        InputError: the folder or a file in it is missing or unreadable.
+    """
+    path = Path(path)
+    for f in ("model.safetensors", "optimizer.safetensors", "state.json"):
+        if not (path / f).is_file():
+            raise InputError(path / f, "missing checkpoint file", hint="is this a nerfhead run folder?")
+    try:
+        state = json.loads((path / "state.json").read_text())
+        model = load_file(str(path / "model.safetensors"), device=str(device))
+        opt_t = load_file(str(path / "optimizer.safetensors"), device="cpu")
+    except (OSError, ValueError) as e:  # safetensors raises its own errors subclassing these or Exception
+        raise InputError(path, f"unreadable checkpoint ({e.__class__.__name__}: {e})") from None
+    optimizers = {}
+    for oname, skel in state["optimizers"].items():
+        prefix = skel.get("prefix", f"{oname}.")
+        sub = {k[len(prefix) :]: v for k, v in opt_t.items() if k.startswith(prefix)}
+        optimizers[oname] = _unflatten_optimizer(sub, skel)
+    return {
+        "step": int(state["step"]),
+        "model": model,
+        "optimizers": optimizers,
+        "extra": state.get("extra", {}),
+        "rng": opt_t.get("rng.torch"),
+    }
