@@ -15,11 +15,12 @@ from nerfhead.errors import InputError
 
 def _verbs() -> dict[str, Callable[..., Any]]:
     # Each verb module imports only light things at top level; heavy imports live inside the verb.
-    from nerfhead.cli import demo, doctor
+    from nerfhead.cli import demo, doctor, inspect
 
     verbs: dict[str, Callable[..., Any]] = {
         "demo": demo.main,
         "doctor": doctor.main,
+        "inspect": inspect.main,
     }
     return verbs
 
