@@ -1,0 +1,171 @@
+"""ARKit curves: Live Link Face CSV and JSON, ICT <-> ARKit mapping, exact round trips."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nerfhead.data.drive import Drive
+from nerfhead.data.expressions import EXPRESSION_INDEX, EXPRESSION_NAMES
+from nerfhead.errors import InputError
+from nerfhead.export.curves import (
+    ARKIT_NAMES,
+    ARKIT_TO_ICT,
+    CSV_HEADER,
+    arkit_to_ict,
+    head_angles,
+    ict_to_arkit,
+    read_curves_csv,
+    read_curves_json,
+    rotation_from_angles,
+    write_curves_csv,
+    write_curves_json,
+)
+
+# Live Link Face's columns from JawForward to TongueOut, as the app writes them
+LLF_MIDDLE = (
+    "JawForward,JawRight,JawLeft,JawOpen,MouthClose,MouthFunnel,MouthPucker,MouthRight,MouthLeft,MouthSmileLeft,"
+    "MouthSmileRight,MouthFrownLeft,MouthFrownRight,MouthDimpleLeft,MouthDimpleRight,MouthStretchLeft,"
+    "MouthStretchRight,MouthRollLower,MouthRollUpper,MouthShrugLower,MouthShrugUpper,MouthPressLeft,"
+    "MouthPressRight,MouthLowerDownLeft,MouthLowerDownRight,MouthUpperUpLeft,MouthUpperUpRight,BrowDownLeft,"
+    "BrowDownRight,BrowInnerUp,BrowOuterUpLeft,BrowOuterUpRight,CheekPuff,CheekSquintLeft,CheekSquintRight,"
+    "NoseSneerLeft,NoseSneerRight,TongueOut"
+)
+PAIRS = (("browInnerUp_L", "browInnerUp_R"), ("cheekPuff_L", "cheekPuff_R"))
+
+
+def _drive(T=100, fps=30.0, seed=0, equal_pairs=True) -> Drive:
+    g = torch.Generator().manual_seed(seed)
+    e = torch.rand(T, 53, generator=g)
+    e[::7] = 0.0  # exact zeros and ones appear in real curves
+    e[3, :10] = 1.0
+    if equal_pairs:
+        for a, b in PAIRS:
+            e[:, EXPRESSION_INDEX[b]] = e[:, EXPRESSION_INDEX[a]]
+    rot = (torch.rand(T, 3, generator=g) - 0.5) * 0.8  # up to ~23 degrees per axis
+    trans = torch.randn(T, 3, generator=g) * 0.01
+    return Drive(rot, trans, e, None, fps)
+
+
+def test_arkit_names_and_header():
+    assert len(ARKIT_NAMES) == 52 and len(set(ARKIT_NAMES)) == 52
+    assert (
+        ARKIT_NAMES[0] == "eyeBlinkLeft" and ARKIT_NAMES[17] == "jawOpen" and ARKIT_NAMES[-1] == "tongueOut"
+    )
+    assert CSV_HEADER[:3] == ("Timecode", "BlendShapeCount", "EyeBlinkLeft")
+    assert ",".join(CSV_HEADER[16:54]) == LLF_MIDDLE
+    assert CSV_HEADER[54:57] == ("HeadYaw", "HeadPitch", "HeadRoll") and len(CSV_HEADER) == 63
+    used = [n for src in ARKIT_TO_ICT.values() for n in src]
+    assert sorted(used) == sorted(EXPRESSION_NAMES)  # every ICT shape maps, exactly once
+    assert ARKIT_TO_ICT["tongueOut"] == () and ARKIT_TO_ICT["browInnerUp"] == PAIRS[0]
+    assert ARKIT_TO_ICT["mouthSmileLeft"] == ("mouthSmile_L",) and ARKIT_TO_ICT["jawLeft"] == ("jawLeft",)
+
+
+def test_mapping_values():
+    e = torch.arange(53, dtype=torch.float32)[None] / 100.0
+    a = ict_to_arkit(e)[0]
+    assert float(a[ARKIT_NAMES.index("jawOpen")]) == float(e[0, EXPRESSION_INDEX["jawOpen"]])
+    assert float(a[ARKIT_NAMES.index("eyeBlinkRight")]) == float(e[0, EXPRESSION_INDEX["eyeBlink_R"]])
+    i, j = EXPRESSION_INDEX["cheekPuff_L"], EXPRESSION_INDEX["cheekPuff_R"]
+    assert float(a[ARKIT_NAMES.index("cheekPuff")]) == pytest.approx((i + j) / 200.0)
+    assert float(a[ARKIT_NAMES.index("tongueOut")]) == 0.0
+    back = arkit_to_ict(a[None])[0]
+    assert float(back[i]) == float(back[j]) == float(a[ARKIT_NAMES.index("cheekPuff")])
+
+
+def test_csv_round_trip_exact(tmp_path):
+    d = _drive()
+    p = write_curves_csv(d, tmp_path / "take.csv")
+    with open(p, newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_HEADER and len(rows) == 101
+    assert rows[1][0] == "00:00:00:00.000" and rows[31][0] == "00:00:01:00.000" and rows[1][1] == "61"
+    assert rows[4][CSV_HEADER.index("TongueOut")] == "0"
+    back = read_curves_csv(p)  # fps inferred from the timecodes
+    assert back.fps == 30.0 and len(back) == len(d)
+    assert torch.equal(back.expression, d.expression)  # bit-exact
+    torch.testing.assert_close(back.rotation, d.rotation, atol=2e-6, rtol=0)
+    assert torch.equal(back.translation, torch.zeros(100, 3))
+
+
+def test_csv_unequal_pairs_become_their_mean(tmp_path):
+    d = _drive(T=10, equal_pairs=False)
+    back = read_curves_csv(write_curves_csv(d, tmp_path / "t.csv"), fps=30.0)
+    one_to_one = [
+        EXPRESSION_INDEX[n] for n in EXPRESSION_NAMES if not n.startswith(("browInnerUp", "cheekPuff"))
+    ]
+    assert len(one_to_one) == 49
+    assert torch.equal(back.expression[:, one_to_one], d.expression[:, one_to_one])
+    for a, b in PAIRS:
+        ia, ib = EXPRESSION_INDEX[a], EXPRESSION_INDEX[b]
+        mean = 0.5 * (d.expression[:, ia] + d.expression[:, ib])
+        assert torch.equal(back.expression[:, ia], mean) and torch.equal(back.expression[:, ib], mean)
+
+
+def test_csv_degrees_and_camelcase_header(tmp_path):
+    d = _drive(T=5)
+    p = write_curves_csv(d, tmp_path / "deg.csv", angle_unit="deg")
+    back = read_curves_csv(p, fps=30.0, angle_unit="deg")
+    torch.testing.assert_close(back.rotation, d.rotation, atol=5e-6, rtol=0)
+    # ARKit camelCase names, a subset of columns, 60 fps app timecodes
+    q = tmp_path / "camel.csv"
+    q.write_text(
+        "Timecode,BlendShapeCount,jawOpen,eyeBlinkLeft\n00:00:00:00.000,2,0.5,0.25\n00:00:00:01.000,2,1,0\n"
+    )
+    c = read_curves_csv(q, fps=60.0)
+    assert (
+        c.expression[0, EXPRESSION_INDEX["jawOpen"]] == 0.5
+        and c.expression[0, EXPRESSION_INDEX["eyeBlink_L"]] == 0.25
+    )
+    assert float(c.expression[1].sum()) == 1.0 and c.fps == 60.0
+
+
+def test_json_round_trip_exact(tmp_path):
+    d = _drive(fps=29.97)
+    p = write_curves_json(d, tmp_path / "take.json")
+    doc = json.loads(p.read_text())
+    assert doc["names"] == list(ARKIT_NAMES) and len(doc["frames"]) == 100 and len(doc["frames"][0]) == 52
+    back = read_curves_json(p)
+    assert back.fps == 29.97
+    assert torch.equal(back.expression, d.expression)
+    assert torch.equal(back.rotation, d.rotation) and torch.equal(back.translation, d.translation)
+
+
+def test_head_angles_round_trip():
+    a = (torch.rand(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) - 0.5) * 2.0
+    torch.testing.assert_close(head_angles(rotation_from_angles(a)), a, atol=1e-9, rtol=0)
+    yaw = head_angles(torch.tensor([[0.0, 0.3, 0.0]], dtype=torch.float64))[0]  # about y (down): pure yaw
+    torch.testing.assert_close(yaw, torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_bad_curves_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_curves_csv(tmp_path / "none.csv")
+    p = tmp_path / "x.csv"
+    p.write_text("frame,jawOpen\n0,0.5\n")
+    with pytest.raises(InputError, match="Timecode") as e:
+        read_curves_csv(p)
+    assert e.value.path == str(p)
+    q = tmp_path / "bad.csv"
+    q.write_text("Timecode,JawOpen\n00:00:00:00.000,abc\n")
+    with pytest.raises(InputError, match="line 2"):
+        read_curves_csv(q, fps=30.0)
+    j = tmp_path / "bad.json"
+    j.write_text("{not json")
+    with pytest.raises(InputError, match="not a curves JSON"):
+        read_curves_json(j)
+
+
+def test_drive_from_audio_survives_csv(tmp_path):
+    """A rule-driven Drive (pairs equal by construction) round-trips exactly."""
+    from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
+
+    t = np.arange(16000) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    d = RuleVisemeDriver(RuleDriverConfig(mode="energy")).drive(wav, 25.0)
+    back = read_curves_csv(write_curves_csv(d, tmp_path / "a.csv"), fps=25.0)
+    assert torch.equal(back.expression, d.expression)
