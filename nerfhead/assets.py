@@ -9,6 +9,7 @@ REQUIRED = {
     "ict_facekit": "ict_facekit/ict_facekit_light.npz",
     "head_scan": "head_scan_leeperrysmith/LeePerrySmith.glb",
     "head_scan_albedo": "head_scan_leeperrysmith/Map-COL.jpg",
+    "rigged_head": "rigged_head/rigged_head.npz",
     "speech_en": "audio/en_ljspeech_LJ050-0131.wav",
     "video_grid": "video_grid/grid_bbaf2n.mpg",
 }

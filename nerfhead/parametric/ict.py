@@ -60,6 +60,18 @@ ICT_PARTS: tuple[tuple[str, int, int], ...] = (
 """(name, first vertex, end vertex) of each part, in vertex order (ICT-FaceKit README)."""
 
 PART_ID = {name: i for i, (name, _, _) in enumerate(ICT_PARTS)}
+HELPER_PARTS = (
+    "lacrimal_fluid_left",
+    "lacrimal_fluid_right",
+    "eye_blend_left",
+    "eye_blend_right",
+    "eye_occlusion_left",
+    "eye_occlusion_right",
+)
+"""Unreal-style see-through shading aids lying over the eyes (the eye occlusion shell covers the whole eye)."""
+NON_OPAQUE_PARTS = (*HELPER_PARTS, "eyelashes_left", "eyelashes_right")
+"""Parts ``ICTHead.render_face_mask`` leaves out: the helpers, and the eyelash cards (alpha-textured in ICT's
+intended shading; drawn opaque they read as thick black rims around the eyes)."""
 NARROW_FACE_END = 6706
 """Vertices [0, 6706) form ICT's "narrow face area"."""
 IRIS_RANGES = ((22221, 23021), (23791, 24591))
@@ -111,7 +123,9 @@ def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise InputError(path, f"not an ICT-FaceKit npz: missing {', '.join(missing)}")
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise InputError(path, "ICT-FaceKit npz not found", hint="run `nerfhead doctor` to locate assets") from None
+        raise InputError(
+            path, "ICT-FaceKit npz not found", hint="run `nerfhead doctor` to locate assets"
+        ) from None
     except (OSError, ValueError) as e:
         raise InputError(path, f"cannot read the ICT-FaceKit npz: {e}") from None
 
@@ -129,7 +143,9 @@ class ICTHead(nn.Module):
         neutral [V, 3] metres, canonical frame (see module docstring); ``expr_basis`` [53, V, 3] and
         ``id_basis`` [10, V, 3] offsets in metres; ``faces`` / ``faces_uv`` [F, 3] int64; ``uv`` [Vt, 2];
         ``landmark_idx`` [68] int64; ``vertex_part`` [V] int64 (index into ``ICT_PARTS``); ``skin_mask``,
-        ``face_mask``, ``narrow_face_mask`` [V] bool; ``face_part`` [F] int64 (part of each triangle).
+        ``face_mask``, ``narrow_face_mask`` [V] bool; ``face_part`` [F] int64 (part of each triangle);
+        ``render_face_mask`` [F] bool (False on ``NON_OPAQUE_PARTS``: draw ``faces[render_face_mask]`` when
+        rendering opaque surfaces).
 
     Example:
         >>> head = ICTHead()
@@ -150,6 +166,7 @@ class ICTHead(nn.Module):
     skin_mask: Tensor
     face_mask: Tensor
     narrow_face_mask: Tensor
+    render_face_mask: Tensor
 
     def __init__(self, path: str | os.PathLike | None = None):
         super().__init__()
@@ -186,7 +203,10 @@ class ICTHead(nn.Module):
         self._register("uv", torch.from_numpy(d["uv"].astype(np.float32)))
         self._register("landmark_idx", torch.from_numpy(d["landmarks68_vertex_idx"].astype(np.int64)))
         self._register("vertex_part", torch.from_numpy(vertex_part))
-        self._register("face_part", torch.from_numpy(quad_part[source]))
+        face_part = quad_part[source]
+        self._register("face_part", torch.from_numpy(face_part))
+        hidden = np.isin(face_part, [PART_ID[n] for n in NON_OPAQUE_PARTS])
+        self._register("render_face_mask", torch.from_numpy(~hidden))
         skin = vertex_part <= PART_ID["head_and_neck"]
         self._register("skin_mask", torch.from_numpy(skin))
         self._register("face_mask", torch.from_numpy(vertex_part == PART_ID["face"]))
@@ -234,7 +254,9 @@ class ICTHead(nn.Module):
         v = self.neutral[None]  # [1, V, 3]
         if expression is not None:
             if expression.ndim != 2 or expression.shape[1] != self.num_expressions:
-                raise ValueError(f"expression must be [B, {self.num_expressions}], got {tuple(expression.shape)}")
+                raise ValueError(
+                    f"expression must be [B, {self.num_expressions}], got {tuple(expression.shape)}"
+                )
             e = expression.to(self.expr_basis.dtype)
             v = v + (e @ self.expr_basis.reshape(self.num_expressions, V * 3)).view(-1, V, 3)
         if identity is not None:
@@ -245,7 +267,7 @@ class ICTHead(nn.Module):
             v = v + (ident @ self.id_basis.reshape(self.num_identity, V * 3)).view(-1, V, 3)
         if offsets is not None:
             v = v + (offsets[None] if offsets.ndim == 2 else offsets).to(v.dtype)
-        return v
+        return v.clone() if v.data_ptr() == self.neutral.data_ptr() else v
 
     def forward(
         self,
