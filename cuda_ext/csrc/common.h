@@ -11,6 +11,10 @@
 #define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call) \
   ((x).is_cuda() ? (cuda_call) : (cpu_call))
 #else
-#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call)                                        \
-  (TORCH_CHECK(!(x).is_cuda(), "nerfhead._C was built without CUDA kernels"), (cpu_call))
+// TORCH_CHECK is a statement, so it sits in an immediately invoked lambda to keep this an expression.
+#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call)                                  \
+  ([&]() {                                                                          \
+    TORCH_CHECK(!(x).is_cuda(), "nerfhead._C was built without CUDA kernels");      \
+    return (cpu_call);                                                              \
+  }())
 #endif
