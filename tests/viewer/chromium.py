@@ -1,0 +1,185 @@
+"""A headless Chromium driven over the DevTools protocol, for the viewer's browser tests.
+
+Chromium runs with the flags that make viser draw with software WebGL (shared/reference/machine-notes.md) in a
+process group of its own and a fresh profile folder; :meth:`Chromium.close` kills the group and removes the
+folder. Pages are opened as tabs and screenshotted when the test decides (not at a fixed virtual time), so a
+test can wait for the server's renders first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+APT_LINE = "apt-get update && apt-get install -y chromium"
+
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-background-timer-throttling",  # tabs in the background keep drawing (one client each)
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+)
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable, or None."""
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Page:
+    """One tab, spoken to over its DevTools websocket."""
+
+    def __init__(self, ws_url: str, target_id: str):
+        from websockets.sync.client import connect
+
+        self.target_id = target_id
+        self._ws = connect(ws_url, max_size=None, open_timeout=30, ping_interval=None, close_timeout=1)
+        self._id = 0
+
+    def call(self, method: str, timeout: float = 60.0, **params: Any) -> dict[str, Any]:
+        """Send a DevTools command and return its result (events in between are dropped)."""
+        self._id += 1
+        self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self._ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        """Value of a JavaScript expression in the page."""
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return res.get("result", {}).get("value")
+
+    def screenshot(self) -> np.ndarray:
+        """[H, W, 3] uint8 of the viewport."""
+        import imageio.v3 as iio
+
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        return np.asarray(iio.imread(base64.b64decode(data), extension=".png"))[..., :3]
+
+    def close(self) -> None:
+        try:
+            self._ws.close()
+        except Exception:
+            pass
+
+
+class Chromium:
+    """A headless Chromium process with DevTools on a free local port.
+
+    Args:
+        executable: the browser binary.
+        width, height: window size of every tab.
+    """
+
+    def __init__(self, executable: str, width: int = 1280, height: int = 800):
+        self.profile = Path(tempfile.mkdtemp(prefix="nerfhead_chromium_"))
+        cmd = [
+            executable,
+            *FLAGS,
+            f"--user-data-dir={self.profile}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        self.pages: list[Page] = []
+        try:
+            self.port = self._devtools_port(timeout=60.0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _devtools_port(self, timeout: float) -> int:
+        marker = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with code {self.proc.returncode}")
+            if marker.is_file():
+                lines = marker.read_text().split()
+                if len(lines) >= 2:
+                    self._browser_path = lines[1]
+                    return int(lines[0])
+            time.sleep(0.1)
+        raise TimeoutError("chromium did not open its DevTools port")
+
+    def _http(self, path: str, method: str = "GET") -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def open(self, url: str) -> Page:
+        """A new tab showing ``url`` (the first call reuses the blank start tab)."""
+        if not self.pages:
+            tabs = [t for t in self._http("/json/list") if t.get("type") == "page"]
+            page = Page(tabs[0]["webSocketDebuggerUrl"], tabs[0]["id"])
+            page.navigate(url)
+        else:  # a window of its own: a hidden background tab would not draw, so viser would not connect it
+            browser = Page(f"ws://127.0.0.1:{self.port}{self._browser_path}", "browser")
+            try:
+                target = browser.call("Target.createTarget", url=url, newWindow=True)["targetId"]
+            finally:
+                browser.close()
+            t = next(t for t in self._http("/json/list") if t["id"] == target)
+            page = Page(t["webSocketDebuggerUrl"], t["id"])
+        self.pages.append(page)
+        return page
+
+    def close(self) -> None:
+        """Kill the browser's whole process group and remove its profile folder."""
+        for p in self.pages:
+            p.close()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=3)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers (renderer, GPU processes)
+        except ProcessLookupError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
