@@ -1,0 +1,34 @@
+"""``nerfhead export mesh``: a trained nerf head's surface at one drive frame as obj / ply / glb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+
+def mesh_main(
+    run: Annotated[Path, tyro.conf.Positional],
+    frame: int = 0,
+    out: Path | None = None,
+    resolution: int = 128,
+    threshold: float = 10.0,
+    head_frame: bool = False,
+    drive: Path | None = None,
+) -> None:
+    """Extract the nerf head's surface (marching cubes on its density, deformed for FRAME) with vertex colours.
+
+    Args:
+        run: run folder written by ``nerfhead fit --model nerf``.
+        frame: drive timestep to export.
+        out: .obj, .ply or .glb file (default RUN/export/mesh_FRAME.ply).
+        resolution: marching-cubes grid vertices per axis.
+        threshold: density iso-level (per metre).
+        head_frame: write the mesh in the head frame instead of the frame's world pose.
+        drive: another drive file (.npz) instead of the run's training drive.
+    """
+    from nerfhead.export.mesh import export_run_mesh
+
+    path = export_run_mesh(run, out, frame, resolution, threshold, world=not head_frame, drive_path=drive)
+    print(f"wrote mesh: {path}")

@@ -1,0 +1,237 @@
+"""The nerf head: NeRSemble's deformation field + hash ensemble, rendered by occupancy-grid ray marching.
+
+Space: every ray is moved into the posed head's frame with the inverse of the Drive's rigid head pose
+(``x_head = R^T (x_world - t)``; distances are kept, so densities are per metre). The head box ``cfg.aabb``
+(head frame, metres) maps to the unit box; the deformation field, conditioned on the timestep's expression
+(+ latent), offsets a unit-box point to canonical space, where the hash ensemble (grids blended with weights
+predicted from the same conditioning) gives density and a view-dependent colour. An occupancy grid over the head
+box skips empty space; it is updated during training from the density at random timesteps (so it covers the
+union of all expressions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nerfhead.components.occupancy_grid import OccupancyGrid, OccupancyGridConfig
+from nerfhead.data.cameras import Cameras, pixel_centers
+from nerfhead.data.drive import Drive
+from nerfhead.fields.deformation import DeformationConfig, DeformationField, drive_code
+from nerfhead.fields.ensemble import EnsembleConfig, HashEnsemble
+from nerfhead.geometry import axis_angle_to_matrix
+from nerfhead.models.avatar import RenderOutput, pair_indices
+from nerfhead.ops.composite import composite
+from nerfhead.ops.ray_march import MarchConfig
+
+KIND = "nerf_head"
+"""``avatar.json["kind"]`` of this model."""
+
+
+@dataclass(frozen=True)
+class NerfHeadConfig:
+    """Nerf head settings."""
+
+    aabb: tuple[float, float, float, float, float, float] = (-0.14, -0.25, -0.14, 0.14, 0.13, 0.15)
+    """Head box (xmin, ymin, zmin, xmax, ymax, zmax) in the head frame, metres."""
+    deformation: DeformationConfig = field(default_factory=DeformationConfig)
+    """Deformation field."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Hash ensemble."""
+    occupancy_resolution: int = 64
+    """Occupancy-grid cells per axis over the head box."""
+    occupancy_threshold: float = 0.01
+    """Opacity (density times step) above which a cell is occupied."""
+    render_steps: int = 256
+    """Samples along the head box's diagonal (sets the marching step)."""
+    chunk: int = 8192
+    """Rays per chunk when rendering images."""
+    backend: str = "auto"
+    """Backend of the hash grids, marching and compositing."""
+
+    def occupancy(self, **kw: Any) -> OccupancyGridConfig:
+        """The occupancy-grid config (``kw`` overrides the update rule, e.g. ``warmup_steps``)."""
+        return OccupancyGridConfig(
+            resolution=self.occupancy_resolution, aabb=self.aabb, threshold=self.occupancy_threshold, **kw
+        )
+
+    @property
+    def step_size(self) -> float:
+        """Marching step in metres."""
+        lo, hi = torch.tensor(self.aabb[:3]), torch.tensor(self.aabb[3:])
+        return float((hi - lo).norm()) / max(self.render_steps, 1)
+
+
+class NerfHead(nn.Module):
+    """A drivable NeRF head (an :class:`nerfhead.models.avatar.Avatar`).
+
+    Args:
+        cfg: settings.
+        background: [3] default background colour in [0, 1] (white when None).
+        occupancy: the occupancy grid's update rule (training only; the layout comes from ``cfg``).
+    """
+
+    background: Tensor
+
+    def __init__(
+        self,
+        cfg: NerfHeadConfig = NerfHeadConfig(),
+        background: Any = None,
+        occupancy: OccupancyGridConfig | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.deformation = DeformationField(cfg.deformation, backend=cfg.backend)
+        self.ensemble = HashEnsemble(cfg.ensemble, backend=cfg.backend)
+        self.grid = OccupancyGrid(occupancy if occupancy is not None else cfg.occupancy())
+        bg = (
+            torch.ones(3)
+            if background is None
+            else torch.as_tensor(background, dtype=torch.float32).reshape(3)
+        )
+        self.register_buffer("background", bg.clone())
+        self.march = MarchConfig(step_size=cfg.step_size)
+
+    # ----------------------------------------------------------------- fields
+    def conditioning(self, drive: Drive) -> Tensor:
+        """[T, 53 + latent_dim] conditioning of the deformation field and the blend weights."""
+        dim = max(self.cfg.deformation.latent_dim, self.cfg.ensemble.latent_dim)
+        code = drive_code(drive.expression.float(), drive.latent, dim)
+        return code
+
+    def _cond(self, cond: Tensor, which: str) -> Tensor:
+        dim = self.cfg.deformation.latent_dim if which == "deformation" else self.cfg.ensemble.latent_dim
+        return cond[
+            :, : cond.shape[1] - max(self.cfg.deformation.latent_dim, self.cfg.ensemble.latent_dim) + dim
+        ]
+
+    def unit(self, x_head: Tensor) -> Tensor:
+        """Head-frame points [N, 3] (metres) in the head box's unit coordinates."""
+        box = self.grid.aabb.to(x_head)
+        return (x_head - box[:3]) / (box[3:] - box[:3])
+
+    def canonical(self, x_head: Tensor, cond: Tensor, time_index: Tensor) -> Tensor:
+        """Canonical unit-box positions [N, 3] of head-frame points [N, 3] at timesteps ``time_index`` [N]."""
+        return self.deformation(self.unit(x_head), self._cond(cond, "deformation"), time_index)
+
+    def query(
+        self, x_head: Tensor, dirs_head: Tensor, cond: Tensor, time_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Colour [N, 3] and density [N] at head-frame points (unit view directions [N, 3], timesteps [N])."""
+        w = self.ensemble.blend_weights(self._cond(cond, "ensemble"))[time_index]
+        return self.ensemble(self.canonical(x_head, cond, time_index), dirs_head, w)
+
+    def density(self, x_head: Tensor, cond: Tensor) -> Tensor:
+        """Density [N] at head-frame points for one timestep's conditioning ``cond`` [1, C]."""
+        t = torch.zeros(x_head.shape[0], dtype=torch.long, device=x_head.device)
+        w = self.ensemble.blend_weights(self._cond(cond, "ensemble"))[t]
+        return self.ensemble.density(self.canonical(x_head, cond, t), w)[0]
+
+    # -------------------------------------------------------------- rendering
+    @staticmethod
+    def to_head(
+        origins: Tensor, dirs: Tensor, rotation: Tensor, translation: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """World rays [R, 3] to the head frame of per-ray poses (rotation, translation [R, 3] or [1, 3])."""
+        R = axis_angle_to_matrix(rotation.to(origins))  # head to world
+        o = ((origins - translation.to(origins))[:, None, :] @ R)[:, 0]  # R^T (o - t)
+        d = (dirs[:, None, :] @ R)[:, 0]
+        return o, d
+
+    def render_rays(
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        time_index: Tensor,
+        cond: Tensor,
+        stratified: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Composite head-frame rays (no background).
+
+        Args:
+            origins: [R, 3] head-frame origins.
+            dirs: [R, 3] unit head-frame directions.
+            time_index: [R] int64 timestep of every ray (rows of ``cond``).
+            cond: [T, C] conditioning (:meth:`conditioning`).
+            stratified: jitter the samples' start (training).
+            generator: for the jitter.
+
+        Returns:
+            rgb [R, 3], opacity [R, 1], depth along the ray [R, 1] (0 where empty), number of samples.
+        """
+        be = self.cfg.backend
+        s = self.grid.sample(
+            origins, dirs, cfg=self.march, stratified=stratified, generator=generator, backend=be
+        )
+        n = origins.shape[0]
+        if s.t_starts.numel() == 0:
+            z = origins.new_zeros(n, 1)
+            return origins.new_zeros(n, 3) + 0.0 * cond.sum(), z, z, 0
+        ri = s.ray_indices
+        t_mid = 0.5 * (s.t_starts + s.t_ends)
+        x = origins[ri] + dirs[ri] * t_mid[:, None]
+        rgb, sigma = self.query(x, dirs[ri], cond, time_index[ri])
+        out = composite(
+            sigma, rgb, s.t_starts, s.t_ends, ray_indices=ri, packed_info=s.packed_info, n_rays=n, backend=be
+        )
+        return out.rgb, out.opacity, out.depth, int(ri.numel())
+
+    def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
+        """Render camera ``b`` at timestep ``b`` (a side of length 1 broadcasts; see ``nerfhead.models.avatar``),
+        ``cfg.chunk`` rays at a time.
+
+        Args:
+            cameras: N cameras of one image size.
+            drive: T timesteps.
+            background: [3] or [B, 3] colour, or None for the avatar's background.
+
+        Returns:
+            RenderOutput with B = max(N, T) images.
+        """
+        cam_idx, t_idx = pair_indices(len(cameras), len(drive))
+        dev = self.background.device
+        cameras = cameras.to(dev, torch.float32)
+        drive = drive.to(dev, torch.float32)
+        bg = self.background if background is None else background.to(dev, torch.float32)
+        bgs = bg.reshape(-1, 3).expand(len(cam_idx), 3)
+        cond = self.conditioning(drive)
+        h, w = int(cameras.height[0]), int(cameras.width[0])
+        pix = pixel_centers(h, w, dev).reshape(-1, 2)
+        rgbs, alphas, depths = [], [], []
+        for b, (c, t) in enumerate(zip(cam_idx, t_idx, strict=True)):
+            o_w, d_w = cameras.generate_rays(c, pix)
+            o, d = self.to_head(o_w, d_w, drive.rotation[t : t + 1], drive.translation[t : t + 1])
+            tix = torch.full((o.shape[0],), t, dtype=torch.long, device=dev)
+            parts = [
+                self.render_rays(
+                    o[i : i + self.cfg.chunk], d[i : i + self.cfg.chunk], tix[i : i + self.cfg.chunk], cond
+                )
+                for i in range(0, o.shape[0], max(self.cfg.chunk, 1))
+            ]
+            rgb = torch.cat([p[0] for p in parts])
+            a = torch.cat([p[1] for p in parts])
+            dep = torch.cat([p[2] for p in parts]) * (d_w @ cameras.viewmat[c, 2, :3])[:, None]  # camera z
+            rgbs.append((rgb + (1 - a) * bgs[b]).reshape(h, w, 3))
+            alphas.append(a.reshape(h, w, 1))
+            depths.append(dep.reshape(h, w, 1))
+        return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths))
+
+    def extra_repr(self) -> str:
+        e = self.cfg.ensemble
+        return f"grids={e.n_grids}, levels={e.n_levels}, aabb={list(self.cfg.aabb)}, step={self.cfg.step_size:.4g}"
+
+
+def from_checkpoint(
+    spec: dict[str, Any], tensors: dict[str, Tensor], device: str | torch.device = "cpu"
+) -> NerfHead:
+    """Rebuild a :class:`NerfHead` from ``avatar.json`` and a checkpoint's model tensors."""
+    from nerfhead.engine.config import from_dict
+
+    cfg = from_dict(NerfHeadConfig, spec.get("config", {}))
+    model = NerfHead(cfg, background=spec.get("background"))
+    model.load_state_dict(dict(tensors))
+    return model.to(device)

@@ -1,0 +1,292 @@
+"""Training the nerf head on a capture: the fit config, its presets and the task the engine's loop runs.
+
+Each step draws ``n_rays`` random pixels over all training (camera, timestep) images (from the step's generator
+only), marches them through the occupancy grid in their timestep's head frame, composites over the capture's
+background and minimises the squared colour error plus, with masks, an alpha loss (the rendered opacity against
+the mask). The occupancy grid is updated every ``occupancy_every`` steps after ``occupancy_start`` from the
+density at a random training timestep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import nerfhead
+from nerfhead.data.capture import Capture
+from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.metrics import psnr
+from nerfhead.engine.targets import capture_background, target_image
+from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
+from nerfhead.errors import InputError
+from nerfhead.fields.deformation import DeformationConfig
+from nerfhead.fields.ensemble import EnsembleConfig
+from nerfhead.models.avatar import MODEL_PREFIX
+from nerfhead.models.nerf_head import KIND, NerfHead, NerfHeadConfig
+
+
+@dataclass(frozen=True)
+class NerfOptimConfig:
+    """Adam learning rates (decayed exponentially to ``final_factor`` times their value at the last step)."""
+
+    grids: float = 1e-2
+    """Hash-ensemble tables."""
+    mlp: float = 1e-2
+    """Density, colour and blend MLPs."""
+    deform_grid: float = 2e-3
+    """Deformation hash table."""
+    deform_mlp: float = 1e-3
+    """Deformation MLP."""
+    final_factor: float = 0.1
+    """Learning rates at the last step relative to the start."""
+
+
+@dataclass(frozen=True)
+class NerfLossConfig:
+    """Loss weights."""
+
+    alpha_weight: float = 0.1
+    """Squared error between rendered opacity and the capture's mask (when it has masks)."""
+
+
+@dataclass(frozen=True)
+class NerfFitConfig:
+    """Everything ``nerfhead fit --model nerf`` uses."""
+
+    model: NerfHeadConfig = field(default_factory=NerfHeadConfig)
+    optim: NerfOptimConfig = field(default_factory=NerfOptimConfig)
+    loss: NerfLossConfig = field(default_factory=NerfLossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    n_rays: int = 2048
+    """Rays per step (over all training images)."""
+    fit_aabb: bool = True
+    """Set ``model.aabb`` from the capture's parametric head (neutral mesh plus ``aabb_padding``)."""
+    aabb_padding: float = 0.12
+    """Padding of the fitted box, as a fraction of its size per side."""
+    occupancy_start: int = 100
+    """First occupancy-grid update (before it every cell counts as occupied)."""
+    occupancy_every: int = 16
+    """Steps between occupancy-grid updates."""
+    occupancy_warmup: int = 400
+    """Until this step an update evaluates every cell; later a random quarter plus the occupied ones."""
+    eval_views: int = 4
+    """Held-out (camera, timestep) pairs in the quick evaluation during training."""
+
+
+def _default() -> NerfFitConfig:
+    """The CPU default: about 15 minutes on 2 cores for a 16-camera 128x128 rig capture."""
+    return NerfFitConfig(
+        model=NerfHeadConfig(
+            ensemble=EnsembleConfig(n_grids=4, n_levels=12, log2_hashmap_size=16, finest_resolution=512),
+            chunk=4096,
+        ),
+        trainer=TrainerConfig(steps=4000, max_minutes=14.0, eval_every=1000, checkpoint_every=500),
+    )
+
+
+def _fast() -> NerfFitConfig:
+    """A few dozen steps of a small model (smoke tests)."""
+    return NerfFitConfig(
+        model=NerfHeadConfig(
+            deformation=DeformationConfig(n_levels=4, log2_hashmap_size=10, finest_resolution=32, hidden=16),
+            ensemble=EnsembleConfig(
+                n_grids=2, n_levels=6, log2_hashmap_size=12, finest_resolution=96, hidden=32, sh_degree=1
+            ),
+            occupancy_resolution=16,
+            render_steps=64,
+        ),
+        trainer=TrainerConfig(steps=60, eval_every=0, checkpoint_every=30, log_every=10, progress=False),
+        n_rays=256,
+        occupancy_start=30,
+        occupancy_every=10,
+        occupancy_warmup=60,
+        eval_views=2,
+    )
+
+
+def _quality() -> NerfFitConfig:
+    """A longer schedule for a GPU (NeRSemble-like ensemble of 16 grids)."""
+    return NerfFitConfig(
+        model=NerfHeadConfig(
+            ensemble=EnsembleConfig(n_grids=16, n_levels=16, log2_hashmap_size=19, finest_resolution=2048),
+            occupancy_resolution=128,
+            render_steps=512,
+        ),
+        trainer=TrainerConfig(steps=30_000, eval_every=2000, checkpoint_every=2000),
+        n_rays=8192,
+        occupancy_warmup=1000,
+    )
+
+
+PRESETS = {"default": _default, "fast": _fast, "quality": _quality}
+"""Fit presets by name."""
+
+
+def head_box(capture: Capture, padding: float) -> tuple[float, ...]:
+    """Head-frame box (metres) around the capture's parametric neutral head, padded by ``padding`` per side."""
+    from nerfhead.models.splat_train import head_for_capture
+
+    v = head_for_capture(capture).neutral.detach().float()
+    lo, hi = v.min(0).values, v.max(0).values
+    pad = padding * (hi - lo)
+    return tuple(float(x) for x in torch.cat([lo - pad, hi + pad]))
+
+
+class NerfFit:
+    """The nerf head's training task (a :class:`nerfhead.engine.trainer.Trainable`).
+
+    Args:
+        capture: the capture (with a drive); its ``train_cameras`` train, its ``test_cameras`` evaluate.
+        cfg: fit settings.
+        device: where to train.
+    """
+
+    def __init__(
+        self, capture: Capture, cfg: NerfFitConfig = NerfFitConfig(), device: str | torch.device = "cpu"
+    ):
+        if capture.drive is None:
+            raise InputError(
+                None, "the capture has no drive", hint="track the capture first (nerfhead track)"
+            )
+        cams = capture.cameras
+        if bool((cams.width != cams.width[0]).any()) or bool((cams.height != cams.height[0]).any()):
+            raise InputError(
+                None, "the nerf head trains on cameras of one image size", hint="resize the capture"
+            )
+        if cfg.fit_aabb:
+            cfg = replace(cfg, model=replace(cfg.model, aabb=head_box(capture, cfg.aabb_padding)))
+        self.capture, self.cfg, self.device = capture, cfg, torch.device(device)
+        n = capture.num_cameras
+        self.train_cameras = (
+            list(capture.train_cameras) if capture.train_cameras is not None else list(range(n))
+        )
+        held = capture.test_cameras
+        if held is None:
+            held = tuple(c for c in range(n) if c not in set(self.train_cameras))
+        self.test_cameras = list(held)
+        self.drive = capture.drive.to(self.device, torch.float32)
+        self.cameras = cams.to(self.device, torch.float32)
+        self.bg = torch.tensor(capture_background(capture), dtype=torch.float32, device=self.device)
+        occ = cfg.model.occupancy(
+            warmup_steps=cfg.occupancy_warmup, update_every=cfg.occupancy_every, ema_decay=0.95
+        )
+        self.model = NerfHead(cfg.model, background=self.bg.cpu(), occupancy=occ).to(self.device)
+        # every training pixel in memory: [F, H*W, 3] colours, [F, H*W] masks
+        train = set(self.train_cameras)
+        self.frames = [i for i, f in enumerate(capture.frames) if f.camera in train]
+        if not self.frames:
+            raise InputError(None, "the capture has no training frames")
+        imgs, masks = [], []
+        for i in self.frames:
+            img, m = target_image(capture, i, self.bg.cpu())
+            imgs.append(img.reshape(-1, 3).to(torch.float16))
+            masks.append(None if m is None else m.reshape(-1).to(torch.float16))
+        self.pixels = torch.stack(imgs).to(self.device)
+        self.masks = torch.stack(masks).to(self.device) if all(m is not None for m in masks) else None  # type: ignore[misc]
+        self.frame_camera = torch.tensor([capture.frames[i].camera for i in self.frames], device=self.device)
+        self.frame_time = torch.tensor([capture.frames[i].timestep for i in self.frames], device=self.device)
+        self.h, self.w = int(cams.height[0]), int(cams.width[0])
+        self.cond = self.model.conditioning(self.drive)
+        T = capture.num_timesteps
+        k = min(cfg.eval_views, len(self.test_cameras) * T)
+        pairs = [(c, t) for t in range(T) for c in self.test_cameras if capture.frame_index(c, t) is not None]
+        self.eval_views = [pairs[round(i * (len(pairs) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
+
+    # ------------------------------------------------------------ Trainable
+    def make_optimizers(self) -> Optimizers:
+        o, m = self.cfg.optim, self.model
+        grids = [p for g in m.ensemble.grids for p in g.parameters()]
+        mlps = [p for n, p in m.ensemble.named_parameters() if not n.startswith("grids.")]
+        dgrid = list(m.deformation.grid.parameters())
+        dmlp = [p for n, p in m.deformation.named_parameters() if not n.startswith("grid.")]
+        groups = [
+            {"params": grids, "lr": o.grids, "name": "grids", "base_lr": o.grids},
+            {"params": mlps, "lr": o.mlp, "name": "mlp", "base_lr": o.mlp},
+            {"params": dgrid, "lr": o.deform_grid, "name": "deform_grid", "base_lr": o.deform_grid},
+            {"params": dmlp, "lr": o.deform_mlp, "name": "deform_mlp", "base_lr": o.deform_mlp},
+        ]
+        return {"nerf": torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)}
+
+    def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
+        frac = min(step / max(self.cfg.trainer.steps, 1), 1.0)
+        factor = math.exp(frac * math.log(max(self.cfg.optim.final_factor, 1e-12)))
+        for g in optimizers["nerf"].param_groups:
+            g["lr"] = g["base_lr"] * factor
+
+    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+        hw = self.h * self.w
+        gen = generator
+        idx = torch.randint(len(self.frames) * hw, (self.cfg.n_rays,), generator=gen).to(self.device)
+        f, p = idx // hw, idx % hw
+        pix = torch.stack([(p % self.w).float() + 0.5, (p // self.w).float() + 0.5], -1)
+        cam, t = self.frame_camera[f], self.frame_time[f]
+        o_w, d_w = self.cameras.generate_rays(cam, pix)
+        o, d = self.model.to_head(o_w, d_w, self.drive.rotation[t], self.drive.translation[t])
+        rgb, a, _, n_samples = self.model.render_rays(o, d, t, self.cond, stratified=True, generator=gen)
+        rgb = rgb + (1 - a) * self.bg
+        gt = self.pixels[f, p].float()
+        mse = ((rgb - gt) ** 2).mean()
+        loss = mse
+        scalars = {"mse": float(mse.detach()), "psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-10))}
+        if self.masks is not None and self.cfg.loss.alpha_weight > 0:
+            am = ((a[:, 0] - self.masks[f, p].float()) ** 2).mean()
+            loss = loss + self.cfg.loss.alpha_weight * am
+            scalars["alpha"] = float(am.detach())
+        scalars["samples_per_ray"] = n_samples / max(self.cfg.n_rays, 1)
+        return StepOutput(loss=loss, scalars=scalars)
+
+    def before_backward(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
+        return None
+
+    def after_step(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
+        s = step + 1
+        if s < self.cfg.occupancy_start or s % max(self.cfg.occupancy_every, 1):
+            return
+        gen = step_generator(self.cfg.trainer.seed + 7_777, s, self.device)
+        t = int(torch.randint(self.cond.shape[0], (1,), generator=gen, device=self.device))
+        cond, dt = self.cond[t : t + 1], self.model.march.step_size
+        self.model.grid.update(s, lambda x: self.model.density(x, cond) * dt, generator=gen, force=True)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        model = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        self.model.load_state_dict(model)
+        self.model.to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_views:
+            return {}
+        vals = []
+        for c, t in self.eval_views:
+            out = self.model.render(self.cameras[c], self.drive[t], self.bg)
+            gt, _ = target_image(self.capture, self.capture.frame_index(c, t), self.bg.cpu())  # type: ignore[arg-type]
+            vals.append(psnr(out.rgb[0].clamp(0, 1), gt.to(self.device)))
+        return {"psnr_heldout": sum(vals) / len(vals)}
+
+    def avatar_spec(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "version": nerfhead.__version__,
+            "config": to_dict(self.cfg.model),
+            "fit": to_dict(self.cfg),
+            "train_cameras": self.train_cameras,
+            "test_cameras": self.test_cameras,
+            "background": self.bg.tolist(),
+        }
+
+
+FitConfig = NerfFitConfig
+"""The fit config class of this model (read by ``nerfhead fit``)."""
+
+
+def make_task(capture: Capture, cfg: NerfFitConfig, device: str | torch.device = "cpu") -> NerfFit:
+    """The training task for ``capture`` (the entry point ``nerfhead fit`` uses for every model)."""
+    return NerfFit(capture, cfg, device)
