@@ -78,12 +78,13 @@ RM_HD bool rm_setup(const float* vs, const int32_t* faces, int64_t f, float near
   return true;
 }
 
-// Inclusive pixel range [lo, hi] whose centres (i + 0.5) fall in [a, b], clamped to [0, n - 1].
+// Inclusive pixel range [lo, hi] whose centres (i + 0.5) fall in [a, b], clamped to [0, n - 1] (NaN-safe; the
+// triangle is rejected later by rm_setup).
 RM_HD void rm_pixel_range(float a, float b, int64_t n, int64_t& lo, int64_t& hi) {
   const float fa = ceilf(a - 0.5f);
   const float fb = floorf(b - 0.5f);
-  lo = fa < 0.f ? 0 : (fa > (float)n ? n : (int64_t)fa);
-  hi = fb < -1.f ? -1 : (fb > (float)(n - 1) ? n - 1 : (int64_t)fb);
+  lo = !(fa >= 0.f) ? 0 : (fa > (float)n ? n : (int64_t)fa);
+  hi = fb < -1.f ? -1 : (!(fb <= (float)(n - 1)) ? n - 1 : (int64_t)fb);
 }
 
 // Coverage test of pixel centre (px, py); on success writes the depth there.

@@ -23,9 +23,14 @@ std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward(const at::Tensor& vert
     const auto hi = faces.max().item<int32_t>();
     TORCH_CHECK(lo >= 0 && hi < verts_screen.size(1), "faces index out of range [0, V)");
   }
-  return NH_DISPATCH_DEVICE(verts_screen,
-                            rasterize_mesh_forward_cpu(verts_screen, faces, width, height, near),
-                            rasterize_mesh_forward_cuda(verts_screen, faces, width, height, near));
+  if (verts_screen.is_cuda()) {
+#ifdef WITH_CUDA
+    return rasterize_mesh_forward_cuda(verts_screen, faces, width, height, near);
+#else
+    TORCH_CHECK(false, "nerfhead._C was built without CUDA kernels");
+#endif
+  }
+  return rasterize_mesh_forward_cpu(verts_screen, faces, width, height, near);
 }
 
 }  // namespace

@@ -25,20 +25,21 @@ void raster_band(const float* vs, const int32_t* faces, int64_t F, int64_t W, in
   const float band_lo = (float)row0 + 0.5f;  // centre of the first row
   const float band_hi = (float)row1 - 0.5f;  // centre of the last row
   for (int64_t f = 0; f < F; ++f) {
-    // Cheap reject on rows before the full setup.
+    // Cheap reject on the pixel ranges before the full setup (most head triangles cover no pixel centre).
     const int32_t i0 = faces[f * 3], i1 = faces[f * 3 + 1], i2 = faces[f * 3 + 2];
     const float y0 = vs[i0 * 3 + 1], y1 = vs[i1 * 3 + 1], y2 = vs[i2 * 3 + 1];
     const float ymin = std::min(y0, std::min(y1, y2));
     const float ymax = std::max(y0, std::max(y1, y2));
-    if (ymax < band_lo || ymin > band_hi) continue;
-    RmTri t;
-    if (!rm_setup(vs, faces, f, near, t)) continue;
-    const float xmin = std::min(t.x[0], std::min(t.x[1], t.x[2]));
-    const float xmax = std::max(t.x[0], std::max(t.x[1], t.x[2]));
+    if (!(ymax >= band_lo && ymin <= band_hi)) continue;
+    const float x0 = vs[i0 * 3], x1 = vs[i1 * 3], x2 = vs[i2 * 3];
     int64_t xa, xb, ya, yb;
-    rm_pixel_range(xmin, xmax, W, xa, xb);
+    rm_pixel_range(std::min(x0, std::min(x1, x2)), std::max(x0, std::max(x1, x2)), W, xa, xb);
+    if (xb < xa) continue;
     rm_pixel_range(ymin, ymax, row1, ya, yb);
     ya = std::max(ya, row0);
+    if (yb < ya) continue;
+    RmTri t;
+    if (!rm_setup(vs, faces, f, near, t)) continue;
     for (int64_t y = ya; y <= yb; ++y) {
       const float py = (float)y + 0.5f;
       for (int64_t x = xa; x <= xb; ++x) {
