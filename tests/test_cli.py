@@ -19,7 +19,7 @@ def test_help_subprocess_lists_verbs():
     out = subprocess.run(
         [sys.executable, "-m", "nerfhead", "--help"], capture_output=True, text=True, check=True
     )
-    for verb in ("doctor", "demo"):
+    for verb in ("doctor", "demo", "inspect", "synth", "fit", "eval", "drive", "view", "export"):
         assert verb in out.stdout
 
 
@@ -51,3 +51,12 @@ def test_input_error_is_one_line(run_cli, monkeypatch):
     assert code == 2
     assert err.strip() == "error: some/file.json: is not JSON (check the path)"
     assert "Traceback" not in err
+
+
+def test_every_registered_verb_imports():
+    from nerfhead.cli import main as cli_main
+
+    for name, target in list(cli_main.VERBS.items()) + [
+        (f"{g} {s}", t) for g, subs in cli_main.GROUPS.items() for s, t in subs.items()
+    ]:
+        assert cli_main._load(target) is not None, f"verb {name} ({target}) does not import"

@@ -1,41 +1,71 @@
 """The ``nerfhead`` command: tyro subcommands, one file per verb in this folder.
 
-Every verb is a plain function whose typed arguments and docstring become its ``--help``. An ``InputError``
-anywhere below a verb is printed as one line on stderr and exits with code 2.
+Every verb is a plain function whose typed arguments and docstring become its ``--help``. A verb group (``export``)
+has subcommands of its own. An ``InputError`` anywhere below a verb is printed as one line on stderr and exits
+with code 2.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from nerfhead.errors import InputError
 
+# verb -> "module:function"; each verb module imports only light things at top level.
+VERBS: dict[str, str] = {
+    "demo": "nerfhead.cli.demo:main",
+    "doctor": "nerfhead.cli.doctor:main",
+    "inspect": "nerfhead.cli.inspect:main",
+    "synth": "nerfhead.cli.synth:main",
+    "track": "nerfhead.cli.track:main",
+    "fit": "nerfhead.cli.fit:main",
+    "eval": "nerfhead.cli.eval:main",
+    "drive": "nerfhead.cli.drive:main",
+    "view": "nerfhead.cli.view:main",
+    "export": "nerfhead.cli.export:group_help",
+}
+GROUPS: dict[str, dict[str, str]] = {
+    "export": {
+        "ply": "nerfhead.cli.export:ply",
+        "mesh": "nerfhead.cli.export_mesh:mesh_main",
+    },
+}
+
+
+def _load(target: str) -> Callable[..., Any] | None:
+    mod, fn = target.split(":")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError):
+        return None  # a verb whose module is absent in this checkout is simply not offered
+
 
 def _verbs() -> dict[str, Callable[..., Any]]:
-    # Each verb module imports only light things at top level; heavy imports live inside the verb.
-    from nerfhead.cli import demo, doctor, inspect
+    return {name: f for name, target in VERBS.items() if (f := _load(target)) is not None}
 
-    verbs: dict[str, Callable[..., Any]] = {
-        "demo": demo.main,
-        "doctor": doctor.main,
-        "inspect": inspect.main,
-    }
-    return verbs
+
+def _group(name: str) -> dict[str, Callable[..., Any]]:
+    return {sub: f for sub, target in GROUPS[name].items() if (f := _load(target)) is not None}
 
 
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the verb; returns the process exit code."""
     import tyro
 
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        tyro.extras.subcommand_cli_from_dict(
-            _verbs(),
-            prog="nerfhead",
-            description="nerfhead: video of a person to a drivable 3D head.",
-            args=argv,
-        )
+        if args and args[0] in GROUPS:
+            tyro.extras.subcommand_cli_from_dict(_group(args[0]), prog=f"nerfhead {args[0]}", args=args[1:])
+        else:
+            tyro.extras.subcommand_cli_from_dict(
+                _verbs(),
+                prog="nerfhead",
+                description="nerfhead: video of a person to a drivable 3D head.",
+                args=args,
+            )
     except InputError as e:
         print(e.one_line(), file=sys.stderr)
         return InputError.exit_code

@@ -1,0 +1,76 @@
+"""mp4 writing with the audio track muxed in one pass (H.264 + AAC through imageio-ffmpeg's bundled ffmpeg).
+
+Frames are streamed: the writer holds one frame at a time, so a 10-minute clip renders in constant memory.
+The file appears atomically: it is written under a temporary name next to the target and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB."""
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu().numpy()
+    if frame.dtype != np.uint8:
+        frame = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(frame[..., :3])
+
+
+def write_video(
+    frames: Iterable[torch.Tensor | np.ndarray],
+    path: str | os.PathLike,
+    fps: float,
+    audio_path: str | os.PathLike | None = None,
+    quality: int = 7,
+) -> Path:
+    """Write ``frames`` ([H, W, 3] each, float in [0, 1] or uint8) to an H.264 mp4, muxing ``audio_path`` as AAC.
+
+    The audio starts at the first frame; ffmpeg's ``-shortest`` is not used, so the video's length is the number
+    of frames / fps and the audio is cut or left as it is by the player.
+
+    Returns:
+        The written path.
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = None
+    n = 0
+    try:
+        for frame in frames:
+            img = to_uint8(frame)
+            if writer is None:
+                h, w = img.shape[:2]
+                writer = imageio_ffmpeg.write_frames(
+                    str(tmp),
+                    (w, h),
+                    fps=fps,
+                    quality=quality,
+                    codec="libx264",
+                    macro_block_size=1,
+                    audio_path=None if audio_path is None else str(audio_path),
+                    audio_codec=None if audio_path is None else "aac",
+                    output_params=["-movflags", "+faststart"],
+                )
+                writer.send(None)
+            writer.send(img)
+            n += 1
+        if writer is None:
+            raise ValueError("write_video got no frames")
+        writer.close()
+        writer = None
+        os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return path
