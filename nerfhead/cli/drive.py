@@ -30,6 +30,7 @@ def run_drive(
     from nerfhead.export.curves import write_curves_csv
     from nerfhead.export.talk import (
         camera_path_cameras,
+        constant_camera,
         fixed_camera,
         head_centre,
         orbit_cameras,
@@ -57,10 +58,7 @@ def run_drive(
     )
     target = head_centre(base)
     if camera == "fixed":
-        cam = fixed_camera(target, res)
-
-        def camera_at(i: int):
-            return cam
+        camera_at = constant_camera(fixed_camera(target, res))
     elif camera == "orbit":
         camera_at = orbit_cameras(target, res, T, fps)
     else:

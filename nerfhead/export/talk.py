@@ -35,6 +35,15 @@ def fixed_camera(
     return Cameras.from_look_at(eye[None], target, torch.tensor([0.0, 1.0, 0.0]), f, res, res)
 
 
+def constant_camera(camera: Cameras) -> CameraFn:
+    """The same camera for every frame."""
+
+    def at(i: int) -> Cameras:
+        return camera
+
+    return at
+
+
 def orbit_cameras(
     target: Tensor, res: int, n_frames: int, fps: float, amplitude_deg: float = 35.0
 ) -> CameraFn:

@@ -53,7 +53,7 @@ def write_video(
                 writer = imageio_ffmpeg.write_frames(
                     str(tmp),
                     (w, h),
-                    fps=fps,
+                    fps=fps,  # pyright: ignore[reportArgumentType]  (ffmpeg takes fractional rates)
                     quality=quality,
                     codec="libx264",
                     macro_block_size=1,

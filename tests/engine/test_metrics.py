@@ -26,7 +26,7 @@ def test_ssim_matches_skimage():
     rng = np.random.default_rng(0)
     a = rng.random((48, 40, 3)).astype(np.float32)
     b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1).astype(np.float32)
-    ref = structural_similarity(
+    ref: float = structural_similarity(  # pyright: ignore[reportAssignmentType]
         a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
     ours = ssim(torch.from_numpy(a), torch.from_numpy(b))
