@@ -16,12 +16,17 @@
 
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 #ifdef __CUDACC__
 #include <cuda_fp16.h>
 #define NH_HD __host__ __device__ __forceinline__
+#define NH_UNROLL _Pragma("unroll")
+#define NH_EXEC_CHECK_DISABLE _Pragma("nv_exec_check_disable")
 #else
-#define NH_HD inline
+#define NH_HD inline __attribute__((always_inline))
+#define NH_UNROLL _Pragma("GCC unroll 16")
+#define NH_EXEC_CHECK_DISABLE
 #endif
 
 namespace nerfhead {
@@ -29,9 +34,6 @@ namespace hash_grid {
 
 constexpr int kMaxLevels = 32;
 constexpr int kMaxDims = 4;
-
-// tiny-cuda-nn's CoherentPrime factors (the first is 1 so that neighbouring x cells stay close in memory).
-constexpr uint32_t kPrimes[kMaxDims] = {1u, 2654435761u, 805459861u, 3674653429u};
 
 // Per-level metadata, small enough to pass by value as a CUDA kernel argument.
 struct Levels {
@@ -81,13 +83,16 @@ NH_HD void pos_fract(S x, S scale, bool smoothstep, uint32_t& cell, S& w, S& dw)
 template <int D>
 NH_HD uint32_t grid_index(const uint32_t (&pos)[D], uint32_t resolution, uint32_t size, uint32_t mask,
                           bool hashed) {
+  // tiny-cuda-nn's CoherentPrime factors (the first is 1 so that neighbouring x cells stay close in memory).
+  // A local constexpr array, as tiny-cuda-nn does, so device code can index it.
+  constexpr uint32_t primes[kMaxDims] = {1u, 2654435761u, 805459861u, 3674653429u};
   uint32_t index = 0;
   if (hashed) {
-#pragma unroll
-    for (int d = 0; d < D; ++d) index ^= pos[d] * kPrimes[d];
+    NH_UNROLL
+    for (int d = 0; d < D; ++d) index ^= pos[d] * primes[d];
   } else {
     uint32_t stride = 1;
-#pragma unroll
+    NH_UNROLL
     for (int d = 0; d < D; ++d) {
       index += pos[d] * stride;
       stride *= resolution;
@@ -114,7 +119,7 @@ struct LevelSample {
     mask = lv.mask[l];
     resolution = lv.resolution[l];
     hashed = (lv.hashed >> l) & 1u;
-#pragma unroll
+    NH_UNROLL
     for (int d = 0; d < D; ++d) pos_fract<S>(x[d], scale, smoothstep, cell[d], w[d], dw[d]);
   }
 
@@ -122,7 +127,7 @@ struct LevelSample {
   NH_HD int64_t corner(uint32_t c, S& weight) const {
     uint32_t pos[D];
     weight = S(1);
-#pragma unroll
+    NH_UNROLL
     for (int d = 0; d < D; ++d) {
       const bool up = (c >> d) & 1u;
       pos[d] = cell[d] + (up ? 1u : 0u);
@@ -133,10 +138,10 @@ struct LevelSample {
 
   // d weight(c) / d x[d] for every d (chain rule through w and pos = x * scale + 0.5).
   NH_HD void corner_weight_grad(uint32_t c, S (&g)[D]) const {
-#pragma unroll
+    NH_UNROLL
     for (int d = 0; d < D; ++d) {
       S p = ((c >> d) & 1u) ? dw[d] : -dw[d];
-#pragma unroll
+      NH_UNROLL
       for (int e = 0; e < D; ++e) {
         if (e != d) p *= ((c >> e) & 1u) ? w[e] : S(1) - w[e];
       }
@@ -150,46 +155,73 @@ template <int D, int F, typename T, typename S>
 NH_HD void encode_level(const S* x, const T* __restrict__ table, const Levels& lv, int l, bool smoothstep,
                         S (&out)[F]) {
   const LevelSample<D, S> s(x, lv, l, smoothstep);
-#pragma unroll
+  NH_UNROLL
   for (int f = 0; f < F; ++f) out[f] = S(0);
-#pragma unroll
+  NH_UNROLL
   for (uint32_t c = 0; c < (1u << D); ++c) {
     S weight;
     const T* v = table + s.corner(c, weight) * F;
-#pragma unroll
+    NH_UNROLL
     for (int f = 0; f < F; ++f) out[f] += weight * to_compute(v[f]);
   }
 }
 
-// Backward of one (point, level) to the table: add(entry * F + f, weight(c) * g[f]) for every corner.
-template <int D, int F, typename S, typename Add>
-NH_HD void table_grad_level(const S* x, const Levels& lv, int l, bool smoothstep, const S (&g)[F], Add add) {
+// Backward of one (point, level), both gradients from one pass over the 2^D corners:
+//   to the table (kTable): add(entry(c) * F + f, weight(c) * g[f]);
+//   to the input (kInput): dx[d] += sum_c (g . table[entry(c)]) * d weight(c) / d x[d].
+NH_EXEC_CHECK_DISABLE
+template <bool kTable, bool kInput, int D, int F, typename T, typename S, typename Add>
+NH_HD void backward_level(const S* x, const T* __restrict__ table, const Levels& lv, int l, bool smoothstep,
+                          const S (&g)[F], Add add, S (&dx)[D]) {
   const LevelSample<D, S> s(x, lv, l, smoothstep);
-#pragma unroll
+  NH_UNROLL
   for (uint32_t c = 0; c < (1u << D); ++c) {
     S weight;
     const int64_t e = s.corner(c, weight) * F;
-#pragma unroll
-    for (int f = 0; f < F; ++f) add(e + f, weight * g[f]);
+    if constexpr (kTable) {
+      NH_UNROLL
+      for (int f = 0; f < F; ++f) add(e + f, weight * g[f]);
+    }
+    if constexpr (kInput) {
+      S gv = S(0);
+      NH_UNROLL
+      for (int f = 0; f < F; ++f) gv += g[f] * to_compute(table[e + f]);
+      S dwx[D];
+      s.corner_weight_grad(c, dwx);
+      NH_UNROLL
+      for (int d = 0; d < D; ++d) dx[d] += gv * dwx[d];
+    }
   }
 }
 
-// Backward of one (point, level) to the input: dx[d] += sum_c (g . table[entry(c)]) * d weight(c) / d x[d].
-template <int D, int F, typename T, typename S>
-NH_HD void input_grad_level(const S* x, const T* __restrict__ table, const Levels& lv, int l, bool smoothstep,
-                            const S (&g)[F], S (&dx)[D]) {
-  const LevelSample<D, S> s(x, lv, l, smoothstep);
-#pragma unroll
-  for (uint32_t c = 0; c < (1u << D); ++c) {
-    S weight;
-    const T* v = table + s.corner(c, weight) * F;
-    S gv = S(0);
-#pragma unroll
-    for (int f = 0; f < F; ++f) gv += g[f] * to_compute(v[f]);
-    S dwx[D];
-    s.corner_weight_grad(c, dwx);
-#pragma unroll
-    for (int d = 0; d < D; ++d) dx[d] += gv * dwx[d];
+// ---- host helpers ---------------------------------------------------------------------------------------------
+
+// Calls fn(std::bool_constant<want_table>{}, std::bool_constant<want_input>{}); at least one must be true.
+template <typename Fn>
+void dispatch_wanted(bool want_table, bool want_input, Fn&& fn) {
+  if (want_table && want_input) return fn(std::true_type{}, std::true_type{});
+  if (want_table) return fn(std::true_type{}, std::false_type{});
+  TORCH_CHECK(want_input, "hash_grid: backward asked for no gradient");
+  return fn(std::false_type{}, std::true_type{});
+}
+
+// Calls fn(std::integral_constant<int, D>{}, std::integral_constant<int, F>{}) for the runtime D and F.
+template <typename Fn>
+void dispatch_dims_features(int64_t dims, int64_t features, Fn&& fn) {
+  auto with_f = [&](auto d) {
+    switch (features) {
+      case 1: return fn(d, std::integral_constant<int, 1>{});
+      case 2: return fn(d, std::integral_constant<int, 2>{});
+      case 4: return fn(d, std::integral_constant<int, 4>{});
+      case 8: return fn(d, std::integral_constant<int, 8>{});
+      default: TORCH_CHECK(false, "hash_grid: n_features must be 1, 2, 4 or 8, got ", features);
+    }
+  };
+  switch (dims) {
+    case 2: return with_f(std::integral_constant<int, 2>{});
+    case 3: return with_f(std::integral_constant<int, 3>{});
+    case 4: return with_f(std::integral_constant<int, 4>{});
+    default: TORCH_CHECK(false, "hash_grid: input dimension must be 2, 3 or 4, got ", dims);
   }
 }
 

@@ -1,42 +1,21 @@
 // Hash-grid encoding, C++ CPU kernel (OpenMP). Formulas: hash_grid.h.
 //
 // Work order: each thread owns a contiguous range of points and sweeps it level by level, so one level's table
-// (a few MiB) stays in cache while it is gathered from. Gradients:
-//   - to the table: when there are at least two levels per thread, levels are partitioned between threads, so each
-//     table entry has one writer and plain adds are race-free; otherwise points are partitioned and the adds are
-//     `omp atomic`.
-//   - to the inputs: a separate pass over point ranges (each thread writes only its own points' rows), which
-//     recomputes indices and weights and re-reads the table. No per-point temporaries beyond the outputs.
+// (a few MiB) stays in cache while it is gathered from. The backward computes the table and input gradients in one
+// pass (indices and weights recomputed, nothing stored per point). Races on the table gradient are avoided by a
+// Latin-square schedule (see backward_impl) when there are at least as many levels as threads; with fewer levels
+// the table adds are `omp atomic`. Measured on 2 cores, 2^18 points, 16 levels, 2^19 table: the level-partitioned
+// plain adds took 0.9-1.1 s where `omp atomic` adds took 1.4-2.2 s.
+#include <ATen/Parallel.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "hash_grid.h"
 
 namespace nerfhead {
 namespace hash_grid {
 namespace {
-
-// Calls fn(std::integral_constant<int, D>, std::integral_constant<int, F>) for the runtime D and F.
-template <typename Fn>
-void dispatch_dims_features(int64_t dims, int64_t features, Fn&& fn) {
-  auto with_f = [&](auto d) {
-    switch (features) {
-      case 1: return fn(d, std::integral_constant<int, 1>{});
-      case 2: return fn(d, std::integral_constant<int, 2>{});
-      case 4: return fn(d, std::integral_constant<int, 4>{});
-      case 8: return fn(d, std::integral_constant<int, 8>{});
-      default: TORCH_CHECK(false, "hash_grid: n_features must be 1, 2, 4 or 8, got ", features);
-    }
-  };
-  switch (dims) {
-    case 2: return with_f(std::integral_constant<int, 2>{});
-    case 3: return with_f(std::integral_constant<int, 3>{});
-    case 4: return with_f(std::integral_constant<int, 4>{});
-    default: TORCH_CHECK(false, "hash_grid: input dimension must be 2, 3 or 4, got ", dims);
-  }
-}
 
 int threads_for(int64_t n) {
   const int64_t by_work = std::max<int64_t>(1, n / 512);
@@ -69,29 +48,52 @@ void forward_impl(int64_t n, const S* x, const S* table, const Levels& lv, bool 
   }
 }
 
-template <int F, typename S>
-inline void load_grad(const S* grad_out, int64_t i, int64_t row, int l, S (&g)[F]) {
-  const S* p = grad_out + i * row + int64_t(l) * F;
-  for (int f = 0; f < F; ++f) g[f] = p[f];
+template <bool kTable, bool kInput, int D, int F, typename S, typename Add>
+inline void backward_rows(int64_t begin, int64_t end, int l, const S* grad_out, const S* x, const S* table,
+                          const Levels& lv, bool smooth, Add add, S* gx) {
+  const int64_t row = int64_t(lv.n_levels) * F;
+  for (int64_t i = begin; i < end; ++i) {
+    S g[F];
+    for (int f = 0; f < F; ++f) g[f] = grad_out[i * row + int64_t(l) * F + f];
+    S dx[D] = {};
+    backward_level<kTable, kInput, D, F, S, S>(x + i * D, table, lv, l, smooth, g, add, dx);
+    if constexpr (kInput) {
+      for (int d = 0; d < D; ++d) gx[i * D + d] += dx[d];
+    }
+  }
 }
 
-template <int D, int F, typename S>
-void table_grad_impl(int64_t n, const S* grad_out, const S* x, const Levels& lv, bool smooth, S* gt) {
-  const int64_t row = int64_t(lv.n_levels) * F;
+// gt: [n_entries * F] zeroed (kTable); gx: [N, D] zeroed (kInput).
+template <bool kTable, bool kInput, int D, int F, typename S>
+void backward_impl(int64_t n, const S* grad_out, const S* x, const S* table, const Levels& lv, bool smooth, S* gt,
+                   S* gx) {
   const int nt = threads_for(n);
-  if (nt == 1 || lv.n_levels >= 2 * nt) {
-    // Levels partitioned between threads: each entry has exactly one writer.
-    auto plain = [gt](int64_t e, S v) { gt[e] += v; };
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int l = lv.n_levels - 1; l >= 0; --l) {  // finest (most expensive) levels first
-      for (int64_t i = 0; i < n; ++i) {
-        S g[F];
-        load_grad<F>(grad_out, i, row, l, g);
-        table_grad_level<D, F, S>(x + i * D, lv, l, smooth, g, plain);
+  auto plain = [gt](int64_t e, S v) { gt[e] += v; };
+  if (!kTable || nt == 1) {
+    // Each thread writes only its own points' input gradients.
+#pragma omp parallel num_threads(nt)
+    {
+      int64_t begin, end;
+      thread_range(n, begin, end);
+      for (int l = 0; l < lv.n_levels; ++l)
+        backward_rows<kTable, kInput, D, F, S>(begin, end, l, grad_out, x, table, lv, smooth, plain, gx);
+    }
+  } else if (lv.n_levels >= nt) {
+    // Latin square: T point ranges x T level groups (l % T), in T phases; in phase p thread t takes range t and
+    // group (t + p) % T, so within a phase no two threads share a point (input gradients) or a level (table).
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), T = omp_get_num_threads();
+      int64_t begin, end;
+      thread_range(n, begin, end);
+      for (int phase = 0; phase < T; ++phase) {
+        for (int l = (t + phase) % T; l < lv.n_levels; l += T)
+          backward_rows<kTable, kInput, D, F, S>(begin, end, l, grad_out, x, table, lv, smooth, plain, gx);
+#pragma omp barrier
       }
     }
   } else {
-    // Fewer levels than threads can share: points partitioned, atomic adds.
+    // Fewer levels than threads: points partitioned, atomic table adds.
     auto atomic = [gt](int64_t e, S v) {
 #pragma omp atomic
       gt[e] += v;
@@ -100,34 +102,8 @@ void table_grad_impl(int64_t n, const S* grad_out, const S* x, const Levels& lv,
     {
       int64_t begin, end;
       thread_range(n, begin, end);
-      for (int l = 0; l < lv.n_levels; ++l) {
-        for (int64_t i = begin; i < end; ++i) {
-          S g[F];
-          load_grad<F>(grad_out, i, row, l, g);
-          table_grad_level<D, F, S>(x + i * D, lv, l, smooth, g, atomic);
-        }
-      }
-    }
-  }
-}
-
-template <int D, int F, typename S>
-void input_grad_impl(int64_t n, const S* grad_out, const S* x, const S* table, const Levels& lv, bool smooth,
-                     S* gx) {
-  const int64_t row = int64_t(lv.n_levels) * F;
-#pragma omp parallel num_threads(threads_for(n))
-  {
-    int64_t begin, end;
-    thread_range(n, begin, end);
-    for (int l = 0; l < lv.n_levels; ++l) {
-      for (int64_t i = begin; i < end; ++i) {
-        S g[F];
-        load_grad<F>(grad_out, i, row, l, g);
-        S dx[D];
-        for (int d = 0; d < D; ++d) dx[d] = gx[i * D + d];
-        input_grad_level<D, F, S, S>(x + i * D, table, lv, l, smooth, g, dx);
-        for (int d = 0; d < D; ++d) gx[i * D + d] = dx[d];
-      }
+      for (int l = 0; l < lv.n_levels; ++l)
+        backward_rows<kTable, kInput, D, F, S>(begin, end, l, grad_out, x, table, lv, smooth, atomic, gx);
     }
   }
 }
@@ -156,16 +132,16 @@ std::tuple<at::Tensor, at::Tensor> hash_grid_backward_cpu(const at::Tensor& grad
   at::Tensor gt, gx;
   if (need_table_grad) gt = at::zeros_like(table);
   if (need_input_grad) gx = at::zeros_like(x);
-  if (n == 0) return {gt, gx};
+  if (n == 0 || (!need_table_grad && !need_input_grad)) return {gt, gx};
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hash_grid_backward_cpu", [&] {
-    dispatch_dims_features(x.size(1), n_features, [&](auto d, auto f) {
-      constexpr int D = decltype(d)::value, F = decltype(f)::value;
-      const scalar_t* go = grad_out.data_ptr<scalar_t>();
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      if (need_table_grad) table_grad_impl<D, F, scalar_t>(n, go, xp, lv, smoothstep, gt.data_ptr<scalar_t>());
-      if (need_input_grad)
-        input_grad_impl<D, F, scalar_t>(n, go, xp, table.data_ptr<scalar_t>(), lv, smoothstep,
-                                        gx.data_ptr<scalar_t>());
+    scalar_t* gt_ptr = need_table_grad ? gt.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gx_ptr = need_input_grad ? gx.data_ptr<scalar_t>() : nullptr;
+    dispatch_wanted(need_table_grad, need_input_grad, [&](auto kt, auto ki) {
+      dispatch_dims_features(x.size(1), n_features, [&](auto d, auto f) {
+        backward_impl<decltype(kt)::value, decltype(ki)::value, decltype(d)::value, decltype(f)::value, scalar_t>(
+            n, grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), table.data_ptr<scalar_t>(), lv, smoothstep,
+            gt_ptr, gx_ptr);
+      });
     });
   });
   return {gt, gx};
