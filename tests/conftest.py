@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # Tests must never download or write outside tmp dirs; keep torch single-process-friendly on 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("NERFHEAD_CACHE", str(REPO / "scenes" / "cache"))
 
 

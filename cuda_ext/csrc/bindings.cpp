@@ -5,6 +5,7 @@ void init_hash_grid(pybind11::module_& m);
 void init_ray_march(pybind11::module_& m);
 void init_composite(pybind11::module_& m);
 void init_rasterize_mesh(pybind11::module_& m);
+void init_rasterize_gaussians(pybind11::module_& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "nerfhead kernels: C++ CPU (OpenMP) and, when built with WITH_CUDA, CUDA";
@@ -17,4 +18,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   init_ray_march(m);
   init_composite(m);
   init_rasterize_mesh(m);
+  init_rasterize_gaussians(m);
 }
