@@ -119,12 +119,15 @@ def extension_kwargs(with_cuda: bool) -> dict:
 
 def setuptools_extension(with_cuda: bool | None = None):
     """The setuptools Extension for ``nerfhead._C``."""
-    from torch.utils.cpp_extension import CppExtension, CUDAExtension
-
     if with_cuda is None:
         with_cuda = want_cuda()
     if with_cuda:
         prepare_cuda_env()
+    import torch.utils.cpp_extension as cpp
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    if with_cuda and os.environ.get("CUDA_HOME"):
+        cpp.CUDA_HOME = os.environ["CUDA_HOME"]
     kw = extension_kwargs(with_cuda)
     # setuptools wants source paths relative to setup.py's folder.
     kw["sources"] = [os.path.relpath(s, ROOT.parent) for s in kw["sources"]]
@@ -133,10 +136,13 @@ def setuptools_extension(with_cuda: bool | None = None):
 
 def jit_load(with_cuda: bool = False, build_dir: str | os.PathLike | None = None, verbose: bool = False):
     """Compile (or reuse) the extension in ``build_dir`` and import it. Development and tests only."""
-    from torch.utils.cpp_extension import load
-
     if with_cuda:
-        prepare_cuda_env()
+        prepare_cuda_env()  # before cpp_extension is imported: it reads CUDA_HOME once, at import
+    import torch.utils.cpp_extension as cpp
+
+    if with_cuda and os.environ.get("CUDA_HOME"):
+        cpp.CUDA_HOME = os.environ["CUDA_HOME"]  # in case it was imported earlier with a wrong guess
+    load = cpp.load
     kw = extension_kwargs(with_cuda)
     flags = kw["extra_compile_args"]
     name = "nerfhead_C_cuda" if with_cuda else "nerfhead_C_cpu"
