@@ -1,0 +1,31 @@
+"""``nerfhead eval``: held-out PSNR / SSIM of a trained avatar, per camera and per timestep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+
+def main(
+    run: Annotated[Path, tyro.conf.Positional],
+    capture: Path | None = None,
+    out: Path | None = None,
+    device: str = "auto",
+) -> None:
+    """Render the run's held-out cameras at every timestep and compare with the capture; writes eval.json
+    (mean, per camera, per timestep) and eval_grid.png (ground truth | render | error x4).
+
+    Args:
+        run: run folder written by ``nerfhead fit``.
+        capture: capture to evaluate on (default: the one the run was fitted to).
+        out: folder for eval.json and eval_grid.png (default: the run folder).
+        device: auto, cpu or cuda.
+    """
+    from nerfhead.cli.fit import resolve_device
+    from nerfhead.engine.evaluate import evaluate_run
+
+    m = evaluate_run(run, capture, out, device=resolve_device(device))
+    print(json.dumps({"split": m["split"], **m["mean"], "per_camera": m["per_camera"]}, indent=2))

@@ -1,0 +1,193 @@
+"""``nerfhead fit``: train an avatar (splat head or nerf head) on a capture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def choose_threads(threads: int | None) -> int:
+    """Torch threads for a fit: ``threads`` if given (0 keeps torch's default), else 1 on a busy machine (1-minute
+    load average at or above the core count: OpenMP threads spinning against other processes slow a step
+    several-fold) and torch's default otherwise."""
+    import os
+
+    import torch
+
+    if threads is None:
+        cores = os.cpu_count() or 1
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
+        return 1 if busy else torch.get_num_threads()
+    return threads if threads > 0 else torch.get_num_threads()
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]", "d=text"]`` → ``{"a.b": 1, "c": (1, 2), "d": "text"}`` (JSON values; lists become
+    tuples; anything that is not JSON stays a string).
+
+    Raises:
+        InputError: an item without ``=``.
+    """
+    from nerfhead.errors import InputError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError("--set", f"expected KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def run_fit(
+    capture: Path,
+    out: Path,
+    model: str = "splat",
+    preset: str = "default",
+    resume: bool = False,
+    steps: int | None = None,
+    max_minutes: float | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    evaluate: bool = True,
+    overrides: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The work of ``nerfhead fit`` as a function; returns the summary it writes to ``RUN/fit.json``.
+
+    ``overrides`` maps dotted config keys to values (``{"model.sh_degree": 1}``), applied after the preset (or,
+    on resume, after the run's saved config) and before ``steps`` / ``max_minutes`` / ``seed``.
+    """
+    import importlib
+
+    import torch
+
+    from nerfhead.data.loaders import load_capture
+    from nerfhead.engine.checkpoint import atomic_write_json
+    from nerfhead.engine.config import TRAIN_MODULES, from_dict, replace_nested
+    from nerfhead.engine.config import preset as get_preset
+    from nerfhead.engine.trainer import fit
+    from nerfhead.errors import InputError
+    from nerfhead.models.avatar import read_avatar_json
+
+    dev = resolve_device(device)
+    if dev == "cpu":
+        torch.set_num_threads(choose_threads(threads))
+    cap = load_capture(capture)
+    if cap.drive is None:
+        raise InputError(capture, "the capture has no drive", hint="track it first (nerfhead track)")
+    if resume and (out / "avatar.json").is_file():
+        if model not in TRAIN_MODULES:
+            raise InputError("--model", f"unknown model {model!r}")
+        module = importlib.import_module(TRAIN_MODULES[model])
+        cfg = from_dict(
+            module.FitConfig, read_avatar_json(out).get("fit", {}), where=str(out / "avatar.json")
+        )
+    else:
+        cfg = get_preset(model, preset)
+        module = importlib.import_module(TRAIN_MODULES[model])
+    changes: dict[str, Any] = {"trainer.progress": progress, **(overrides or {})}
+    if steps is not None:
+        changes["trainer.steps"] = steps
+    if max_minutes is not None:
+        changes["trainer.max_minutes"] = max_minutes
+    if seed is not None:
+        changes["trainer.seed"] = seed
+    try:
+        cfg = replace_nested(cfg, **changes)
+    except (AttributeError, TypeError) as e:
+        raise InputError("--set", f"bad config override ({e})") from None
+    torch.manual_seed(cfg.trainer.seed)  # initialisation (hash tables, MLPs) is seeded too
+    task = module.make_task(cap, cfg, dev)
+    out.mkdir(parents=True, exist_ok=True)
+    cap.drive.save_npz(out / "drive.npz")
+    result = fit(task, out, cfg.trainer, resume=resume, extra_spec={"capture": str(Path(capture).resolve())})
+    summary: dict[str, Any] = {
+        "model": model,
+        "preset": preset,
+        "device": dev,
+        "threads": torch.get_num_threads(),
+        "steps": result.step,
+        "start_step": result.start_step,
+        "seconds": result.seconds,
+        "nan_restores": result.nan_restores,
+        "train": result.scalars,
+        "quick_eval": result.eval,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+    }
+    if evaluate:
+        from nerfhead.engine.evaluate import evaluate_run
+
+        summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
+    atomic_write_json(out / "fit.json", summary)
+    return summary
+
+
+def main(
+    capture: Annotated[Path, tyro.conf.Positional],
+    out: Path = Path("runs/avatar"),
+    model: Literal["splat", "nerf"] = "splat",
+    preset: str = "default",
+    resume: bool = False,
+    steps: int | None = None,
+    max_minutes: float | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    evaluate: bool = True,
+    overrides: Annotated[tuple[str, ...], tyro.conf.arg(name="set")] = (),
+    threads: int | None = None,
+) -> None:
+    """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
+
+    Args:
+        capture: capture folder (nerfhead/nerfstudio transforms.json or NeRSemble) with a drive.
+        out: run folder.
+        model: splat (Gaussians bound to the ICT mesh) or nerf (deformation field + hash ensemble).
+        preset: named settings: default (fits a 128x128 rig capture in under 10 minutes on 2 CPU cores),
+            fast (smoke test), quality (long GPU schedule).
+        resume: continue the run in OUT from its newest checkpoint (with its saved settings).
+        steps: override the preset's number of steps.
+        max_minutes: override the preset's time budget (0: none).
+        seed: override the seed.
+        device: auto, cpu or cuda.
+        evaluate: run the held-out evaluation at the end (eval.json, eval_grid.png).
+        overrides: config overrides KEY=VALUE (dotted keys, JSON values), e.g. model.sh_degree=1 or
+            strategy.max_gaussians=50000.
+        threads: CPU threads (0: torch's default; default: 1 when the machine is busy, else torch's default).
+    """
+    s = run_fit(
+        capture,
+        out,
+        model,
+        preset,
+        resume,
+        steps,
+        max_minutes,
+        seed,
+        device,
+        progress=True,
+        evaluate=evaluate,
+        overrides=parse_overrides(overrides),
+        threads=threads,
+    )
+    line = {"steps": s["steps"], "minutes": round(s["seconds"] / 60, 2)}
+    if "eval" in s:
+        line.update({"psnr": round(s["eval"]["psnr"], 3), "ssim": round(s["eval"]["ssim"], 4)})
+    print(json.dumps({"run": str(out), **line}))

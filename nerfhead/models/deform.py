@@ -1,0 +1,91 @@
+"""The splat head's small deformation / colour network, conditioned on the Drive.
+
+A hash grid encodes each Gaussian's canonical position (on the neutral mesh, normalised to the head's box); the
+Drive's 53 expression coefficients and head rotation (axis-angle: shading under world-fixed light changes with
+pose) are projected to a short code; a one-hidden-layer MLP maps both to a per-Gaussian offset of the local mean
+(in triangle units, so it moves with its triangle) and an RGB residual added to the SH DC term. The output
+layer starts at zero, so a fresh network changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nerfhead.components.hash_grid import HashGrid, HashGridConfig
+from nerfhead.data.expressions import NUM_EXPRESSIONS
+
+
+@dataclass(frozen=True)
+class DeformConfig:
+    """Deformation / colour network settings."""
+
+    enabled: bool = True
+    """Use the network (off: Gaussians follow their triangles only)."""
+    n_levels: int = 8
+    """Hash-grid levels over the canonical head box."""
+    n_features_per_level: int = 2
+    """Features per level."""
+    log2_hashmap_size: int = 14
+    """Log2 of the entries per level."""
+    base_resolution: int = 8
+    """Coarsest grid resolution."""
+    finest_resolution: int = 256
+    """Finest grid resolution (over the head's box, about 1 mm)."""
+    expression_code: int = 16
+    """Width of the linear projection of the 53 expression coefficients and the 3 rotation components."""
+    hidden: int = 32
+    """Hidden width of the MLP."""
+
+    def grid(self) -> HashGridConfig:
+        """The hash-grid config."""
+        return HashGridConfig(
+            n_input_dims=3,
+            n_levels=self.n_levels,
+            n_features_per_level=self.n_features_per_level,
+            log2_hashmap_size=self.log2_hashmap_size,
+            base_resolution=self.base_resolution,
+            per_level_scale=HashGridConfig.scale_for(
+                self.base_resolution, self.finest_resolution, self.n_levels
+            ),
+        )
+
+
+class DeformNet(nn.Module):
+    """Expression-conditioned per-Gaussian offsets and colour residuals.
+
+    Args:
+        cfg: settings.
+        backend: hash-grid backend (``"auto"|"cuda"|"cpu"|"torch"``).
+    """
+
+    def __init__(self, cfg: DeformConfig, backend: str = "auto"):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = HashGrid(cfg.grid(), backend=backend)
+        self.expr = nn.Linear(NUM_EXPRESSIONS + 3, cfg.expression_code)
+        # the hidden layer on [features, code], split so the code part is computed once per timestep
+        self.hidden_pos = nn.Linear(self.grid.output_dim, cfg.hidden)
+        self.hidden_code = nn.Linear(cfg.expression_code, cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, 6)
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+
+    def forward(self, unit_positions: Tensor, expression: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor]:
+        """Offsets and colour residuals for T timesteps.
+
+        Args:
+            unit_positions: [N, 3] canonical positions in [0, 1]^3.
+            expression: [T, 53] expression coefficients.
+            rotation: [T, 3] head rotation (axis-angle).
+
+        Returns:
+            (offsets [T, N, 3] in triangle units, rgb residuals [T, N, 3]).
+        """
+        feat = self.grid(unit_positions.clamp(0.0, 1.0)).to(expression.dtype)  # [N, G]
+        code = self.hidden_code(self.expr(torch.cat([expression, rotation.to(expression)], dim=-1)))  # [T, H]
+        o = self.out(torch.relu(self.hidden_pos(feat)[None] + code[:, None]))  # [T, N, 6]
+        return o[..., :3], o[..., 3:]

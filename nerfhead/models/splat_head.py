@@ -1,0 +1,324 @@
+"""The splat head: 3D Gaussians bound to the triangles of the ICT-FaceKit head (GaussianAvatars-style).
+
+For a drive timestep the ICT mesh is posed (expression blend shapes, then head rotation and translation); each
+Gaussian follows its triangle's frame (:mod:`nerfhead.splats.binding`), plus an expression-conditioned offset and
+colour residual from a small hash-grid network (:mod:`nerfhead.models.deform`); colour is view-dependent SH.
+Rendering goes through :func:`nerfhead.ops.rasterize_gaussians` (gsplat on CUDA, a compiled kernel or the torch
+twin on the CPU). Cameras are treated as pinholes (distortion is ignored).
+
+The model's persistent state holds the Gaussians, the deformation network, the person's neutral mesh
+(``neutral`` [V, 3], the ICT neutral with identity and offsets baked in) and the background colour, so a
+checkpoint is self-contained given the bundled ICT-FaceKit asset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nerfhead.data.cameras import Cameras
+from nerfhead.data.drive import Drive
+from nerfhead.models.avatar import RenderOutput, pair_indices
+from nerfhead.models.deform import DeformConfig, DeformNet
+from nerfhead.parametric.ict import PART_ID, ICTHead
+from nerfhead.splats.binding import TriangleFrames, WorldGaussians, bind_to_world, triangle_frames
+from nerfhead.splats.gaussians import SH_C0, SplatParams
+
+KIND = "splat_head"
+
+DEFAULT_PARTS = ("face", "head_and_neck", "eyeball_left", "eyeball_right")
+"""ICT parts that carry Gaussians by default: the skin and the eyeballs (not the mouth interior, teeth, eye
+sockets, lacrimal fluid, occlusion shells or lashes)."""
+
+
+@dataclass(frozen=True)
+class SplatHeadConfig:
+    """Splat head settings."""
+
+    sh_degree: int = 3
+    """Largest SH degree stored (0..3); training raises the degree in use step by step."""
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    """ICT mesh parts whose triangles get Gaussians at initialisation (``nerfhead.parametric.ict.ICT_PARTS``)."""
+    gaussians_per_triangle: int = 1
+    """Gaussians placed on each triangle at initialisation."""
+    triangle_stride: int = 1
+    """Use every this-many-th triangle of the parts at initialisation (larger Gaussians cover the gaps)."""
+    init_scale: float = 0.5
+    """Initial in-plane scale, in units of the triangle scale."""
+    init_normal_scale: float = 0.1
+    """Initial scale along the normal, in units of the triangle scale."""
+    init_opacity: float = 0.5
+    """Initial opacity."""
+    init_grey: float = 0.5
+    """Initial colour (grey level); the init never reads image colours."""
+    deform: DeformConfig = field(default_factory=DeformConfig)
+    """Expression-conditioned offset / colour network."""
+    near_plane: float = 0.01
+    """Gaussians nearer than this (metres) are culled."""
+    eps2d: float = 0.3
+    """Low-pass filter added to the 2D covariance (pixels^2)."""
+    backend: str = "auto"
+    """Rasteriser and hash-grid backend: auto, cuda, cpu, torch."""
+
+
+class SplatHead(nn.Module):
+    """Gaussians bound to the ICT head mesh, driven by a :class:`~nerfhead.data.drive.Drive`.
+
+    Args:
+        cfg: settings.
+        head: the parametric head whose neutral is the person (e.g. ``load_rigged_head()``); plain ICT if None.
+        background: [3] default background colour in [0, 1].
+
+    Example:
+        >>> from nerfhead.models.deform import DeformConfig
+        >>> m = SplatHead(SplatHeadConfig(parts=("eyeball_left",), deform=DeformConfig(enabled=False)))
+        >>> len(m.splats)
+        3132
+    """
+
+    neutral: Tensor
+    background: Tensor
+
+    def __init__(
+        self, cfg: SplatHeadConfig = SplatHeadConfig(), head: ICTHead | None = None, background: Any = None
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.ict = head if head is not None else ICTHead()
+        bad = [p for p in cfg.parts if p not in PART_ID]
+        if bad:
+            raise ValueError(f"unknown ICT part(s) {bad}; known: {sorted(PART_ID)}")
+        self.register_buffer("neutral", self.ict.neutral.detach().clone())
+        bg = (
+            torch.ones(3)
+            if background is None
+            else torch.as_tensor(background, dtype=torch.float32).reshape(3)
+        )
+        self.register_buffer("background", bg.clone())
+
+        part_ids = torch.tensor([PART_ID[p] for p in cfg.parts], dtype=torch.int64)
+        stride = max(1, int(cfg.triangle_stride))
+        tris = torch.isin(self.ict.face_part, part_ids).nonzero()[:, 0][::stride]
+        n = max(1, int(cfg.gaussians_per_triangle))
+        binding = tris.repeat_interleave(n)
+        s = math.sqrt(stride / n)
+        self.splats = SplatParams.on_triangles(
+            binding,
+            sh_degree=cfg.sh_degree,
+            scale=cfg.init_scale * s,
+            normal_scale=cfg.init_normal_scale,
+            opacity=cfg.init_opacity,
+            rgb=cfg.init_grey,
+        )
+        if n > 1:
+            self._spread_on_triangles(n)
+        self.deform = DeformNet(cfg.deform, backend=cfg.backend) if cfg.deform.enabled else None
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def faces(self) -> Tensor:
+        """[F, 3] int64 triangles of the ICT mesh."""
+        return self.ict.faces
+
+    def _canonical_frames(self) -> TriangleFrames:
+        """Frames of every triangle of the neutral mesh (cached until ``neutral`` changes or moves)."""
+        key = (self.neutral.data_ptr(), self.neutral._version, self.neutral.device)
+        cache = self.__dict__.get("_canonical_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                cache = (key, triangle_frames(self.neutral[None], self.faces))
+            self.__dict__["_canonical_cache"] = cache
+        return cache[1]
+
+    def _bound_frames(self, vertices: Tensor) -> tuple[TriangleFrames, Tensor]:
+        """Frames of the triangles that carry Gaussians only, and each Gaussian's index into them.
+
+        Args:
+            vertices: [T, V, 3] posed vertices.
+
+        Returns:
+            (frames [T, U, ...] of the U bound triangles, index [N] into them).
+        """
+        used, index = torch.unique(self.splats.binding, return_inverse=True)
+        return triangle_frames(vertices, self.faces[used]), index
+
+    @torch.no_grad()
+    def _spread_on_triangles(self, n: int) -> None:
+        """Place the n Gaussians of each triangle at fixed, evenly spread barycentric points."""
+        gen = torch.Generator().manual_seed(0)
+        u = torch.rand(len(self.splats), 2, generator=gen)
+        su = u[:, 0].sqrt()
+        bary = torch.stack([1 - su, su * (1 - u[:, 1]), su * u[:, 1]], -1)  # uniform on the triangle
+        fr = self._canonical_frames().select(self.splats.binding)
+        v = self.neutral[self.faces[self.splats.binding]]  # [N, 3, 3]
+        p = (bary[..., None] * v).sum(1)
+        R, k, c = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
+        self.splats.params["means"][:] = (R.transpose(-1, -2) @ (p - c)[..., None])[..., 0] / k
+
+    def posed_vertices(self, drive: Drive) -> Tensor:
+        """[T, V, 3] mesh vertices of the person for each drive timestep (metres, world)."""
+        d = drive.to(self.neutral.device, torch.float32)
+        return self.ict(
+            d.expression, d.rotation, d.translation, offsets=self.neutral - self.ict.neutral
+        ).vertices
+
+    def canonical_positions(self) -> tuple[Tensor, Tensor]:
+        """Gaussian means on the neutral, unposed mesh and the scale of their triangles (both detached).
+
+        Returns:
+            (positions [N, 3] metres, triangle scales [N]).
+        """
+        with torch.no_grad():
+            fr = self._canonical_frames().select(self.splats.binding)
+            k = fr.scale[0]
+            pos = (fr.rotation[0] @ (k[:, None] * self.splats["means"])[..., None])[..., 0] + fr.centroid[0]
+            return pos, k
+
+    def _unit_box(self, positions: Tensor) -> Tensor:
+        lo, hi = self.neutral.min(0).values, self.neutral.max(0).values
+        pad = 0.05 * (hi - lo)
+        return (positions - (lo - pad)) / (hi - lo + 2 * pad)
+
+    def gaussians(self, drive: Drive) -> tuple[WorldGaussians, Tensor, Tensor, Tensor | None]:
+        """World-space Gaussians for every drive timestep.
+
+        Returns:
+            (WorldGaussians with [T, N, ...] tensors, opacities [N] in (0, 1), SH coefficients [T, N, K, 3],
+            deformation offsets [T, N, 3] in triangle units or None without the network).
+        """
+        sp = self.splats
+        verts = self.posed_vertices(drive)
+        frames, index = self._bound_frames(verts)
+        means = sp["means"]
+        sh0 = sp["sh0"]
+        offset = None
+        if self.deform is not None:
+            pos, _ = self.canonical_positions()
+            d = drive.to(self.neutral.device, torch.float32)
+            offset, rgb = self.deform(self._unit_box(pos), d.expression, d.rotation)
+            means = means[None] + offset  # [T, N, 3]
+            sh0 = sh0[None] + (rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
+        else:
+            sh0 = sh0[None].expand(len(drive), -1, -1, -1)
+        world = bind_to_world(frames, index, means, sp["quats"], sp["scales"])
+        sh = torch.cat([sh0, sp["shN"][None].expand(sh0.shape[0], -1, -1, -1)], dim=2)
+        return world, torch.sigmoid(sp["opacities"]), sh, offset
+
+    @torch.no_grad()
+    def world_splats(self, drive: Drive) -> dict[str, Tensor]:
+        """Static world-space Gaussians of each drive timestep, pre-activation (the 3DGS PLY's values).
+
+        Returns:
+            ``means`` [T, N, 3], ``quats`` [T, N, 4] (unit, w, x, y, z), ``log_scales`` [T, N, 3],
+            ``opacity_logits`` [N], ``sh`` [T, N, K, 3] (deformation colour residual included).
+        """
+        world, _, sh, _ = self.gaussians(drive)
+        return {
+            "means": world.means,
+            "quats": world.quats,
+            "log_scales": torch.log(world.scales),
+            "opacity_logits": self.splats["opacities"].detach().clone(),
+            "sh": sh,
+        }
+
+    # ---------------------------------------------------------------- rendering
+    def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
+        """Render camera ``b`` at timestep ``b`` (a side of length 1 broadcasts; see ``nerfhead.models.avatar``).
+
+        Args:
+            cameras: N cameras of one image size.
+            drive: T timesteps.
+            background: [3] or [B, 3] colour, or None for the avatar's background.
+
+        Returns:
+            RenderOutput with B = max(N, T) images.
+        """
+        return self.render_views(cameras, drive, background)[0]
+
+    def render_views(
+        self, cameras: Cameras, drive: Drive, background: Tensor | None = None, sh_degree: int | None = None
+    ) -> tuple[RenderOutput, list[dict[str, Any]]]:
+        """:meth:`render` plus the rasteriser's meta of each call (one per distinct timestep, in order of first
+        use; with the deformation network, ``meta["offsets"]`` [N, 3] holds its offsets), which densification
+        and the regularisers read; ``sh_degree`` limits the SH degree used (default: all stored)."""
+        from nerfhead.ops.rasterize_gaussians import rasterize_gaussians
+
+        cam_idx, t_idx = pair_indices(len(cameras), len(drive))
+        sizes = {(int(cameras.width[c]), int(cameras.height[c])) for c in set(cam_idx)}
+        if len(sizes) != 1:
+            raise ValueError(f"render needs cameras of one image size, got {sorted(sizes)}")
+        (width, height) = sizes.pop()
+        dev = self.neutral.device
+        B = len(cam_idx)
+        bg = self.background if background is None else background.to(dev, torch.float32)
+        bg = bg.reshape(-1, 3).expand(B, 3)
+        degree = self.cfg.sh_degree if sh_degree is None else min(sh_degree, self.cfg.sh_degree)
+        n_coef = (degree + 1) ** 2
+        used_t = sorted(set(t_idx), key=t_idx.index)
+        world, opac, sh, offsets = self.gaussians(drive[torch.tensor(used_t)])
+        viewmats = cameras.viewmat.to(dev, torch.float32)
+        Ks = cameras.K.to(dev, torch.float32)
+        rgb: list[Tensor | None] = [None] * B
+        alpha: list[Tensor | None] = [None] * B
+        depth: list[Tensor | None] = [None] * B
+        metas = []
+        for j, t in enumerate(used_t):
+            bs = [b for b in range(B) if t_idx[b] == t]
+            cs = torch.tensor([cam_idx[b] for b in bs], device=dev)
+            if degree == 0:  # view-independent: hand the renderer colours (same as SH degree 0, cheaper)
+                colors, deg = torch.clamp_min(SH_C0 * sh[j, :, 0] + 0.5, 0.0), None
+            else:
+                colors, deg = sh[j, :, :n_coef], degree
+            img, alp, meta = rasterize_gaussians(
+                world.means[j],
+                world.quats[j],
+                world.scales[j],
+                opac,
+                colors,
+                viewmats[cs],
+                Ks[cs],
+                width,
+                height,
+                sh_degree=deg,
+                backgrounds=bg[torch.tensor(bs, device=dev)],
+                render_mode="RGB+ED",
+                near_plane=self.cfg.near_plane,
+                eps2d=self.cfg.eps2d,
+                backend=self.cfg.backend,
+            )
+            if offsets is not None:
+                meta["offsets"] = offsets[j]
+            metas.append(meta)
+            for k, b in enumerate(bs):
+                rgb[b], alpha[b], depth[b] = img[k, ..., :3], alp[k], img[k, ..., 3:4]
+        return RenderOutput(torch.stack(rgb), torch.stack(alpha), torch.stack(depth)), metas  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ regularisers
+    def regularizers(
+        self, position_threshold: float = 1.0, scale_threshold: float = 0.6
+    ) -> dict[str, Tensor]:
+        """GaussianAvatars's losses on local parameters (triangle units): means farther than
+        ``position_threshold`` and scales larger than ``scale_threshold`` are penalised."""
+        sp = self.splats
+        pos = torch.relu(sp["means"].norm(dim=-1) - position_threshold).mean()
+        scale = torch.relu(torch.exp(sp["scales"]) - scale_threshold).mean()
+        return {"position": pos, "scale": scale}
+
+    def extra_repr(self) -> str:
+        return f"gaussians={len(self.splats)}, sh_degree={self.cfg.sh_degree}, parts={list(self.cfg.parts)}"
+
+
+def from_checkpoint(
+    spec: dict[str, Any], tensors: dict[str, Tensor], device: str | torch.device = "cpu"
+) -> SplatHead:
+    """Rebuild a :class:`SplatHead` from ``avatar.json`` and a checkpoint's model tensors."""
+    from nerfhead.engine.config import from_dict
+
+    cfg = from_dict(SplatHeadConfig, spec.get("config", {}))
+    model = SplatHead(cfg)
+    model.load_state_dict(dict(tensors))
+    return model.to(device)

@@ -1,0 +1,354 @@
+"""Training the splat head on a capture: the fit config, its presets and the task the engine's loop runs.
+
+Each step draws one timestep and ``cameras_per_step`` training cameras (from the step's generator only), renders
+them over the capture's background and minimises ``(1 - w) L1 + w D-SSIM`` (3DGS) plus, with masks, an alpha
+loss, and GaussianAvatars's position / scale regularisers. Densification (:class:`BoundStrategy`) keeps every
+Gaussian bound to a triangle. The Drive is the capture's per-timestep drive (ground truth for rig captures,
+tracked for videos).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import nerfhead
+from nerfhead.data.capture import Capture
+from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.losses import photometric_loss
+from nerfhead.engine.metrics import psnr
+from nerfhead.engine.targets import capture_background, synth_metadata, target_image
+from nerfhead.engine.trainer import Optimizers, StepOutput
+from nerfhead.errors import InputError
+from nerfhead.models.avatar import MODEL_PREFIX
+from nerfhead.models.deform import DeformConfig
+from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
+from nerfhead.parametric.ict import ICTHead
+from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
+
+STRATEGY_PREFIX = "strategy."
+
+
+@dataclass(frozen=True)
+class SplatOptimConfig:
+    """Adam learning rates (GaussianAvatars's, in triangle units for the geometry)."""
+
+    means: float = 5e-3
+    """Local means, start of the exponential decay."""
+    means_final: float = 5e-5
+    """Local means at the last step."""
+    scales: float = 1.7e-2
+    """Log-scales."""
+    quats: float = 1e-3
+    """Rotations."""
+    opacities: float = 5e-2
+    """Opacity logits."""
+    sh0: float = 1e-2
+    """Degree-0 SH (4x GaussianAvatars's 2.5e-3: short CPU schedules need colour to move faster)."""
+    shN: float = 1e-2 / 20
+    """Higher SH."""
+    deform: float = 1e-3
+    """Deformation MLP."""
+    deform_grid: float = 1e-2
+    """Deformation hash grid."""
+
+
+@dataclass(frozen=True)
+class SplatLossConfig:
+    """Loss weights."""
+
+    ssim_weight: float = 0.2
+    """Weight w of D-SSIM in ``(1 - w) L1 + w D-SSIM``."""
+    alpha_weight: float = 0.1
+    """L1 between rendered alpha and the capture's mask (when it has masks)."""
+    position_weight: float = 1e-2
+    """Local means beyond ``position_threshold`` triangle units."""
+    position_threshold: float = 1.0
+    """Free radius of the local means (triangle units)."""
+    scale_weight: float = 1.0
+    """Local scales beyond ``scale_threshold`` triangle units."""
+    scale_threshold: float = 0.6
+    """Free local scale (triangle units)."""
+    offset_weight: float = 1e-2
+    """Mean squared deformation offset (triangle units)."""
+
+
+@dataclass(frozen=True)
+class SplatFitConfig:
+    """Everything ``nerfhead fit --model splat`` uses."""
+
+    model: SplatHeadConfig = field(default_factory=SplatHeadConfig)
+    optim: SplatOptimConfig = field(default_factory=SplatOptimConfig)
+    loss: SplatLossConfig = field(default_factory=SplatLossConfig)
+    strategy: BoundStrategy = field(default_factory=BoundStrategy)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cameras_per_step: int = 2
+    """Training cameras rendered per step (all at one timestep)."""
+    sh_increase_every: int = 500
+    """Raise the SH degree in use by one every this many steps (3DGS uses 1000)."""
+    eval_views: int = 8
+    """Held-out (camera, timestep) pairs in the quick evaluation during training."""
+    image_cache_gb: float = 2.0
+    """Decoded training images kept in memory (GiB); beyond it frames are decoded again when drawn."""
+
+
+def _default() -> SplatFitConfig:
+    """The CPU default: fits a 16-camera 128x128 rig capture (25 timesteps) in under 10 minutes on 2 cores.
+
+    2000 steps of 2 cameras with a 7.5-minute budget on the loop (it stops early, with a checkpoint, on a slow
+    machine); densification grows the ~28k initial Gaussians up to 60k between steps 200 and 1500.
+    """
+    return SplatFitConfig(
+        strategy=BoundStrategy(refine_start=200, refine_every=100, refine_stop=1500, max_gaussians=60_000),
+        trainer=TrainerConfig(steps=2000, max_minutes=7.5, eval_every=500, checkpoint_every=500),
+    )
+
+
+def _fast() -> SplatFitConfig:
+    """A few dozen steps of a small model (smoke tests)."""
+    return SplatFitConfig(
+        model=SplatHeadConfig(
+            sh_degree=1, triangle_stride=4, deform=DeformConfig(n_levels=4, log2_hashmap_size=10, hidden=16)
+        ),
+        strategy=BoundStrategy(refine_start=20, refine_every=20, refine_stop=60),
+        trainer=TrainerConfig(steps=60, eval_every=0, checkpoint_every=30, log_every=10, progress=False),
+        sh_increase_every=30,
+        eval_views=4,
+    )
+
+
+def _quality() -> SplatFitConfig:
+    """A longer schedule for a GPU."""
+    return SplatFitConfig(
+        model=SplatHeadConfig(gaussians_per_triangle=2),
+        strategy=BoundStrategy(refine_start=500, refine_every=100, refine_stop=15_000, max_gaussians=300_000),
+        trainer=TrainerConfig(steps=30_000, eval_every=2000, checkpoint_every=2000),
+        cameras_per_step=4,
+        sh_increase_every=1000,
+    )
+
+
+PRESETS = {"default": _default, "fast": _fast, "quality": _quality}
+"""Fit presets by name."""
+
+
+def head_for_capture(capture: Capture) -> ICTHead:
+    """The parametric head of the person in ``capture``.
+
+    Synthetic captures (``metadata["synth"]``, or ``metadata["head"] == "rigged"``) show the bundled rigged
+    real-scan head (``load_rigged_head()``); ``metadata["identity"]`` (10 ICT identity coefficients, e.g. from
+    tracking) is baked into the ICT neutral; otherwise the plain ICT head.
+    """
+    meta = capture.metadata
+    if meta.get("head") == "rigged" or (synth_metadata(capture) and meta.get("head") is None):
+        from nerfhead.parametric import load_rigged_head
+
+        return load_rigged_head().head
+    head = ICTHead()
+    identity = meta.get("identity")
+    if identity is not None:
+        head.bake_(identity=torch.as_tensor(identity, dtype=torch.float32).reshape(-1))
+    return head
+
+
+class SplatFit:
+    """The splat head's training task (a :class:`nerfhead.engine.trainer.Trainable`).
+
+    Args:
+        capture: the capture (with a drive); its ``train_cameras`` train, its ``test_cameras`` evaluate
+            (all cameras train when it names none).
+        cfg: fit settings.
+        device: where to train.
+        model: start from this model instead of a fresh one.
+    """
+
+    def __init__(
+        self,
+        capture: Capture,
+        cfg: SplatFitConfig = SplatFitConfig(),
+        device: str | torch.device = "cpu",
+        model: SplatHead | None = None,
+    ):
+        if capture.drive is None:
+            raise InputError(
+                None, "the capture has no drive", hint="track the capture first (nerfhead track)"
+            )
+        self.capture = capture
+        self.cfg = cfg
+        self.device = torch.device(device)
+        n = capture.num_cameras
+        self.train_cameras = (
+            list(capture.train_cameras) if capture.train_cameras is not None else list(range(n))
+        )
+        held = capture.test_cameras
+        if held is None:
+            held = (
+                tuple(c for c in range(n) if c not in set(self.train_cameras))
+                if capture.train_cameras
+                else ()
+            )
+        self.test_cameras = list(held)
+        self.drive = capture.drive.to(self.device, torch.float32)
+        self.cameras = capture.cameras.to(self.device, torch.float32)
+        self.has_masks = capture.has_masks
+        self.bg = torch.tensor(capture_background(capture), dtype=torch.float32, device=self.device)
+        if model is None:
+            model = SplatHead(cfg.model, head_for_capture(capture), background=self.bg.cpu())
+        self.model = model.to(self.device)
+        self.strategy = cfg.strategy
+        self.strategy_state: dict[str, Any] = self.strategy.initialize_state()
+        self._images: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self._cached_bytes = 0
+        self.cache_bytes = int(cfg.image_cache_gb * 2**30)
+        # fixed held-out views for the quick evaluation: cameras x evenly spread timesteps
+        T = capture.num_timesteps
+        views = [(c, t) for t in range(T) for c in self.test_cameras if capture.frame_index(c, t) is not None]
+        k = min(cfg.eval_views, len(views))
+        self.eval_views = [views[round(i * (len(views) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
+
+    # ---------------------------------------------------------------- data
+    def target(self, frame: int) -> tuple[Tensor, Tensor | None]:
+        """Frame's target image and mask (:func:`nerfhead.engine.targets.target_image`), cached."""
+        if frame in self._images:
+            return self._images[frame]
+        img, m = target_image(self.capture, frame, self.bg.cpu())
+        img, m = img.to(self.device), (None if m is None else m.to(self.device))
+        size = img.numel() * img.element_size() * (2 if m is not None else 1)
+        if self._cached_bytes + size <= self.cache_bytes:  # keep decoded targets while they fit the budget
+            self._images[frame] = (img, m)
+            self._cached_bytes += size
+        return img, m
+
+    def sh_degree_at(self, step: int) -> int:
+        """SH degree in use at ``step`` (raised by one every ``sh_increase_every`` steps)."""
+        return min(self.cfg.model.sh_degree, step // max(self.cfg.sh_increase_every, 1))
+
+    # ------------------------------------------------------------ Trainable
+    def make_optimizers(self) -> Optimizers:
+        o = self.cfg.optim
+        lrs = {"means": o.means, "quats": o.quats, "scales": o.scales, "opacities": o.opacities, "sh0": o.sh0}
+        lrs["shN"] = o.shN
+        opts: Optimizers = {
+            k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15)
+            for k, p in self.model.splats.params.items()
+        }
+        if self.model.deform is not None:
+            net = self.model.deform
+            grid = list(net.grid.parameters())
+            rest = [p for n, p in net.named_parameters() if not n.startswith("grid.")]
+            opts["deform"] = torch.optim.Adam(
+                [
+                    {"params": grid, "lr": o.deform_grid, "name": "grid"},
+                    {"params": rest, "lr": o.deform, "name": "mlp"},
+                ],
+                eps=1e-15,
+            )
+        return opts
+
+    def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
+        o = self.cfg.optim
+        frac = min(step / max(self.cfg.trainer.steps, 1), 1.0)
+        lr = math.exp((1 - frac) * math.log(o.means) + frac * math.log(max(o.means_final, 1e-12)))
+        for g in optimizers["means"].param_groups:
+            g["lr"] = lr
+
+    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+        cap = self.capture
+        T = cap.num_timesteps
+        t = int(torch.randint(T, (1,), generator=generator))
+        order = torch.randperm(len(self.train_cameras), generator=generator).tolist()
+        cams = [self.train_cameras[i] for i in order if cap.frame_index(self.train_cameras[i], t) is not None]
+        cams = cams[: self.cfg.cameras_per_step]
+        if not cams:
+            raise InputError(None, f"no training camera has a frame at timestep {t}")
+        frames = [cap.frame_index(c, t) for c in cams]
+        targets = [self.target(f) for f in frames]  # type: ignore[arg-type]
+        gt = torch.stack([x[0] for x in targets])
+        out, metas = self.model.render_views(
+            self.cameras[torch.tensor(cams)], self.drive[t], self.bg, sh_degree=self.sh_degree_at(step)
+        )
+        lc = self.cfg.loss
+        photo = photometric_loss(out.rgb, gt, lc.ssim_weight)
+        loss = photo
+        scalars = {"photo": float(photo.detach())}
+        if self.has_masks and lc.alpha_weight > 0:
+            mask = torch.stack([x[1] for x in targets])  # type: ignore[misc]
+            a = (out.alpha - mask).abs().mean()
+            loss = loss + lc.alpha_weight * a
+            scalars["alpha"] = float(a.detach())
+        reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
+        loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
+        off = metas[0].get("offsets")
+        if off is not None and lc.offset_weight > 0:
+            loss = loss + lc.offset_weight * (off**2).sum(-1).mean()
+        scalars["psnr"] = psnr(out.rgb.detach().clamp(0, 1), gt)
+        scalars["gaussians"] = float(len(self.model.splats))
+        _, k = self.model.canonical_positions()
+        info = dict(metas[0])
+        info.update({"scale_factor": k, "seed": self.cfg.trainer.seed})
+        return StepOutput(loss=loss, scalars=scalars, aux={"info": info})
+
+    def before_backward(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
+        self.strategy.step_pre_backward(
+            self.model.splats, optimizers, self.strategy_state, step, out.aux["info"]
+        )
+
+    def after_step(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
+        self.strategy.step_post_backward(
+            self.model.splats, optimizers, self.strategy_state, step + 1, out.aux["info"]
+        )
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        out = {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        out.update({STRATEGY_PREFIX + k: v for k, v in strategy_state_tensors(self.strategy_state).items()})
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        model = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        self.model.load_state_dict(model)
+        self.model.to(self.device)
+        self.strategy_state = self.strategy.initialize_state()
+        load_strategy_state(
+            self.strategy_state,
+            {
+                k[len(STRATEGY_PREFIX) :]: v.to(self.device)
+                for k, v in tensors.items()
+                if k.startswith(STRATEGY_PREFIX)
+            },
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_views:
+            return {}
+        vals = []
+        for c, t in self.eval_views:
+            out = self.model.render(self.cameras[c], self.drive[t], self.bg)
+            gt, _ = self.target(self.capture.frame_index(c, t))  # type: ignore[arg-type]
+            vals.append(psnr(out.rgb[0].clamp(0, 1), gt))
+        return {"psnr_heldout": sum(vals) / len(vals)}
+
+    def avatar_spec(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "version": nerfhead.__version__,
+            "config": to_dict(self.cfg.model),
+            "fit": to_dict(self.cfg),
+            "train_cameras": self.train_cameras,
+            "test_cameras": self.test_cameras,
+            "background": self.bg.tolist(),
+        }
+
+
+FitConfig = SplatFitConfig
+"""The fit config class of this model (read by ``nerfhead fit``)."""
+
+
+def make_task(capture: Capture, cfg: SplatFitConfig, device: str | torch.device = "cpu") -> SplatFit:
+    """The training task for ``capture`` (the entry point ``nerfhead fit`` uses for every model)."""
+    return SplatFit(capture, cfg, device)
