@@ -36,4 +36,3 @@ def group_help() -> None:
     from nerfhead.cli.main import run
 
     run(["export", "--help"])
-

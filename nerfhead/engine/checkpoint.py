@@ -77,7 +77,8 @@ def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], skeleton: Mapping[
     state: dict[int, dict[str, Any]] = {}
     for pid, entry in skeleton["state"].items():
         state[int(pid)] = {
-            k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entry.items()
+            k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v)
+            for k, v in entry.items()
         }
     # JSON turns tuples (Adam's betas, Rprop's etas, ...) into lists; torch keeps them as tuples.
     groups = [
