@@ -1,0 +1,171 @@
+"""Foreground masks of tracked frames: the fitted mesh's silhouette plus a person segmentation for what the
+mesh does not model.
+
+The ICT mesh covers the face, scalp, ears and neck of a bald head; it has no hair, no clothes and no shoulders.
+So the mask combines two sources:
+
+* **mesh**: the silhouette of the fitted head (opaque parts: skin, eyes, teeth), dilated by ``dilate_px``;
+  exact where the fit is good, blind to hair and torso.
+* **segmentation**: MediaPipe Selfie Segmentation (shipped in the ``mediapipe`` wheel), a per-pixel person
+  probability. It labels hair, neck, clothes and shoulders as person alike.
+
+Modes (``MaskConfig.mode``):
+
+* ``"mesh"``: the mesh silhouette only. Hair is background (a bald head model); the neck is kept down to where
+  ICT's neck ends; torso is background.
+* ``"head"`` (default): (silhouette OR segmentation) inside a head region (:func:`head_region`), measured in
+  the fitted head's frame on the plane through the head centre facing the camera: everything above the chin
+  level (``chin_level``, 7 cm below the head centre), plus a neck strip (``neck_half_width`` = 7 cm either side
+  of the head's axis) down to the neck cut (``neck_cut``, 13 cm below the head centre, about 5 cm under the
+  chin). Hair above the chin is foreground however wide; shoulders, collar and torso are background, and so
+  is the mesh's neck below the cut. Long hair falling below the chin outside the neck strip is cut off.
+* ``"person"``: silhouette OR segmentation everywhere: hair, neck, torso and shoulders are foreground.
+
+Masks are float32 [H, W] in [0, 1] (docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfhead.geometry import axis_angle_to_matrix
+from nerfhead.ops.rasterize_mesh import rasterize_mesh
+from nerfhead.parametric.ict import ICTHead
+
+MaskMode = Literal["mesh", "head", "person"]
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """How foreground masks are made."""
+
+    mode: MaskMode = "head"
+    """``mesh``: fitted mesh silhouette; ``head``: silhouette + segmentation above the neck cut (adds hair, not
+    the torso); ``person``: silhouette + segmentation everywhere (hair and torso)."""
+    dilate_px: int = 2
+    """Grow the mesh silhouette by this many pixels (tracking error, skin beyond the mesh)."""
+    threshold: float = 0.5
+    """Person probability above which a pixel counts as foreground."""
+    neck_cut: float = -0.13
+    """Head-frame y (metres; head centre 0, chin about -0.08) below which ``head`` mode drops everything."""
+    chin_level: float = -0.07
+    """Head-frame y below which ``head`` mode keeps the segmentation only within ``neck_half_width``."""
+    neck_half_width: float = 0.07
+    """Half width (metres) of the neck strip kept between ``chin_level`` and ``neck_cut``."""
+
+
+class PersonSegmenter:
+    """MediaPipe Selfie Segmentation (context manager): person probability [H, W] of an RGB image."""
+
+    def __init__(self) -> None:
+        from nerfhead.track.landmarks import import_mediapipe
+
+        mp = import_mediapipe()
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def __enter__(self) -> PersonSegmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._seg.close()
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """[H, W] float32 person probability of a uint8 [H, W, 3] image."""
+        res = self._seg.process(np.ascontiguousarray(rgb[..., :3]))
+        if res.segmentation_mask is None:
+            return np.zeros(rgb.shape[:2], np.float32)
+        return np.clip(res.segmentation_mask.astype(np.float32), 0.0, 1.0)
+
+
+def silhouettes(
+    head: ICTHead,
+    expression: Tensor,
+    rotation: Tensor,
+    translation: Tensor,
+    identity: Tensor | None,
+    K: Tensor,
+    viewmat: Tensor,
+    width: int,
+    height: int,
+    backend: str = "auto",
+) -> Tensor:
+    """Binary silhouettes of the posed head's opaque triangles.
+
+    Args:
+        head: ICT model.
+        expression: [B, 53]; rotation, translation: [B, 3] (head to world); identity: [10] or None.
+        K: [B, 3, 3]; viewmat: [B, 4, 4] world to camera.
+        width, height: image size.
+        backend: rasterizer backend.
+
+    Returns:
+        [B, H, W] bool.
+    """
+    with torch.no_grad():
+        v = head(expression, rotation, translation, identity=identity).vertices
+        vc = v @ viewmat[:, :3, :3].transpose(1, 2).to(v) + viewmat[:, None, :3, 3].to(v)
+        faces = head.faces[head.render_face_mask]
+        return rasterize_mesh(vc, faces, K.to(v), width, height, backend=backend).mask
+
+
+def dilate(mask: Tensor, px: int) -> Tensor:
+    """Grow [B, H, W] bool masks by ``px`` pixels (square structuring element)."""
+    if px <= 0:
+        return mask
+    m = mask.float()[:, None]
+    return torch.nn.functional.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0.5
+
+
+def head_region(
+    rotation: Tensor,
+    translation: Tensor,
+    K: Tensor,
+    viewmat: Tensor,
+    width: int,
+    height: int,
+    config: MaskConfig,
+) -> Tensor:
+    """[B, H, W] bool: where the segmentation may add foreground in ``head`` mode.
+
+    Each pixel's ray meets the plane through the head centre facing the camera; that point, in the head frame
+    (x to the subject's left, y up), must lie above ``config.neck_cut`` and, below ``config.chin_level``,
+    within ``config.neck_half_width`` of the head's axis (the neck, not the shoulders).
+    """
+    dt = torch.float64
+    R = axis_angle_to_matrix(rotation.to(dt))  # [B, 3, 3] head to world
+    Vr, Vt = viewmat[:, :3, :3].to(dt), viewmat[:, :3, 3].to(dt)
+    head_c = (Vr @ translation.to(dt)[..., None])[..., 0] + Vt  # head centre in camera space
+    depth = head_c[:, 2].clamp_min(1e-3)
+    Kd = K.to(dt)
+    ys = torch.arange(height, dtype=dt) + 0.5
+    xs = torch.arange(width, dtype=dt) + 0.5
+    yn = (ys[None, :, None] - Kd[:, 1, 2, None, None]) / Kd[:, 1, 1, None, None]
+    xn = (xs[None, None, :] - Kd[:, 0, 2, None, None]) / Kd[:, 0, 0, None, None]
+    xn, yn = torch.broadcast_tensors(xn, yn)
+    d = depth[:, None, None]
+    pc = torch.stack([xn * d, yn * d, d.expand_as(xn)], -1)  # [B, H, W, 3] on the plane z = depth
+    # camera -> world -> head: p_head = R^T (Vr^T (pc - Vt) - t)
+    M = R.transpose(1, 2) @ Vr.transpose(1, 2)  # [B, 3, 3]
+    off = (M @ Vt[..., None])[..., 0] + (R.transpose(1, 2) @ translation.to(dt)[..., None])[..., 0]
+    ph = torch.einsum("bij,bhwj->bhwi", M, pc) - off[:, None, None]
+    x, y = ph[..., 0], ph[..., 1]
+    return (y >= config.neck_cut) & ((y >= config.chin_level) | (x.abs() <= config.neck_half_width))
+
+
+def combine(silhouette: Tensor, person: Tensor | None, keep: Tensor | None, config: MaskConfig) -> Tensor:
+    """Final [B, H, W] float mask from the silhouette (bool), the person probability (float, or None) and the
+    head region (bool, from :func:`head_region`; needed in ``head`` mode), following ``config.mode``."""
+    sil = dilate(silhouette, config.dilate_px)
+    if config.mode == "mesh" or person is None:
+        return sil.float()
+    seg = person > config.threshold
+    if config.mode == "head" and keep is not None:
+        return ((sil | seg) & keep).float()
+    if config.mode == "head":
+        return sil.float()
+    return (sil | seg).float()

@@ -1,0 +1,155 @@
+"""Overlay video of a track: the fitted mesh's wireframe and the landmarks drawn on the frames.
+
+Per frame: the visible edges of the fitted face (edges of the ICT face part whose sample points pass the depth
+test against the rasterized head) in translucent white, MediaPipe's landmarks in green and the fitted mesh's
+corresponding points in red. The video is written as H.264 mp4 through imageio-ffmpeg, with the capture's
+soundtrack muxed in when given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfhead.ops.rasterize_mesh import rasterize_mesh
+from nerfhead.parametric.ict import PART_ID, ICTHead
+
+WIRE_RGB = np.array([255, 255, 255], np.float32)
+OBSERVED_RGB = np.array([40, 230, 70], np.uint8)
+FITTED_RGB = np.array([240, 40, 40], np.uint8)
+
+
+def wire_edges(head: ICTHead) -> Tensor:
+    """[E, 2] unique vertex pairs of the face part's quad edges (each quad's diagonal left out)."""
+    faces = head.faces[head.face_part == PART_ID["face"]]
+    # quads were split as (a, b, c), (a, c, d): edge (a, c) is the diagonal
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]]], 0)
+    e = torch.sort(e, dim=1).values
+    return torch.unique(e, dim=0)
+
+
+def draw_wireframe(
+    img: np.ndarray, verts_cam: Tensor, K: Tensor, edges: Tensor, zbuf: Tensor, alpha: float = 0.35
+) -> None:
+    """Blend the visible edges into ``img`` in place.
+
+    Args:
+        img: [H, W, 3] uint8.
+        verts_cam: [V, 3] camera-space vertices.
+        K: [3, 3] intrinsics.
+        edges: [E, 2] vertex pairs.
+        zbuf: [H, W] depth of the nearest surface (0 = background).
+        alpha: opacity of the lines.
+    """
+    H, W = img.shape[:2]
+    v = verts_cam.double()
+    z = v[:, 2].clamp_min(1e-6)
+    uv = torch.stack([K[0, 0] * v[:, 0] / z + K[0, 2], K[1, 1] * v[:, 1] / z + K[1, 2]], -1)
+    a, b = uv[edges[:, 0]], uv[edges[:, 1]]
+    n = ((b - a).norm(dim=-1).ceil().clamp(1, 64)).long()  # samples per edge, about one per pixel
+    eid = torch.repeat_interleave(torch.arange(len(edges)), n)
+    start = torch.cumsum(n, 0) - n
+    s = (torch.arange(int(n.sum())) - start[eid]).double() / n[eid].double()
+    p = a[eid] + (b[eid] - a[eid]) * s[:, None]
+    zp = z[edges[eid, 0]] + (z[edges[eid, 1]] - z[edges[eid, 0]]) * s
+    x, y = p[:, 0].floor().long(), p[:, 1].floor().long()
+    ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    x, y, zp = x[ok], y[ok], zp[ok]
+    zb = zbuf.double()[y, x]
+    vis = (zb > 0) & (zp <= zb + 0.004)
+    x, y = x[vis].numpy(), y[vis].numpy()
+    img[y, x] = (img[y, x] * (1 - alpha) + WIRE_RGB * alpha).astype(np.uint8)
+
+
+def draw_points(img: np.ndarray, xy: np.ndarray, rgb: np.ndarray, radius: int = 1) -> None:
+    """Paint square dots of side ``2 radius + 1`` at continuous pixel positions [P, 2] (NaN skipped)."""
+    H, W = img.shape[:2]
+    xy = xy[np.isfinite(xy).all(-1)]
+    c = np.floor(xy).astype(np.int64)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            x, y = c[:, 0] + dx, c[:, 1] + dy
+            ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+            img[y[ok], x[ok]] = rgb
+
+
+def overlay_frame(
+    rgb: np.ndarray,
+    verts_world: Tensor,
+    head: ICTHead,
+    edges: Tensor,
+    K: Tensor,
+    viewmat: Tensor,
+    observed: np.ndarray | None = None,
+    fitted: np.ndarray | None = None,
+    backend: str = "auto",
+) -> np.ndarray:
+    """One overlay image.
+
+    Args:
+        rgb: [H, W, 3] uint8 frame.
+        verts_world: [V, 3] fitted vertices.
+        head: the ICT model (faces).
+        edges: from :func:`wire_edges`.
+        K: [3, 3]; viewmat: [4, 4] of the frame's camera.
+        observed: [P, 2] landmarks found in the frame, or None.
+        fitted: [M, 2] the fitted mesh's landmark points projected, or None.
+        backend: rasterizer backend (depth test).
+
+    Returns:
+        [H, W, 3] uint8 copy with the drawing.
+    """
+    img = np.array(rgb[..., :3], dtype=np.uint8, copy=True)
+    H, W = img.shape[:2]
+    vc = verts_world.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()
+    faces = head.faces[head.render_face_mask]
+    with torch.no_grad():
+        frags = rasterize_mesh(vc[None].float(), faces, K[None].float(), W, H, backend=backend)
+    draw_wireframe(img, vc, K.double(), edges, frags.depth[0])
+    radius = max(1, round(min(H, W) / 400))
+    if observed is not None:
+        draw_points(img, observed, OBSERVED_RGB, radius)
+    if fitted is not None:
+        draw_points(img, fitted, FITTED_RGB, radius)
+    return img
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    audio_path: str | os.PathLike | None = None,
+) -> Path:
+    """Write uint8 RGB frames (all one size) as an H.264 mp4, muxing ``audio_path`` as AAC when given.
+
+    Odd frame sizes are padded by one black row/column (yuv420p needs even sizes).
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.mp4")
+    writer = None
+    try:
+        for f in frames:
+            h, w = f.shape[:2]
+            if writer is None:
+                size = (w + w % 2, h + h % 2)
+                kw = {} if audio_path is None else {"audio_path": str(audio_path), "audio_codec": "aac"}
+                writer = imageio_ffmpeg.write_frames(
+                    str(tmp), size, fps=fps, codec="libx264", macro_block_size=1, quality=7, **kw
+                )
+                writer.send(None)
+            if w % 2 or h % 2:
+                f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)))
+            writer.send(np.ascontiguousarray(f))
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,538 @@
+"""``nerfhead track`` end to end: a monocular video or a calibrated capture in, a tracked capture out.
+
+Output folder (nerfhead's capture format; read it back with :func:`nerfhead.data.load_capture`)::
+
+    transforms.json     cameras, frames, fps, audio, metadata["track"] (metrics, identity, source)
+    drive.npz           the tracked Drive: head pose + 53 expression coefficients per timestep
+    images/<t>.png      decoded video frames (video input; a capture's images are referenced in place)
+    masks/...png        foreground masks (see nerfhead.track.masks), unless the capture brought its own
+    audio.wav           the video's soundtrack, sample 0 at timestamp 0 (video input with audio)
+    landmarks.npz       MediaPipe landmarks: points [N, 478, 2], camera [N], timestep [N], detected [N]
+    track.json          the metrics (also in transforms.json's metadata)
+    overlay.mp4         frames with the fitted wireframe and the landmarks (one camera), with the audio
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfhead.data.capture import Capture, Frame
+from nerfhead.errors import InputError
+from nerfhead.parametric.ict import ICTHead
+from nerfhead.track.correspondence import Correspondence, load_correspondence
+from nerfhead.track.fit import FitConfig, FitResult, Observations, fit_sequence, monocular_observations
+from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig, fill_missing
+from nerfhead.track.masks import MaskConfig, PersonSegmenter, combine, head_region, silhouettes
+from nerfhead.track.video import VideoConfig, extract_audio, read_video
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".mkv", ".avi")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Everything ``nerfhead track`` can be told."""
+
+    video: VideoConfig = field(default_factory=VideoConfig)
+    """Frame range, stride, crop and scale of a video input."""
+    landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
+    """MediaPipe Face Mesh options."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Optimisation schedule and weights."""
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    """Foreground masks."""
+    make_masks: bool = True
+    """Write masks (a capture that has masks keeps its own)."""
+    overlay: bool = True
+    """Write overlay.mp4."""
+    focal: float | None = None
+    """Video input: focal length guess in pixels (default 1.4 x the longer side, a ~39 degree field of view);
+    refined by the fit unless ``fit.fit_focal`` is False."""
+    cameras: tuple[str, ...] | None = None
+    """Capture input: cameras to track (names or indices); default all."""
+    overlay_camera: str | None = None
+    """Capture input: camera of the overlay video (name or index); default the one seeing the largest face."""
+    backend: str = "auto"
+    """Rasterizer backend for masks and overlay: ``auto|cuda|cpu|torch``."""
+
+
+class Reporter(Protocol):
+    """Progress sink: a stage with a known number of steps, then advances."""
+
+    def stage(self, name: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """What :func:`track` wrote and measured."""
+
+    capture: Capture
+    """The tracked capture (as written to ``out``)."""
+    fit: FitResult
+    """The fit (drive, identity, cameras, per-observation reprojection error)."""
+    metrics: dict[str, Any]
+    """Also in ``out/track.json``."""
+    out: Path
+
+
+def default_focal(width: int, height: int) -> float:
+    """Focal guess of an unknown camera: 1.4 x the longer side."""
+    return 1.4 * max(width, height)
+
+
+def _to_uint8(img: Tensor) -> np.ndarray:
+    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+
+
+def _metrics(fit: FitResult, obs: Observations, detected: np.ndarray, seconds: dict[str, float]) -> dict:
+    r = fit.reprojection_px.numpy()
+    return {
+        "timesteps": int(obs.num_timesteps),
+        "observations": len(obs),
+        "observations_without_face": int((~detected).sum()),
+        "reprojection_px": {
+            "mean": float(r.mean()),
+            "median": float(np.median(r)),
+            "p95": float(np.percentile(r, 95)),
+        },
+        "focal_px": [float(f) for f in fit.cameras.K[:, 0, 0].unique()[:8]],
+        "identity": [round(float(b), 5) for b in fit.identity],
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+
+
+def track(
+    input: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrackConfig | None = None,
+    reporter: Reporter | None = None,
+) -> TrackResult:
+    """Track a video file or a capture folder into ``out``.
+
+    Raises:
+        InputError: unreadable input, no face anywhere, bad options.
+    """
+    config = config or TrackConfig()
+    path = Path(input)
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.is_file() and path.suffix.lower() != ".json":
+        return track_video(path, out, config, reporter)
+    return track_capture(path, out, config, reporter)
+
+
+def _fit(
+    obs: Observations,
+    head: ICTHead,
+    corr: Correspondence,
+    config: TrackConfig,
+    fit_focal: bool,
+    reporter: Reporter,
+) -> FitResult:
+    total = config.fit.rigid_iters + config.fit.full_iters
+    reporter.stage("fitting", total)
+    last = [0]
+
+    def progress(step: int, _total: int, _loss: float) -> None:
+        reporter.advance(step - last[0])
+        last[0] = step
+
+    return fit_sequence(obs, head, corr, config.fit, fit_focal=fit_focal, progress=progress)
+
+
+def track_video(
+    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
+) -> TrackResult:
+    """Monocular video -> tracked capture (see the module docstring)."""
+    rep = reporter or _Silent()
+    path, out = Path(path), Path(out)
+    sec: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rep.stage("decoding", 1)
+    video = read_video(path, config.video)
+    rep.advance()
+    head = ICTHead()
+    corr = load_correspondence(num_faces=int(head.faces.shape[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    audio = None
+    if video.has_audio:
+        audio = extract_audio(path, out / "audio.wav", config.video.start, config.video.duration)
+    sec["decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rep.stage("landmarks", len(video))
+    raw = _detect_stream(video.frames, config.landmarks, rep.advance)
+    lm = fill_missing(_as_landmarks(raw, video.width, video.height), source=path)
+    sec["landmarks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    focal = config.focal or default_focal(video.width, video.height)
+    pts = torch.from_numpy(lm.points[:, corr.landmark])
+    obs = monocular_observations(pts, video.width, video.height, video.fps, head, corr, focal)
+    fit = _fit(obs, head, corr, config, True, rep)
+    sec["fit"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    T = len(video)
+    rep.stage("writing frames", T)
+    frames = []
+    for t in range(T):
+        ip = out / "images" / f"{t:05d}.png"
+        _save_png(ip, video.frames[t])
+        frames.append(Frame(0, t, float(video.timestamps[t]), ip))
+        rep.advance()
+    if config.make_masks:
+        frames = _write_masks(
+            frames,
+            lambda i: video.frames[i],
+            fit,
+            head,
+            config,
+            rep,
+            out / "masks",
+            lambda f: f"{f.timestep:05d}",
+        )
+    sec["write"] = time.perf_counter() - t0
+    detected = lm.detected
+    metrics = {"input": str(path), "kind": "video", **_metrics(fit, obs, detected, sec)}
+    metrics["video"] = {
+        "fps": video.fps,
+        "size": [video.width, video.height],
+        "source_size": list(video.size),
+    }
+    cap = Capture(
+        cameras=fit.cameras,
+        frames=tuple(frames),
+        fps=video.fps,
+        drive=fit.drive,
+        audio_path=audio,
+        audio_offset=0.0,
+        metadata={"track": metrics},
+    )
+    _save_landmarks(out, raw, np.zeros(T, np.int64), np.arange(T), detected)
+    result = _finish(cap, fit, metrics, out, head, corr, config, rep, lambda i: video.frames[i], raw)
+    return result
+
+
+def track_capture(
+    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
+) -> TrackResult:
+    """Calibrated capture (any layout :func:`nerfhead.data.load_capture` reads) -> tracked capture."""
+    from nerfhead.data import load_capture
+
+    rep = reporter or _Silent()
+    path, out = Path(path), Path(out)
+    sec: dict[str, float] = {}
+    cap = load_capture(path)
+    if config.cameras is not None:
+        cap = cap.subset(cameras=list(config.cameras))
+    head = ICTHead()
+    corr = load_correspondence(num_faces=int(head.faces.shape[0]))
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    rep.stage("landmarks", len(cap))
+    streams = _streams(cap)
+    raw = np.full((len(cap), 478 if config.landmarks.refine else 468, 2), np.nan, np.float32)
+    for stream in streams:
+        pts = _detect_stream((_to_uint8(cap.image(i)) for i in stream), config.landmarks, rep.advance)
+        raw[stream] = pts
+    detected = np.isfinite(raw).all(axis=(1, 2))
+    if not detected.any():
+        raise InputError(
+            path, f"no face found in any of its {len(cap)} images", hint="is a face visible and lit?"
+        )
+    sec["landmarks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    idx = np.nonzero(detected)[0]
+    obs = Observations(
+        points=torch.from_numpy(raw[idx][:, corr.landmark]),
+        camera=torch.tensor([cap.frames[i].camera for i in idx]),
+        timestep=torch.tensor([cap.frames[i].timestep for i in idx]),
+        cameras=cap.cameras.to(dtype=torch.float64),
+        num_timesteps=cap.num_timesteps,
+        fps=cap.fps,
+    )
+    fit = _fit(obs, head, corr, config, False, rep)
+    sec["fit"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frames = list(cap.frames)
+    if config.make_masks and not cap.has_masks:
+        names = cap.cameras.names or tuple(str(c) for c in range(cap.num_cameras))
+        frames = _write_masks(
+            frames,
+            lambda i: _to_uint8(cap.image(i)),
+            fit,
+            head,
+            config,
+            rep,
+            out / "masks",
+            lambda f: f"{names[f.camera]}/{f.timestep:05d}",
+        )
+    sec["write"] = time.perf_counter() - t0
+    metrics = {"input": str(path), "kind": "capture", **_metrics(fit, obs, detected, sec)}
+    metrics["cameras"] = len(cap.cameras)
+    new = Capture(
+        cameras=cap.cameras,
+        frames=tuple(frames),
+        fps=cap.fps,
+        drive=fit.drive,
+        audio_path=cap.audio_path,
+        audio_offset=cap.audio_offset,
+        train_cameras=cap.train_cameras,
+        test_cameras=cap.test_cameras,
+        metadata={**{k: v for k, v in cap.metadata.items() if k != "track"}, "track": metrics},
+    )
+    cams = np.array([f.camera for f in cap.frames])
+    ts = np.array([f.timestep for f in cap.frames])
+    _save_landmarks(out, raw, cams, ts, detected)
+    return _finish(new, fit, metrics, out, head, corr, config, rep, lambda i: _to_uint8(cap.image(i)), raw)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _streams(cap: Capture) -> list[list[int]]:
+    """Frame index lists to run the landmark tracker through in order: one per camera, or (when every camera
+    has a single frame, as a moving monocular camera) one stream over time."""
+    per_cam = [cap.frames_of(c) for c in range(cap.num_cameras)]
+    per_cam = [s for s in per_cam if s]
+    if all(len(s) == 1 for s in per_cam):
+        return [sorted((s[0] for s in per_cam), key=lambda i: cap.frames[i].timestep)]
+    return per_cam
+
+
+def _detect_stream(frames: Any, config: LandmarkConfig, advance: Callable[[int], None]) -> np.ndarray:
+    out = []
+    with FaceMeshDetector(config) as det:
+        P = det.num_points
+        for rgb in frames:
+            p = det(rgb)
+            out.append(np.full((P, 2), np.nan, np.float32) if p is None else p)
+            advance(1)
+    return np.stack(out)
+
+
+def _as_landmarks(raw: np.ndarray, width: int, height: int):
+    from nerfhead.track.landmarks import Landmarks
+
+    return Landmarks(raw, np.isfinite(raw).all(axis=(1, 2)), width, height)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+
+
+def _save_landmarks(
+    out: Path, raw: np.ndarray, cams: np.ndarray, ts: np.ndarray, detected: np.ndarray
+) -> None:
+    tmp = out / "landmarks.npz.tmp.npz"
+    np.savez(tmp, points=raw, camera=cams, timestep=ts, detected=detected)
+    os.replace(tmp, out / "landmarks.npz")
+
+
+def _batches(n: int, size: int) -> Iterator[list[int]]:
+    for a in range(0, n, size):
+        yield list(range(a, min(a + size, n)))
+
+
+def _write_masks(
+    frames: Sequence[Frame],
+    image: Callable[[int], np.ndarray],
+    fit: FitResult,
+    head: ICTHead,
+    config: TrackConfig,
+    rep: Reporter,
+    folder: Path,
+    name: Callable[[Frame], str],
+) -> list[Frame]:
+    """Render, combine and save a mask per frame; returns the frames with ``mask_path`` set."""
+    from dataclasses import replace
+
+    from nerfhead.data.images import save_mask
+
+    rep.stage("masks", len(frames))
+    d = fit.drive
+    cams = fit.cameras.to(dtype=torch.float32)
+    out: list[Frame] = []
+    seg = PersonSegmenter() if config.masks.mode != "mesh" else None
+    try:
+        for batch in _batches(len(frames), 8):
+            fr = [frames[i] for i in batch]
+            t = torch.tensor([f.timestep for f in fr])
+            c = torch.tensor([f.camera for f in fr])
+            sizes = {(int(cams.width[k]), int(cams.height[k])) for k in c.tolist()}
+            for w, h in sizes:  # group by image size
+                sel = [
+                    j for j, k in enumerate(c.tolist()) if (int(cams.width[k]), int(cams.height[k])) == (w, h)
+                ]
+                tt, cc = t[sel], c[sel]
+                sil = silhouettes(
+                    head, d.expression[tt], d.rotation[tt], d.translation[tt], fit.identity,
+                    cams.K[cc], cams.viewmat[cc], w, h, config.backend,
+                )  # fmt: skip
+                keep = head_region(
+                    d.rotation[tt], d.translation[tt], cams.K[cc], cams.viewmat[cc], w, h, config.masks
+                )
+                person = None
+                if seg is not None:
+                    person = torch.from_numpy(np.stack([seg(image(batch[j])) for j in sel]))
+                masks = combine(sil, person, keep, config.masks)
+                for k, j in enumerate(sel):
+                    f = fr[j]
+                    mp = folder / f"{name(f)}.png"
+                    save_mask(mp, masks[k])
+                    out.append((batch[j], replace(f, mask_path=mp)))  # type: ignore[arg-type]
+                    rep.advance()
+    finally:
+        if seg is not None:
+            seg.__exit__(None, None, None)
+    out.sort(key=lambda p: p[0])  # type: ignore[index]
+    return [f for _, f in out]  # type: ignore[misc]
+
+
+def _finish(
+    cap: Capture,
+    fit: FitResult,
+    metrics: dict,
+    out: Path,
+    head: ICTHead,
+    corr: Correspondence,
+    config: TrackConfig,
+    rep: Reporter,
+    image: Callable[[int], np.ndarray],
+    raw: np.ndarray,
+) -> TrackResult:
+    from nerfhead.data.nerfstudio import save_capture
+    from nerfhead.engine.checkpoint import atomic_write_json
+
+    if config.overlay:
+        t0 = time.perf_counter()
+        _overlay(cap, fit, out / "overlay.mp4", head, corr, config, rep, image, raw)
+        metrics["seconds"]["overlay"] = round(time.perf_counter() - t0, 2)
+    save_capture(cap, out)
+    atomic_write_json(out / "track.json", _jsonable(metrics))
+    return TrackResult(cap, fit, metrics, out)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _overlay_camera(cap: Capture, config: TrackConfig, raw: np.ndarray) -> list[int]:
+    """Frame indices (timestep order) of the overlay's camera."""
+    streams = _streams(cap)
+    if len(streams) == 1:
+        return streams[0]
+    if config.overlay_camera is not None:
+        return cap.frames_of(cap.camera_ids([config.overlay_camera])[0])
+    from nerfhead.track.fit import face_size
+
+    best, score = 0, -1.0
+    for c in range(cap.num_cameras):
+        idx = cap.frames_of(c)
+        p = raw[idx]
+        ok = np.isfinite(p).all(axis=(1, 2))
+        s = float(face_size(torch.from_numpy(p[ok])).sum()) if ok.any() else 0.0
+        if s > score:
+            best, score = c, s
+    return cap.frames_of(best)
+
+
+def _overlay(
+    cap: Capture,
+    fit: FitResult,
+    path: Path,
+    head: ICTHead,
+    corr: Correspondence,
+    config: TrackConfig,
+    rep: Reporter,
+    image: Callable[[int], np.ndarray],
+    raw: np.ndarray,
+) -> None:
+    from nerfhead.track.fit import project
+    from nerfhead.track.overlay import overlay_frame, wire_edges, write_video
+
+    idx = _overlay_camera(cap, config, raw)
+    rep.stage("overlay", len(idx))
+    edges = wire_edges(head)
+    d = fit.drive
+    cams = fit.cameras.to(dtype=torch.float32)
+    faces = head.faces
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in idx:
+            f = cap.frames[i]
+            t, c = f.timestep, f.camera
+            with torch.no_grad():
+                v = head(
+                    d.expression[t : t + 1],
+                    d.rotation[t : t + 1],
+                    d.translation[t : t + 1],
+                    identity=fit.identity,
+                )
+                pts = corr.points(v.vertices, faces, d.rotation[t : t + 1])
+                uv, _ = project(cams.K[c : c + 1], cams.viewmat[c : c + 1], None, pts)
+            yield overlay_frame(
+                image(i),
+                v.vertices[0],
+                head,
+                edges,
+                cams.K[c],
+                cams.viewmat[c],
+                raw[i],
+                uv[0].numpy(),
+                config.backend,
+            )
+            rep.advance()
+
+    audio = cap.audio_path
+    first = cap.frames[idx[0]].timestamp if idx else 0.0
+    if audio is not None and abs(first - cap.audio_offset) > 1e-3:
+        audio = None  # the overlay would start at another time than the audio: leave it silent
+    write_video(path, frames(), cap.fps, audio)
+
+
+def summary_line(result: TrackResult) -> str:
+    """One line for the console."""
+    m = result.metrics
+    r = m["reprojection_px"]
+    return (
+        f"tracked {m['timesteps']} timesteps ({m['observations']} images, "
+        f"{m['observations_without_face']} without a face): reprojection {r['mean']:.2f} px mean, "
+        f"{r['p95']:.2f} px p95 -> {result.out}"
+    )
+
+
+def config_json(config: TrackConfig) -> str:
+    """The config as JSON (for logs)."""
+    return json.dumps(asdict(config), default=str)

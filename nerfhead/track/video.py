@@ -1,0 +1,258 @@
+"""Decode a talking-head video (mp4, mov, mpg, webm, mkv, avi: anything FFmpeg reads) into RGB frames with
+timestamps, and its soundtrack into a wav aligned with them.
+
+Timestamps are seconds from the first kept frame's time range start (``VideoConfig.start``): the frame shown at
+source time ``s`` gets timestamp ``s - start``, and the extracted wav starts at source time ``start``, so a
+capture built from it has ``audio_offset = 0`` and audio aligns to frames by timestamp (docs/conventions.md).
+Source times are measured from the container's start, as :func:`nerfhead.audio.io.load_audio` measures audio.
+
+>>> video = read_video("scenes/assets/video_grid/grid_bbaf2n.mpg", VideoConfig(max_frames=5))  # doctest: +SKIP
+>>> video.frames.shape, video.timestamps[:2].tolist(), video.fps  # doctest: +SKIP
+((5, 288, 360, 3), [0.0, 0.04], 25.0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nerfhead.errors import InputError
+
+
+class VideoWarning(UserWarning):
+    """A usable but suspicious video (truncated stream, missing timestamps)."""
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Which frames to decode and how to crop and scale them."""
+
+    start: float = 0.0
+    """Skip frames shown before this source time (seconds)."""
+    duration: float | None = None
+    """Keep frames shown before ``start + duration`` seconds; None keeps the rest of the video."""
+    stride: int = 1
+    """Keep every ``stride``-th frame (the capture's fps is divided by it)."""
+    max_frames: int | None = None
+    """Stop after this many kept frames."""
+    crop: tuple[int, int, int, int] | None = None
+    """Crop box ``(x, y, width, height)`` in source pixels, applied before scaling; None keeps the full frame."""
+    scale: float = 1.0
+    """Resize factor applied after cropping (area-averaging when shrinking)."""
+    max_size: int | None = None
+    """Shrink further so the longer side is at most this many pixels; None leaves the size alone."""
+
+
+@dataclass(frozen=True)
+class Video:
+    """Decoded frames of one video.
+
+    Attributes:
+        frames: [T, H, W, 3] uint8 RGB.
+        timestamps: [T] float64 seconds (see the module docstring).
+        fps: nominal frame rate of the kept frames (source rate / stride).
+        source: the video file.
+        size: (width, height) of the source frames before crop and scale.
+        has_audio: whether the file has an audio stream.
+    """
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    fps: float
+    source: Path
+    size: tuple[int, int]
+    has_audio: bool
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "video file not found")
+    if not path.is_file():
+        raise InputError(path, "not a file (expected a video file)")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+
+
+def _output_size(w: int, h: int, config: VideoConfig) -> tuple[int, int]:
+    s = float(config.scale)
+    if config.max_size is not None and max(w, h) * s > config.max_size:
+        s = config.max_size / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def _check_config(path: Path, w: int, h: int, config: VideoConfig) -> None:
+    if config.stride < 1:
+        raise InputError(None, f"stride must be >= 1, got {config.stride}")
+    if not (math.isfinite(config.scale) and config.scale > 0):
+        raise InputError(None, f"scale must be a positive number, got {config.scale}")
+    if config.max_frames is not None and config.max_frames < 1:
+        raise InputError(None, f"max_frames must be >= 1, got {config.max_frames}")
+    if config.crop is not None:
+        x, y, cw, ch = (int(v) for v in config.crop)
+        if cw < 1 or ch < 1 or x < 0 or y < 0 or x + cw > w or y + ch > h:
+            raise InputError(
+                path, f"crop box {tuple(config.crop)} (x, y, w, h) does not fit the {w}x{h} frames"
+            )
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    im = Image.fromarray(rgb)
+    shrink = size[0] < rgb.shape[1]
+    return np.asarray(im.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC))
+
+
+def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Video:
+    """Decode the first video stream of ``path``.
+
+    Args:
+        path: a video file.
+        config: frame range, stride, crop and scale.
+
+    Returns:
+        :class:`Video` with at least one frame.
+
+    Raises:
+        InputError: missing/empty file, not a video, no video stream, corrupt stream without a decodable frame,
+            no frame in the requested range, or a crop box outside the frames.
+    """
+    import av
+    from av.error import FFmpegError
+
+    config = config or VideoConfig()
+    path = Path(path)
+    _check_path(path)
+    try:
+        container = av.open(str(path))
+    except (FFmpegError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not a readable video file ({_why(e)})") from None
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise InputError(path, f"has no video stream (found: {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        has_audio = bool(container.streams.audio)
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0) or 25.0
+        starts = [float(s.start_time * s.time_base) for s in container.streams if s.start_time is not None]
+        t0 = min(starts) if starts else 0.0
+        end = math.inf if config.duration is None else config.start + config.duration
+        size = (0, 0)
+        out_size = (0, 0)
+        index = 0  # frames in range seen so far (for the stride)
+        decoded = 0
+        missing_time = False
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if frame.time is None:
+                    missing_time = True
+                    t = (decoded - 1) / rate
+                else:
+                    t = float(frame.time) - t0
+                if t < config.start - 1e-6:
+                    continue
+                if t >= end - 1e-6:
+                    break
+                if index % config.stride == 0:
+                    if not frames:
+                        size = (frame.width, frame.height)
+                        _check_config(path, frame.width, frame.height, config)
+                        w, h = (config.crop[2], config.crop[3]) if config.crop else size
+                        out_size = _output_size(w, h, config)
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if config.crop is not None:
+                        x, y, cw, ch = (int(v) for v in config.crop)
+                        rgb = rgb[y : y + ch, x : x + cw]
+                    frames.append(np.ascontiguousarray(_resize(rgb, out_size)))
+                    times.append(t - config.start)
+                    if config.max_frames is not None and len(frames) >= config.max_frames:
+                        break
+                index += 1
+        except FFmpegError as e:
+            if not frames:
+                raise InputError(path, f"corrupt video stream ({_why(e)})") from None
+            warnings.warn(
+                f"{path}: video stream is corrupt after {len(frames)} frames ({_why(e)}); keeping those",
+                VideoWarning,
+                stacklevel=2,
+            )
+    if not frames:
+        if decoded == 0:
+            raise InputError(path, "video stream has no decodable frames (zero frames)")
+        raise InputError(path, f"no frames between {config.start:g} s and {end:g} s (video has {decoded})")
+    if missing_time:
+        warnings.warn(f"{path}: frames without timestamps; assumed {rate:g} fps", VideoWarning, stacklevel=2)
+    return Video(
+        frames=np.stack(frames),
+        timestamps=np.asarray(times, np.float64),
+        fps=rate / config.stride,
+        source=path,
+        size=size,
+        has_audio=has_audio,
+    )
+
+
+def extract_audio(
+    path: str | os.PathLike, out_wav: str | os.PathLike, start: float = 0.0, duration: float | None = None
+) -> Path | None:
+    """Write the soundtrack of a video as a 16-bit PCM wav (mono, the stream's sample rate) starting at source
+    time ``start``, so sample 0 of the wav lies at capture timestamp 0.
+
+    Args:
+        path: the video file.
+        out_wav: the wav to write (its folder is created).
+        start: source time (s) of the wav's first sample.
+        duration: seconds to keep, or None for the rest.
+
+    Returns:
+        ``out_wav``, or None when the video has no audio stream.
+
+    Raises:
+        InputError: the audio stream is corrupt or empty.
+    """
+    import av
+    import soundfile
+
+    from nerfhead.audio.io import load_audio
+
+    path = Path(path)
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        sr = int(c.streams.audio[0].rate or 16000)
+    wav, sr = load_audio(path, sr=sr, warn=False)
+    a = int(round(max(start, 0.0) * sr))
+    b = len(wav) if duration is None else a + int(round(duration * sr))
+    out = Path(out_wav)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.wav")
+    soundfile.write(str(tmp), wav[a:b], sr, subtype="PCM_16")
+    os.replace(tmp, out)
+    return out
+
+
+def _why(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return str(msg).split(":")[0].strip() or type(e).__name__
