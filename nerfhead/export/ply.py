@@ -105,6 +105,7 @@ def write_ply(path: str | os.PathLike, g: PlyGaussians) -> Path:
     """Write ``g`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     atomic_write_bytes(path, ply_bytes(g))
+    path.chmod(0o644)  # the temp file behind the atomic write is private (0600); exports are for sharing
     return path
 
 
