@@ -13,7 +13,7 @@ from pathlib import Path
 def main(
     out: Path = Path("out/demo"),
     port: int = 8080,
-    minutes: float = 6.0,
+    minutes: float = 5.0,
     audio: Path | None = None,
     refit: bool = False,
     device: str = "auto",

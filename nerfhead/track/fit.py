@@ -24,7 +24,7 @@ up, D the median initial head distance, so a frontal head at the origin has iden
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -465,7 +465,7 @@ def fit_sequence(
     state = {"step": 0, "loss": math.nan}
 
     def run(
-        iters: int, groups: list[tuple[Tensor, float]], loss_fn: Callable[[], Tensor], decay: bool
+        iters: int, groups: Sequence[tuple[Tensor, float]], loss_fn: Callable[[], Tensor], decay: bool
     ) -> None:
         if iters <= 0:
             return

@@ -142,7 +142,13 @@ def write_video(
                 size = (w + w % 2, h + h % 2)
                 kw = {} if audio_path is None else {"audio_path": str(audio_path), "audio_codec": "aac"}
                 writer = imageio_ffmpeg.write_frames(
-                    str(tmp), size, fps=fps, codec="libx264", macro_block_size=1, quality=7, **kw
+                    str(tmp),
+                    size,
+                    fps=fps,  # pyright: ignore[reportArgumentType]
+                    codec="libx264",
+                    macro_block_size=1,
+                    quality=7,
+                    **kw,  # pyright: ignore[reportArgumentType]
                 )
                 writer.send(None)
             if w % 2 or h % 2:

@@ -155,7 +155,11 @@ def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Vi
         stream.thread_type = "AUTO"
         has_audio = bool(container.streams.audio)
         rate = float(stream.average_rate or stream.guessed_rate or 0.0) or 25.0
-        starts = [float(s.start_time * s.time_base) for s in container.streams if s.start_time is not None]
+        starts = [
+            float(s.start_time * s.time_base)
+            for s in container.streams
+            if s.start_time is not None and s.time_base is not None
+        ]
         t0 = min(starts) if starts else 0.0
         end = math.inf if config.duration is None else config.start + config.duration
         size = (0, 0)
