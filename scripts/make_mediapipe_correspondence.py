@@ -10,7 +10,7 @@ skin pixel within ``--search-px``. Each surface point is mapped back to the neut
 MediaPipe's positions best; the landmark is re-anchored at the skin point nearest to it (plus the remaining
 offset), triangulated once more, and weighted by its RMS residual in mm.
 
-    .venv/bin/python scripts/make_mediapipe_correspondence.py            # ~2 min on 2 CPU cores
+    .venv/bin/python scripts/make_mediapipe_correspondence.py            # 70 views, ~1.5 min on 2 CPU cores
     .venv/bin/python scripts/make_mediapipe_correspondence.py --head ict --out /tmp/c.npz
 
 Prints a JSON summary (landmarks kept, spread percentiles, per-view detection).
@@ -145,8 +145,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "scenes/assets" / ASSET)
     ap.add_argument("--size", type=int, default=640, help="render width = height (pixels)")
     ap.add_argument("--supersample", type=int, default=2)
-    ap.add_argument("--yaws", type=float, nargs="+", default=[-30, -15, 0, 15, 30])
-    ap.add_argument("--pitches", type=float, nargs="+", default=[-12, 0, 12])
+    ap.add_argument("--yaws", type=float, nargs="+", default=[-30, -20, -10, 0, 10, 20, 30])
+    ap.add_argument("--pitches", type=float, nargs="+", default=[-15, -7, 0, 7, 15])
     ap.add_argument("--jaw-open", type=float, nargs="+", default=[0.0, 0.35])
     ap.add_argument("--search-px", type=int, default=8, help="search radius at render resolution")
     ap.add_argument("--strong-mm", type=float, default=1.0, help="RMS residual with weight 1")

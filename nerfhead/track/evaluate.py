@@ -20,7 +20,7 @@ from nerfhead.data.expressions import EXPRESSION_INDEX
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.track.correspondence import Correspondence
-from nerfhead.track.fit import head_to_camera, to_pixels
+from nerfhead.track.projection import head_to_camera, to_pixels
 
 EXPRESSION_GROUPS: dict[str, tuple[str, ...]] = {
     "jawOpen": ("jawOpen",),

@@ -13,12 +13,13 @@ Modes (``MaskConfig.mode``):
 
 * ``"mesh"``: the mesh silhouette only. Hair is background (a bald head model); the neck is kept down to where
   ICT's neck ends; torso is background.
-* ``"head"`` (default): (silhouette OR segmentation) inside a head region (:func:`head_region`), measured in
-  the fitted head's frame on the plane through the head centre facing the camera: everything above the chin
-  level (``chin_level``, 7 cm below the head centre), plus a neck strip (``neck_half_width`` = 7 cm either side
-  of the head's axis) down to the neck cut (``neck_cut``, 13 cm below the head centre, about 5 cm under the
-  chin). Hair above the chin is foreground however wide; shoulders, collar and torso are background, and so
-  is the mesh's neck below the cut. Long hair falling below the chin outside the neck strip is cut off.
+* ``"head"`` (default): the silhouette above the neck cut, OR the segmentation inside a head region
+  (:func:`head_region`). Both are measured in the fitted head's frame, on the plane through the head centre
+  facing the camera: the neck cut is ``neck_cut`` (13 cm below the head centre, about 5 cm under the chin);
+  the head region is everything above ``chin_level`` (9 cm below the head centre, just under the chin) plus a
+  neck strip ``neck_half_width`` (7 cm) either side of the head's axis down to the neck cut. Hair above the
+  chin is foreground however wide; shoulders, collar and torso are background, and so is the mesh's neck
+  below the cut. Long hair falling below the chin outside the neck strip is cut off.
 * ``"person"``: silhouette OR segmentation everywhere: hair, neck, torso and shoulders are foreground.
 
 Masks are float32 [H, W] in [0, 1] (docs/conventions.md).
@@ -27,7 +28,7 @@ Masks are float32 [H, W] in [0, 1] (docs/conventions.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ class MaskConfig:
     """Person probability above which a pixel counts as foreground."""
     neck_cut: float = -0.13
     """Head-frame y (metres; head centre 0, chin about -0.08) below which ``head`` mode drops everything."""
-    chin_level: float = -0.07
+    chin_level: float = -0.09
     """Head-frame y below which ``head`` mode keeps the segmentation only within ``neck_half_width``."""
     neck_half_width: float = 0.07
     """Half width (metres) of the neck strip kept between ``chin_level`` and ``neck_cut``."""
@@ -121,6 +122,15 @@ def dilate(mask: Tensor, px: int) -> Tensor:
     return torch.nn.functional.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0.5
 
 
+class HeadRegion(NamedTuple):
+    """Where ``head`` mode keeps foreground ([B, H, W] bool each)."""
+
+    segment: Tensor
+    """Segmented pixels count here: above the chin level, and the neck strip down to the cut."""
+    mesh: Tensor
+    """Silhouette pixels count here: above the neck cut."""
+
+
 def head_region(
     rotation: Tensor,
     translation: Tensor,
@@ -129,12 +139,12 @@ def head_region(
     width: int,
     height: int,
     config: MaskConfig,
-) -> Tensor:
-    """[B, H, W] bool: where the segmentation may add foreground in ``head`` mode.
+) -> HeadRegion:
+    """Where ``head`` mode keeps the segmentation and the silhouette.
 
     Each pixel's ray meets the plane through the head centre facing the camera; that point, in the head frame
-    (x to the subject's left, y up), must lie above ``config.neck_cut`` and, below ``config.chin_level``,
-    within ``config.neck_half_width`` of the head's axis (the neck, not the shoulders).
+    (x to the subject's left, y up), must lie above ``config.neck_cut`` and, for the segmentation, below
+    ``config.chin_level`` also within ``config.neck_half_width`` of the head's axis (the neck, not the shoulders).
     """
     dt = torch.float64
     R = axis_angle_to_matrix(rotation.to(dt))  # [B, 3, 3] head to world
@@ -154,18 +164,19 @@ def head_region(
     off = (M @ Vt[..., None])[..., 0] + (R.transpose(1, 2) @ translation.to(dt)[..., None])[..., 0]
     ph = torch.einsum("bij,bhwj->bhwi", M, pc) - off[:, None, None]
     x, y = ph[..., 0], ph[..., 1]
-    return (y >= config.neck_cut) & ((y >= config.chin_level) | (x.abs() <= config.neck_half_width))
+    above = y >= config.neck_cut
+    return HeadRegion(above & ((y >= config.chin_level) | (x.abs() <= config.neck_half_width)), above)
 
 
-def combine(silhouette: Tensor, person: Tensor | None, keep: Tensor | None, config: MaskConfig) -> Tensor:
+def combine(silhouette: Tensor, person: Tensor | None, keep: HeadRegion | None, config: MaskConfig) -> Tensor:
     """Final [B, H, W] float mask from the silhouette (bool), the person probability (float, or None) and the
-    head region (bool, from :func:`head_region`; needed in ``head`` mode), following ``config.mode``."""
+    head region (from :func:`head_region`; needed in ``head`` mode), following ``config.mode``."""
     sil = dilate(silhouette, config.dilate_px)
     if config.mode == "mesh" or person is None:
         return sil.float()
     seg = person > config.threshold
-    if config.mode == "head" and keep is not None:
-        return ((sil | seg) & keep).float()
     if config.mode == "head":
-        return sil.float()
+        if keep is None:
+            return sil.float()
+        return ((sil & keep.mesh) | (seg & keep.segment)).float()
     return (sil | seg).float()

@@ -148,6 +148,7 @@ def write_video(
                     codec="libx264",
                     macro_block_size=1,
                     quality=7,
+                    ffmpeg_log_level="error",
                     **kw,  # pyright: ignore[reportArgumentType]
                 )
                 writer.send(None)

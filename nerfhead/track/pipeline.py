@@ -34,6 +34,7 @@ from nerfhead.track.correspondence import Correspondence, load_correspondence
 from nerfhead.track.fit import FitConfig, FitResult, Observations, fit_sequence, monocular_observations
 from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig, fill_missing
 from nerfhead.track.masks import MaskConfig, PersonSegmenter, combine, head_region, silhouettes
+from nerfhead.track.photometric import PhotometricConfig, refine_photometric
 from nerfhead.track.video import VideoConfig, extract_audio, read_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".mkv", ".avi")
@@ -49,6 +50,8 @@ class TrackConfig:
     """MediaPipe Face Mesh options."""
     fit: FitConfig = field(default_factory=FitConfig)
     """Optimisation schedule and weights."""
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    """Optional photometric refinement after the landmark fit (off unless ``photometric.iters`` > 0)."""
     masks: MaskConfig = field(default_factory=MaskConfig)
     """Foreground masks."""
     make_masks: bool = True
@@ -149,7 +152,8 @@ def _fit(
     fit_focal: bool,
     reporter: Reporter,
 ) -> FitResult:
-    total = config.fit.rigid_iters + config.fit.full_iters
+    f = config.fit
+    total = f.rigid_iters + f.full_iters + (f.offset_iters if f.w_landmark_offset > 0 else 0)
     reporter.stage("fitting", total)
     last = [0]
 
@@ -158,6 +162,24 @@ def _fit(
         last[0] = step
 
     return fit_sequence(obs, head, corr, config.fit, fit_focal=fit_focal, progress=progress)
+
+
+def _refine(
+    fit: FitResult,
+    obs: Observations,
+    image: Callable[[int], np.ndarray],
+    head: ICTHead,
+    corr: Correspondence,
+    config: TrackConfig,
+    reporter: Reporter,
+) -> FitResult:
+    """Photometric refinement when ``config.photometric.iters`` > 0."""
+    if config.photometric.iters <= 0:
+        return fit
+    reporter.stage("photometric", config.photometric.iters)
+    return refine_photometric(
+        fit, obs, image, head, corr, config.fit, config.photometric, lambda *_: reporter.advance()
+    )
 
 
 def track_video(
@@ -191,6 +213,9 @@ def track_video(
     obs = monocular_observations(pts, video.width, video.height, video.fps, head, corr, focal)
     fit = _fit(obs, head, corr, config, True, rep)
     sec["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = _refine(fit, obs, lambda i: video.frames[i], head, corr, config, rep)
+    sec["photometric"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     T = len(video)
@@ -276,6 +301,9 @@ def track_capture(
     )
     fit = _fit(obs, head, corr, config, False, rep)
     sec["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = _refine(fit, obs, lambda i: _to_uint8(cap.image(int(idx[i]))), head, corr, config, rep)
+    sec["photometric"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     frames = list(cap.frames)
@@ -455,7 +483,7 @@ def _overlay_camera(cap: Capture, config: TrackConfig, raw: np.ndarray) -> list[
         return streams[0]
     if config.overlay_camera is not None:
         return cap.frames_of(cap.camera_ids([config.overlay_camera])[0])
-    from nerfhead.track.fit import face_size
+    from nerfhead.track.projection import face_size
 
     best, score = 0, -1.0
     for c in range(cap.num_cameras):
@@ -479,8 +507,8 @@ def _overlay(
     image: Callable[[int], np.ndarray],
     raw: np.ndarray,
 ) -> None:
-    from nerfhead.track.fit import project
     from nerfhead.track.overlay import overlay_frame, wire_edges, write_video
+    from nerfhead.track.projection import project
 
     idx = _overlay_camera(cap, config, raw)
     rep.stage("overlay", len(idx))

@@ -46,6 +46,9 @@ class VideoConfig:
     """Resize factor applied after cropping (area-averaging when shrinking)."""
     max_size: int | None = None
     """Shrink further so the longer side is at most this many pixels; None leaves the size alone."""
+    max_memory_gb: float = 8.0
+    """Decoded frames are kept in memory: stop with an error beyond this many GiB (use a shorter range, a stride,
+    a crop or ``max_size``)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,12 @@ def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Vi
                         x, y, cw, ch = (int(v) for v in config.crop)
                         rgb = rgb[y : y + ch, x : x + cw]
                     frames.append(np.ascontiguousarray(_resize(rgb, out_size)))
+                    if len(frames) * frames[0].nbytes > config.max_memory_gb * 2**30:
+                        raise InputError(
+                            path,
+                            f"{len(frames)} decoded frames exceed {config.max_memory_gb:g} GiB",
+                            hint="track a shorter range (--video.duration), a stride, or --video.max-size",
+                        )
                     times.append(t - config.start)
                     if config.max_frames is not None and len(frames) >= config.max_frames:
                         break
