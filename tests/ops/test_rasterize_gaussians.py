@@ -282,3 +282,24 @@ def test_cuda_renders_through_gsplat_like_the_cpu_twin() -> None:
     with pytest.raises(ValueError, match="CUDA tensors"):
         mixed: dict[str, Any] = scene | {"means": cuda["means"]}
         rasterize_gaussians(**mixed, backend="cuda")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("render_mode", ["RGB", "RGB+ED"])
+def test_sh_degree_0_with_several_cameras_equals_its_colour(backend: str, render_mode: str) -> None:
+    """Degree-0 SH is view-independent: with C cameras it renders exactly like the colours SH_C0 c + 0.5."""
+    scene = random_scene(300, n_cams=3, sh_degree=0, seed=5)
+    dirs = torch.randn(3, 300, 3)
+    colors = _spherical_harmonics(0, dirs, scene["colors"])
+    assert colors.shape == (3, 300, 3)  # one colour per (camera, Gaussian), like degrees 1..3
+    torch.testing.assert_close(colors[1], SH_C0 * scene["colors"][:, 0])
+    bg = torch.tensor([[0.2, 0.4, 0.6], [0.9, 0.1, 0.0], [0.0, 0.0, 0.0]])
+    sh = render_with_grads(scene, backend, backgrounds=bg, render_mode=render_mode)
+    flat = dict(scene, colors=(SH_C0 * scene["colors"][:, 0] + 0.5).clamp_min(0.0), sh_degree=None)
+    ref = render_with_grads(flat, backend, backgrounds=bg, render_mode=render_mode)
+    assert sh[0].shape == (3, scene["height"], scene["width"], 3 if render_mode == "RGB" else 4)
+    assert float(ref[1].mean()) > 0.05
+    close(sh[0], ref[0], rtol=1e-5, atol_frac=1e-6)
+    close(sh[1], ref[1], rtol=1e-5, atol_frac=1e-6)
+    for name in ("means", "quats", "scales", "opacities"):
+        close(sh[3][name], ref[3][name], rtol=1e-4, atol_frac=1e-5)

@@ -84,12 +84,14 @@ def _spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
         coeffs: SH coefficients. [..., K, 3]
 
     Returns:
-        Colours before the renderer's +0.5 offset. [..., 3]
+        Colours before the renderer's +0.5 offset, ``dirs`` and ``coeffs`` broadcast (at every degree,
+        0 included). [..., 3]
     """
     k = num_sh_bases(degree)
     if coeffs.shape[-2] < k:
         raise ValueError(f"sh degree {degree} needs {k} coefficients, got {coeffs.shape[-2]}")
-    if degree == 0:
-        return SH_C0 * coeffs[..., 0, :]
+    if degree == 0:  # view-independent, but broadcast over ``dirs`` like the other degrees
+        shape = torch.broadcast_shapes(dirs.shape[:-1], coeffs.shape[:-2]) + coeffs.shape[-1:]
+        return torch.broadcast_to(SH_C0 * coeffs[..., 0, :], shape)
     bases = _sh_bases(degree, F.normalize(dirs, dim=-1))  # [..., k]
     return (bases[..., None] * coeffs[..., :k, :]).sum(dim=-2)
