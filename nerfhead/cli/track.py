@@ -35,7 +35,7 @@ class _RichReporter:
 
 def main(
     input: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")],
-    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")],
+    out: Annotated[Path, tyro.conf.arg(metavar="DIR")],
     video: VideoConfig = VideoConfig(),
     landmarks: LandmarkConfig = LandmarkConfig(),
     fit: FitConfig = FitConfig(),
@@ -52,7 +52,7 @@ def main(
     """Track a face with the ICT-FaceKit head: head pose + 53 expression coefficients per timestep.
 
     INPUT is a video file (mp4, mov, mpg, webm, mkv, avi; its soundtrack is kept as audio.wav) or a calibrated
-    capture (a nerfhead/nerfstudio transforms.json folder or a NeRSemble folder). OUT becomes a nerfhead
+    capture (a nerfhead/nerfstudio transforms.json folder or a NeRSemble folder). --out DIR becomes a nerfhead
     capture folder: transforms.json, drive.npz, images (video input), masks, landmarks.npz, track.json and
     overlay.mp4.
 

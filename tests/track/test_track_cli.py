@@ -51,7 +51,7 @@ def test_cli_exit_code_2(bad_inputs, tmp_path, run_cli, case):
     if "track" not in _verbs():
         pytest.skip("the track verb is not registered in nerfhead.cli.main yet")
     path, what = bad_inputs[case]
-    code, out, err = run_cli("track", path, tmp_path / "out", "--quiet")
+    code, out, err = run_cli("track", path, "--out", tmp_path / "out", "--quiet")
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and str(path) in lines[0]
