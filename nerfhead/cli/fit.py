@@ -69,11 +69,16 @@ def run_fit(
     evaluate: bool = True,
     overrides: dict[str, Any] | None = None,
     threads: int | None = None,
+    viewer: Any = None,
+    viewer_wait: bool = False,
 ) -> dict[str, Any]:
     """The work of ``nerfhead fit`` as a function; returns the summary it writes to ``RUN/fit.json``.
 
     ``overrides`` maps dotted config keys to values (``{"model.sh_degree": 1}``), applied after the preset (or,
     on resume, after the run's saved config) and before ``steps`` / ``max_minutes`` / ``seed``.
+
+    ``viewer`` (a :class:`nerfhead.viewer.server.ViewerConfig`) shows the model in the web viewer while it trains;
+    with ``viewer_wait`` the viewer keeps serving the finished fit until Ctrl-C (or SIGTERM).
     """
     import importlib
 
@@ -118,26 +123,64 @@ def run_fit(
     task = module.make_task(cap, cfg, dev)
     out.mkdir(parents=True, exist_ok=True)
     cap.drive.save_npz(out / "drive.npz")
-    result = fit(task, out, cfg.trainer, resume=resume, extra_spec={"capture": str(Path(capture).resolve())})
-    summary: dict[str, Any] = {
-        "model": model,
-        "preset": preset,
-        "device": dev,
-        "threads": torch.get_num_threads(),
-        "steps": result.step,
-        "start_step": result.start_step,
-        "seconds": result.seconds,
-        "nan_restores": result.nan_restores,
-        "train": result.scalars,
-        "quick_eval": result.eval,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-    }
-    if evaluate:
-        from nerfhead.engine.evaluate import evaluate_run
+    live = None
+    if viewer is not None:
+        from nerfhead.viewer.live import LiveFit
 
-        summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
-    atomic_write_json(out / "fit.json", summary)
+        live = LiveFit(task.model, cap.drive, out, viewer, device=dev, name=f"{model} fit").start()
+        print(f"nerfhead viewer (live fit): {live.url}", flush=True)
+    try:
+        result = fit(
+            task,
+            out,
+            cfg.trainer,
+            resume=resume,
+            extra_spec={"capture": str(Path(capture).resolve())},
+            monitor=live,
+        )
+        summary: dict[str, Any] = {
+            "model": model,
+            "preset": preset,
+            "device": dev,
+            "threads": torch.get_num_threads(),
+            "steps": result.step,
+            "start_step": result.start_step,
+            "seconds": result.seconds,
+            "nan_restores": result.nan_restores,
+            "train": result.scalars,
+            "quick_eval": result.eval,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        }
+        if evaluate:
+            from nerfhead.engine.evaluate import evaluate_run
+
+            summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
+        atomic_write_json(out / "fit.json", summary)
+        if live is not None and viewer_wait:
+            _serve_until_interrupted(live.url)
+    finally:
+        if live is not None:
+            live.stop()
     return summary
+
+
+def _serve_until_interrupted(url: str) -> None:
+    """Block until Ctrl-C or SIGTERM (the finished fit stays in the viewer)."""
+    import signal
+    import time
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    print(f"fit finished; the viewer keeps serving it at {url}  (Ctrl-C to stop)", flush=True)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(
@@ -153,6 +196,10 @@ def main(
     evaluate: bool = True,
     overrides: Annotated[tuple[str, ...], tyro.conf.arg(name="set")] = (),
     threads: int | None = None,
+    viewer: bool = False,
+    viewer_port: int = 8080,
+    viewer_host: str = "127.0.0.1",
+    viewer_wait: bool = True,
 ) -> None:
     """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
 
@@ -171,7 +218,22 @@ def main(
         overrides: config overrides KEY=VALUE (dotted keys, JSON values), e.g. model.sh_degree=1 or
             strategy.max_gaussians=50000.
         threads: CPU threads (0: torch's default; default: 1 when the machine is busy, else torch's default).
+        viewer: show the fit live in the web viewer (``nerfhead view``'s page, re-rendered as it trains).
+        viewer_port: the live viewer's port.
+        viewer_host: the live viewer's interface (anything but 127.0.0.1 exposes it to the network).
+        viewer_wait: keep serving the finished fit until Ctrl-C.
     """
+    live_cfg = None
+    if viewer:
+        import sys
+
+        from nerfhead.cli.view import host_warning
+        from nerfhead.viewer.server import ViewerConfig
+
+        warning = host_warning(viewer_host, out)
+        if warning:
+            print(warning, file=sys.stderr)
+        live_cfg = ViewerConfig(host=viewer_host, port=viewer_port)
     s = run_fit(
         capture,
         out,
@@ -186,6 +248,8 @@ def main(
         evaluate=evaluate,
         overrides=parse_overrides(overrides),
         threads=threads,
+        viewer=live_cfg,
+        viewer_wait=viewer_wait,
     )
     line = {"steps": s["steps"], "minutes": round(s["seconds"] / 60, 2)}
     if "eval" in s:

@@ -157,6 +157,7 @@ def fit(
     resume: bool = False,
     stop_after: int | None = None,
     extra_spec: Mapping[str, Any] | None = None,
+    monitor: Any = None,
 ) -> FitResult:
     """Train ``task`` for ``cfg.steps`` steps, writing ``avatar.json`` and checkpoints into ``run_dir``.
 
@@ -167,6 +168,9 @@ def fit(
         resume: continue from the newest checkpoint in ``run_dir`` (to the same result as an uninterrupted run).
         stop_after: stop (with a checkpoint) after this many steps in total, as a kill would; for tests.
         extra_spec: merged into ``avatar.json``.
+        monitor: optional live view of the fit (e.g. :class:`nerfhead.viewer.live.LiveFit`): its ``lock`` is held
+            around every step, ``on_step(step, end, scalars)`` follows each step, ``on_eval(step, metrics)``
+            each periodic evaluation and ``finished(step)`` the end.
 
     Raises:
         InputError: ``run_dir`` already holds checkpoints and ``resume`` is False, or ``resume`` finds none.
@@ -216,35 +220,37 @@ def fit(
             keep=cfg.keep_checkpoints,
         )
 
+    step_lock = monitor.lock if monitor is not None else _NullContext()
     progress = _progress(cfg.progress and end > start)
     with progress:
         bar = progress.add_task("fit", total=end, completed=start) if progress is not None else None
         while step < end:
-            gen = step_generator(cfg.seed, step)
-            task.set_learning_rates(step, optimizers)
-            out = task.training_loss(step, gen)
-            ok = bool(torch.isfinite(out.loss.detach()))
-            if ok:
-                task.before_backward(step, optimizers, out)
-                out.loss.backward()
-                ok = _all_finite(optimizers)
-            if not ok:
+            with step_lock:
+                gen = step_generator(cfg.seed, step)
+                task.set_learning_rates(step, optimizers)
+                out = task.training_loss(step, gen)
+                ok = bool(torch.isfinite(out.loss.detach()))
+                if ok:
+                    task.before_backward(step, optimizers, out)
+                    out.loss.backward()
+                    ok = _all_finite(optimizers)
+                if not ok:
+                    for o in optimizers.values():
+                        o.zero_grad(set_to_none=True)
+                    if snapshot is None:
+                        raise FloatingPointError(f"non-finite loss or gradient at step {step}")
+                    bad_run += 1
+                    restores += 1
+                    if bad_run > cfg.max_bad_steps:
+                        raise FloatingPointError(f"{bad_run} non-finite steps in a row (last at step {step})")
+                    optimizers = snapshot.restore(task)
+                    step += 1
+                    continue
+                bad_run = 0
                 for o in optimizers.values():
+                    o.step()
                     o.zero_grad(set_to_none=True)
-                if snapshot is None:
-                    raise FloatingPointError(f"non-finite loss or gradient at step {step}")
-                bad_run += 1
-                restores += 1
-                if bad_run > cfg.max_bad_steps:
-                    raise FloatingPointError(f"{bad_run} non-finite steps in a row (last at step {step})")
-                optimizers = snapshot.restore(task)
-                step += 1
-                continue
-            bad_run = 0
-            for o in optimizers.values():
-                o.step()
-                o.zero_grad(set_to_none=True)
-            task.after_step(step, optimizers, out)
+                task.after_step(step, optimizers, out)
             step += 1
 
             if step % max(cfg.log_every, 1) == 0 or step == end:
@@ -257,16 +263,21 @@ def fit(
                 if progress is not None and bar is not None:
                     desc = " ".join(f"{k}={v:.4g}" for k, v in list(scalars.items())[:4])
                     progress.update(bar, completed=step, description=f"fit {desc}")
+            if monitor is not None:
+                monitor.on_step(step, end, scalars or {"loss": float(out.loss.detach())})
             if snapshot is not None and step % max(cfg.snapshot_every, 1) == 0:
                 snapshot = _Snapshot(task, optimizers, step)
             if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < end:
-                ev = task.evaluate()
+                with step_lock:
+                    ev = task.evaluate()
                 _append_log(
                     run_dir, {"step": step, "seconds": round(time.perf_counter() - t0, 3), "eval": ev}
                 )
                 if writer is not None:
                     for k, v in ev.items():
                         writer.add_scalar(f"eval/{k}", v, step)
+                if monitor is not None:
+                    monitor.on_eval(step, ev)
             over_time = cfg.max_minutes > 0 and (time.perf_counter() - t0) > 60.0 * cfg.max_minutes
             if step == end or over_time:
                 break
@@ -275,7 +286,12 @@ def fit(
     if step > start or ckpt is None:
         ckpt = checkpoint(step)
     seconds = time.perf_counter() - t0
-    ev = task.evaluate() if step > start else ev
+    if step > start:
+        with step_lock:
+            ev = task.evaluate()
+    if monitor is not None:
+        monitor.on_eval(step, ev)
+        monitor.finished(step)
     if writer is not None:
         for k, v in ev.items():
             writer.add_scalar(f"eval/{k}", v, step)

@@ -62,6 +62,8 @@ class Panels:
         self._was_playing = False
         info = viewer.renderable.describe()
         self._static_stats = " · ".join(f"{k} {v}" for k, v in info.items())
+        self._status = ""
+        self._last_stats = ""
         gui.add_markdown(f"**nerfhead** · {viewer.renderable.name}")
 
         with gui.add_folder("Timeline"):
@@ -272,10 +274,20 @@ class Panels:
             return
         self._stats_t = now
         w, h = stats.size
-        self.stats.content = (
+        self._last_stats = (
             f"render {stats.last_ms:.0f} ms · {stats.fps:.0f} fps · {w}x{h}"
             f"{'' if stats.full else ' (moving)'}  \n{self._static_stats} · clients {clients}"
         )
+        self._write_stats()
+
+    def set_status(self, text: str) -> None:
+        """A status line above the render stats (``nerfhead fit --viewer`` shows the training step there)."""
+        self._status = text
+        self._write_stats()
+
+    def _write_stats(self) -> None:
+        body = self._last_stats or self._static_stats
+        self.stats.content = f"{self._status}  \n{body}" if self._status else body
 
     def _update_splats(self) -> None:
         """Show (or hide) the current frame's Gaussians with viser's in-browser splat renderer."""

@@ -85,7 +85,7 @@ class ViewerServer:
         self.panels: Any = None
         self._loops: dict[int, RenderLoop] = {}
         self._loops_lock = threading.Lock()
-        self._render_lock = threading.Lock()
+        self.render_lock = threading.Lock()
         self._stop = threading.Event()
         self._player = threading.Thread(target=self._play_loop, name="nerfhead-player", daemon=True)
         self._play_wake = threading.Event()
@@ -171,7 +171,7 @@ class ViewerServer:
         current frame with the GUI's offsets)."""
         cams = view_to_cameras(view, size)
         d = self.state.drive_at() if drive is None else drive
-        with self._render_lock:
+        with self.render_lock:
             out = self.renderable.render(cams, d)
         return to_uint8(out.rgb[0])
 
