@@ -324,6 +324,21 @@ class Capture:
             raise InputError(None, "both camera splits must be non-empty")
         return self.subset(cameras=tr), self.subset(cameras=te)
 
+    def time_split(self, train_fraction: float = 0.9) -> tuple[list[int], list[int]]:
+        """(train, test) timestep indices of a split by time: the first ``round(train_fraction * T)`` timesteps
+        (at least one, at most T - 1) train, the rest are held out (a monocular capture's evaluation split).
+
+        Raises:
+            InputError: ``train_fraction`` outside (0, 1) or a capture of a single timestep.
+        """
+        T = self.num_timesteps
+        if not 0.0 < train_fraction < 1.0:
+            raise InputError(None, f"train_fraction must be in (0, 1), got {train_fraction}")
+        if T < 2:
+            raise InputError(None, "a split by time needs at least 2 timesteps (the capture has 1)")
+        n = min(max(round(train_fraction * T), 1), T - 1)
+        return list(range(n)), list(range(n, T))
+
     def split_by_time(
         self, train_fraction: float = 0.9, train_timesteps: Sequence[int] | None = None
     ) -> tuple[Capture, Capture]:
@@ -331,10 +346,7 @@ class Capture:
         explicit ``train_timesteps``) for training, the rest for testing."""
         T = self.num_timesteps
         if train_timesteps is None:
-            if not 0.0 < train_fraction < 1.0:
-                raise InputError(None, f"train_fraction must be in (0, 1), got {train_fraction}")
-            n = min(max(round(train_fraction * T), 1), T - 1)
-            tr = list(range(n))
+            tr = self.time_split(train_fraction)[0]
         else:
             tr = sorted({int(t) for t in train_timesteps})
             if any(not 0 <= t < T for t in tr):

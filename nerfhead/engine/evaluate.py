@@ -2,12 +2,16 @@
 
 ``evaluate_avatar`` renders every (camera, timestep) frame of the chosen cameras and compares it with the
 capture's image composited over the background with its mask (when the capture has masks), exactly as in
-training. ``evaluate_run`` does this for a run folder and writes ``eval.json`` and ``eval_grid.png``
+training; with ``full_frame`` (a model that learned its camera's backdrop, e.g. a splat head fitted to a
+monocular video) the avatar renders over its own background and the frames are compared as they are, and, with
+masks, ``psnr_mask`` is also measured inside the mask. Runs fitted to a monocular capture record the held-out
+timesteps (``test_timesteps`` in ``avatar.json``), which are the ones evaluated. ``evaluate_run`` does this for a run folder and writes ``eval.json`` and ``eval_grid.png``
 (rows: one per camera at the middle timestep; columns: ground truth | render | error x4).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ def evaluate_avatar(
     timesteps: list[int] | None = None,
     device: str | torch.device = "cpu",
     keep_renders_at: int | None = None,
+    full_frame: bool = False,
 ) -> tuple[dict[str, Any], list[tuple[Tensor, Tensor]]]:
     """PSNR / SSIM of ``model`` against ``capture`` on ``cameras`` x ``timesteps`` (default: all timesteps).
 
@@ -46,6 +51,8 @@ def evaluate_avatar(
         timesteps: timesteps (default all).
         device: where to render.
         keep_renders_at: also return (ground truth, render) pairs of this timestep, one per camera.
+        full_frame: render with the avatar's own background (``background`` unused) and compare with the
+            images as they are; with masks, ``mean`` also holds ``psnr_mask``, the PSNR inside the masks.
 
     Returns:
         (metrics, pairs): metrics holds ``mean`` {psnr, ssim, frames}, ``per_camera`` {name: {psnr, ssim}} and
@@ -60,14 +67,21 @@ def evaluate_avatar(
     per_cam: dict[int, dict[str, list[float]]] = {c: {"psnr": [], "ssim": []} for c in cameras}
     per_t: dict[int, dict[str, list[float]]] = {t: {"psnr": [], "ssim": []} for t in ts}
     pairs: list[tuple[Tensor, Tensor]] = []
+    mask_se, mask_n = 0.0, 0.0
     for t in ts:
         cs = [c for c in cameras if capture.frame_index(c, t) is not None]
         if not cs:
             continue
-        out = model.render(cams[torch.tensor(cs)], drive[t], bg)
+        out = model.render(cams[torch.tensor(cs)], drive[t], None if full_frame else bg)
         for k, c in enumerate(cs):
-            gt = target_image(capture, capture.frame_index(c, t), bg.cpu())[0].to(device)  # type: ignore[arg-type]
+            f = capture.frame_index(c, t)
+            gt, m = target_image(capture, f, bg.cpu(), composite=not full_frame)  # type: ignore[arg-type]
+            gt = gt.to(device)
             pred = out.rgb[k].clamp(0, 1)
+            if full_frame and m is not None:
+                m = m.to(device)
+                mask_se += float((((pred - gt) ** 2) * m).sum())
+                mask_n += float(m.sum()) * 3
             p, s = psnr(pred, gt), ssim(pred, gt)
             per_cam[c]["psnr"].append(p)
             per_cam[c]["ssim"].append(s)
@@ -78,8 +92,11 @@ def evaluate_avatar(
     names = capture.cameras.names
     all_p = [v for d in per_cam.values() for v in d["psnr"]]
     all_s = [v for d in per_cam.values() for v in d["ssim"]]
+    mean: dict[str, Any] = {"psnr": _mean(all_p), "ssim": _mean(all_s), "frames": len(all_p)}
+    if mask_n > 0:  # pooled over the masked pixels of every frame
+        mean["psnr_mask"] = -10.0 * math.log10(max(mask_se / mask_n, 1e-20))
     metrics = {
-        "mean": {"psnr": _mean(all_p), "ssim": _mean(all_s), "frames": len(all_p)},
+        "mean": mean,
         "per_camera": {
             (names[c] if names else str(c)): {"psnr": _mean(d["psnr"]), "ssim": _mean(d["ssim"])}
             for c, d in per_cam.items()
@@ -118,7 +135,8 @@ def evaluate_run(
         device: where to render.
 
     Returns:
-        The metrics written to ``eval.json`` (plus ``split``: "held-out cameras" or "training cameras").
+        The metrics written to ``eval.json`` (plus ``split``: "held-out cameras", "held-out timesteps" or
+        "training cameras").
     """
     from nerfhead.data.images import save_image
     from nerfhead.data.loaders import load_capture
@@ -137,9 +155,24 @@ def evaluate_run(
     if not test:
         test = spec.get("train_cameras") or list(range(capture.num_cameras))
         split = "training cameras"
+    timesteps = spec.get("test_timesteps")
+    if timesteps:
+        split = "held-out timesteps"
+        timesteps = [int(t) for t in timesteps if 0 <= int(t) < capture.num_timesteps]
+        if not timesteps:
+            raise InputError(capture_path, "has none of the run's held-out timesteps")
     bg = torch.tensor(spec.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32)
-    mid = capture.num_timesteps // 2
-    metrics, pairs = evaluate_avatar(model, capture, list(test), bg, device=device, keep_renders_at=mid)
+    mid = timesteps[len(timesteps) // 2] if timesteps else capture.num_timesteps // 2
+    metrics, pairs = evaluate_avatar(
+        model,
+        capture,
+        list(test),
+        bg,
+        timesteps=timesteps or None,
+        device=device,
+        keep_renders_at=mid,
+        full_frame=bool(spec.get("full_frame", False)),
+    )
     metrics = {"split": split, "capture": str(capture_path), **metrics}
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -37,13 +37,17 @@ def images_over_background(capture: Capture) -> bool:
     return bool(flag) if flag is not None else bool(synth_metadata(capture))
 
 
-def target_image(capture: Capture, frame: int, background: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Frame ``frame``'s image over ``background`` [3] and its mask: ([H, W, 3], [H, W, 1] or None), on the CPU."""
+def target_image(
+    capture: Capture, frame: int, background: Tensor, composite: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Frame ``frame``'s image over ``background`` [3] and its mask: ([H, W, 3], [H, W, 1] or None), on the CPU.
+
+    ``composite=False`` returns the full frame as it is (a model that renders the backdrop itself)."""
     img = capture.image(frame)
     m = capture.mask(frame)
     if m is None:
         return img, None
     m = m[..., None]
-    if not images_over_background(capture):
+    if composite and not images_over_background(capture):
         img = img * m + background.to(img) * (1 - m)
     return img, m

@@ -9,6 +9,12 @@ twin on the CPU). Cameras are treated as pinholes (distortion is ignored).
 The model's persistent state holds the Gaussians, the deformation network, the person's neutral mesh
 (``neutral`` [V, 3], the ICT neutral with identity and offsets baked in) and the background colour, so a
 checkpoint is self-contained given the bundled ICT-FaceKit asset.
+
+For a fixed camera (monocular video) the model can also learn a **backdrop**: an image ``backdrop`` [H, W, 3]
+seen by that one camera (``backdrop_viewmat``, ``backdrop_K``) behind the Gaussians, which carries what the
+head mesh cannot (the static background, torso, collar), as INSTA and FlashAvatar do. Renders from that camera
+with no explicit background are composited over it (``rgb + (1 - alpha) * backdrop``); any other camera gets
+the background colour.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class SplatHeadConfig:
     """Gaussians nearer than this (metres) are culled."""
     eps2d: float = 0.3
     """Low-pass filter added to the 2D covariance (pixels^2)."""
+    backdrop_size: tuple[int, int] | None = None
+    """(width, height) of a learned backdrop image for one fixed camera (monocular video); None: none."""
     backend: str = "auto"
     """Rasteriser and hash-grid backend: auto, cuda, cpu, torch."""
 
@@ -82,6 +90,8 @@ class SplatHead(nn.Module):
 
     neutral: Tensor
     background: Tensor
+    backdrop_viewmat: Tensor
+    backdrop_K: Tensor
 
     def __init__(
         self, cfg: SplatHeadConfig = SplatHeadConfig(), head: ICTHead | None = None, background: Any = None
@@ -117,6 +127,34 @@ class SplatHead(nn.Module):
         if n > 1:
             self._spread_on_triangles(n)
         self.deform = DeformNet(cfg.deform, backend=cfg.backend) if cfg.deform.enabled else None
+        self.backdrop: nn.Parameter | None = None
+        if cfg.backdrop_size is not None:
+            w, h = (int(x) for x in cfg.backdrop_size)
+            self.backdrop = nn.Parameter(bg.reshape(1, 1, 3).repeat(h, w, 1))
+            self.register_buffer("backdrop_viewmat", torch.eye(4))
+            self.register_buffer("backdrop_K", torch.eye(3))
+
+    @torch.no_grad()
+    def set_backdrop(self, image: Tensor, viewmat: Tensor, K: Tensor) -> None:
+        """Set the backdrop image [H, W, 3] and the camera (world-to-camera ``viewmat`` [4, 4], ``K`` [3, 3])
+        that sees it (the model must have been built with ``backdrop_size`` (W, H))."""
+        if self.backdrop is None or tuple(image.shape) != tuple(self.backdrop.shape):
+            have = None if self.backdrop is None else tuple(self.backdrop.shape)
+            raise ValueError(f"backdrop image of shape {tuple(image.shape)} for a model expecting {have}")
+        self.backdrop.copy_(image)
+        self.backdrop_viewmat.copy_(viewmat.reshape(4, 4))
+        self.backdrop_K.copy_(K.reshape(3, 3))
+
+    def _sees_backdrop(self, cameras: Cameras, index: list[int], width: int, height: int) -> bool:
+        """True when every camera of ``index`` is the backdrop's camera (same size, K and pose)."""
+        if self.backdrop is None or (width, height) != (self.backdrop.shape[1], self.backdrop.shape[0]):
+            return False
+        vm = cameras.viewmat[index].to(self.backdrop_viewmat)
+        K = cameras.K[index].to(self.backdrop_K)
+        return bool(
+            torch.allclose(vm, self.backdrop_viewmat.expand_as(vm), atol=1e-4)
+            and torch.allclose(K, self.backdrop_K.expand_as(K), rtol=1e-4, atol=1e-3)
+        )
 
     # ----------------------------------------------------------------- geometry
     @property
@@ -244,7 +282,8 @@ class SplatHead(nn.Module):
     ) -> tuple[RenderOutput, list[dict[str, Any]]]:
         """:meth:`render` plus the rasteriser's meta of each call (one per distinct timestep, in order of first
         use; with the deformation network, ``meta["offsets"]`` [N, 3] holds its offsets), which densification
-        and the regularisers read; ``sh_degree`` limits the SH degree used (default: all stored)."""
+        and the regularisers read; ``sh_degree`` limits the SH degree used (default: all stored). With no
+        ``background``, the backdrop's camera renders over the backdrop image."""
         from nerfhead.ops.rasterize_gaussians import rasterize_gaussians
 
         cam_idx, t_idx = pair_indices(len(cameras), len(drive))
@@ -254,7 +293,9 @@ class SplatHead(nn.Module):
         (width, height) = sizes.pop()
         dev = self.neutral.device
         B = len(cam_idx)
+        backdrop = background is None and self._sees_backdrop(cameras, sorted(set(cam_idx)), width, height)
         bg = self.background if background is None else background.to(dev, torch.float32)
+        bg = torch.zeros_like(self.background) if backdrop else bg
         bg = bg.reshape(-1, 3).expand(B, 3)
         degree = self.cfg.sh_degree if sh_degree is None else min(sh_degree, self.cfg.sh_degree)
         n_coef = (degree + 1) ** 2
@@ -295,7 +336,10 @@ class SplatHead(nn.Module):
             metas.append(meta)
             for k, b in enumerate(bs):
                 rgb[b], alpha[b], depth[b] = img[k, ..., :3], alp[k], img[k, ..., 3:4]
-        return RenderOutput(torch.stack(rgb), torch.stack(alpha), torch.stack(depth)), metas  # type: ignore[arg-type]
+        out_rgb, out_alpha = torch.stack(rgb), torch.stack(alpha)  # type: ignore[arg-type]
+        if backdrop and self.backdrop is not None:
+            out_rgb = out_rgb + (1.0 - out_alpha) * self.backdrop
+        return RenderOutput(out_rgb, out_alpha, torch.stack(depth)), metas  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ regularisers
     def regularizers(
@@ -309,7 +353,8 @@ class SplatHead(nn.Module):
         return {"position": pos, "scale": scale}
 
     def extra_repr(self) -> str:
-        return f"gaussians={len(self.splats)}, sh_degree={self.cfg.sh_degree}, parts={list(self.cfg.parts)}"
+        extra = "" if self.cfg.backdrop_size is None else f", backdrop={list(self.cfg.backdrop_size)}"
+        return f"gaussians={len(self.splats)}, sh_degree={self.cfg.sh_degree}, parts={list(self.cfg.parts)}{extra}"
 
 
 def from_checkpoint(

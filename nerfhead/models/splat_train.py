@@ -5,13 +5,18 @@ them over the capture's background and minimises ``(1 - w) L1 + w D-SSIM`` (3DGS
 loss, and GaussianAvatars's position / scale regularisers. Densification (:class:`BoundStrategy`) keeps every
 Gaussian bound to a triangle. The Drive is the capture's per-timestep drive (ground truth for rig captures,
 tracked for videos).
+
+Monocular captures (one frame per timestep and no stored split, e.g. a tracked video) are split by time: the
+last ``monocular_holdout`` of the timesteps are held out and evaluated. With ``backdrop`` a fixed camera's
+background (backdrop, torso, everything the head mesh does not carry) is a learned image, initialised with the
+per-pixel median of the training frames outside the masks, and the fit and evaluation compare full frames.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -56,6 +61,8 @@ class SplatOptimConfig:
     """Deformation MLP."""
     deform_grid: float = 1e-2
     """Deformation hash grid."""
+    backdrop: float = 2e-3
+    """Backdrop image (monocular captures), colour units."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,12 @@ class SplatFitConfig:
     """Held-out (camera, timestep) pairs in the quick evaluation during training."""
     image_cache_gb: float = 2.0
     """Decoded training images kept in memory (GiB); beyond it frames are decoded again when drawn."""
+    monocular_holdout: float = 0.2
+    """Monocular captures (one frame per timestep, no stored split): hold out this last fraction of the
+    timesteps for evaluation (0 trains on every timestep and evaluates on the training frames)."""
+    backdrop: bool = True
+    """Monocular captures from one fixed camera: learn its background as an image behind the head (full-frame
+    fit and evaluation); off: composite the images over the background colour with their masks, as for a rig."""
 
 
 def _default() -> SplatFitConfig:
@@ -142,7 +155,8 @@ def head_for_capture(capture: Capture) -> ICTHead:
 
     Synthetic captures (``metadata["synth"]``, or ``metadata["head"] == "rigged"``) show the bundled rigged
     real-scan head (``load_rigged_head()``); ``metadata["identity"]`` (10 ICT identity coefficients, e.g. from
-    tracking) is baked into the ICT neutral; otherwise the plain ICT head.
+    tracking; also read from ``metadata["track"]["identity"]``, where ``nerfhead track`` writes it) is baked
+    into the ICT neutral; otherwise the plain ICT head.
     """
     meta = capture.metadata
     if meta.get("head") == "rigged" or (synth_metadata(capture) and meta.get("head") is None):
@@ -150,7 +164,8 @@ def head_for_capture(capture: Capture) -> ICTHead:
 
         return load_rigged_head().head
     head = ICTHead()
-    identity = meta.get("identity")
+    track = meta.get("track")
+    identity = meta.get("identity", track.get("identity") if isinstance(track, Mapping) else None)
     if identity is not None:
         head.bake_(identity=torch.as_tensor(identity, dtype=torch.float32).reshape(-1))
     return head
@@ -161,7 +176,7 @@ class SplatFit:
 
     Args:
         capture: the capture (with a drive); its ``train_cameras`` train, its ``test_cameras`` evaluate
-            (all cameras train when it names none).
+            (all cameras train when it names none); a monocular capture is split by time instead.
         cfg: fit settings.
         device: where to train.
         model: start from this model instead of a fresh one.
@@ -193,36 +208,77 @@ class SplatFit:
                 else ()
             )
         self.test_cameras = list(held)
+        T = capture.num_timesteps
+        self.train_timesteps = list(range(T))
+        self.test_timesteps: list[int] | None = None  # None: every timestep of the test cameras
+        self.monocular = is_monocular(capture)
+        if self.monocular and 0.0 < cfg.monocular_holdout < 1.0 and T >= 2:
+            self.train_timesteps, self.test_timesteps = capture.time_split(1.0 - cfg.monocular_holdout)
+            self.train_cameras = _cameras_at(capture, self.train_timesteps)
+            self.test_cameras = _cameras_at(capture, self.test_timesteps)
+        self.full_frame = self.monocular and cfg.backdrop and n == 1  # a backdrop needs a fixed camera
         self.drive = capture.drive.to(self.device, torch.float32)
         self.cameras = capture.cameras.to(self.device, torch.float32)
         self.has_masks = capture.has_masks
         self.bg = torch.tensor(capture_background(capture), dtype=torch.float32, device=self.device)
-        if model is None:
-            model = SplatHead(cfg.model, head_for_capture(capture), background=self.bg.cpu())
-        self.model = model.to(self.device)
-        self.strategy = cfg.strategy
-        self.strategy_state: dict[str, Any] = self.strategy.initialize_state()
         self._images: dict[int, tuple[Tensor, Tensor | None]] = {}
         self._cached_bytes = 0
         self.cache_bytes = int(cfg.image_cache_gb * 2**30)
+        if model is None:
+            mcfg = cfg.model
+            if self.full_frame:
+                mcfg = replace(
+                    mcfg, backdrop_size=(int(capture.cameras.width[0]), int(capture.cameras.height[0]))
+                )
+            model = SplatHead(mcfg, head_for_capture(capture), background=self.bg.cpu())
+            if self.full_frame:
+                model.set_backdrop(self.median_background(), capture.cameras.viewmat[0], capture.cameras.K[0])
+        self.model = model.to(self.device)
+        # the background the fit renders over: None lets the backdrop's camera show the backdrop
+        self.render_bg: Tensor | None = None if self.full_frame else self.bg
+        self.strategy = cfg.strategy
+        self.strategy_state: dict[str, Any] = self.strategy.initialize_state()
         # fixed held-out views for the quick evaluation: cameras x evenly spread timesteps
-        T = capture.num_timesteps
-        views = [(c, t) for t in range(T) for c in self.test_cameras if capture.frame_index(c, t) is not None]
+        ts = self.test_timesteps if self.test_timesteps is not None else range(T)
+        views = [(c, t) for t in ts for c in self.test_cameras if capture.frame_index(c, t) is not None]
         k = min(cfg.eval_views, len(views))
         self.eval_views = [views[round(i * (len(views) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
 
     # ---------------------------------------------------------------- data
     def target(self, frame: int) -> tuple[Tensor, Tensor | None]:
-        """Frame's target image and mask (:func:`nerfhead.engine.targets.target_image`), cached."""
+        """Frame's target image and mask (:func:`nerfhead.engine.targets.target_image`; with the backdrop, the
+        full frame as it is and its mask), cached."""
         if frame in self._images:
             return self._images[frame]
-        img, m = target_image(self.capture, frame, self.bg.cpu())
+        img, m = target_image(self.capture, frame, self.bg.cpu(), composite=not self.full_frame)
         img, m = img.to(self.device), (None if m is None else m.to(self.device))
         size = img.numel() * img.element_size() * (2 if m is not None else 1)
         if self._cached_bytes + size <= self.cache_bytes:  # keep decoded targets while they fit the budget
             self._images[frame] = (img, m)
             self._cached_bytes += size
         return img, m
+
+    @torch.no_grad()
+    def median_background(self) -> Tensor:
+        """[H, W, 3] per-pixel median of camera 0's training frames over the frames where the mask marks the
+        pixel as background: the backdrop's first guess. Pixels that are never background (behind the head in
+        every frame) start at the mean colour of the others, so the head is left to the Gaussians; without
+        masks, the median of all frames."""
+        frames = [f for t in self.train_timesteps if (f := self.capture.frame_index(0, t)) is not None]
+        step = max(1, len(frames) // 32)  # at most ~32 frames
+        pairs = [self.target(f) for f in frames[::step]]
+        imgs = torch.stack([p[0].cpu() for p in pairs])  # [F, H, W, 3]
+        med = imgs.median(dim=0).values
+        if pairs[0][1] is None:
+            return med
+        bgm = torch.stack([p[1].cpu() for p in pairs]) < 0.5  # type: ignore[union-attr]  # [F, H, W, 1]
+        masked = torch.where(bgm, imgs, torch.tensor(float("nan")))
+        med_bg = masked.nanmedian(dim=0).values
+        seen = bgm.any(0)  # [H, W, 1]
+        if not bool(seen.any()):
+            return med
+        fill = med_bg[seen[..., 0]].mean(0)
+        return torch.where(seen, med_bg, fill)
 
     def sh_degree_at(self, step: int) -> int:
         """SH degree in use at ``step`` (raised by one every ``sh_increase_every`` steps)."""
@@ -248,6 +304,10 @@ class SplatFit:
                 ],
                 eps=1e-15,
             )
+        if self.model.backdrop is not None:
+            opts["backdrop"] = torch.optim.Adam(
+                [{"params": [self.model.backdrop], "lr": o.backdrop, "name": "backdrop"}], eps=1e-15
+            )
         return opts
 
     def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
@@ -259,8 +319,7 @@ class SplatFit:
 
     def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
         cap = self.capture
-        T = cap.num_timesteps
-        t = int(torch.randint(T, (1,), generator=generator))
+        t = self.train_timesteps[int(torch.randint(len(self.train_timesteps), (1,), generator=generator))]
         order = torch.randperm(len(self.train_cameras), generator=generator).tolist()
         cams = [self.train_cameras[i] for i in order if cap.frame_index(self.train_cameras[i], t) is not None]
         cams = cams[: self.cfg.cameras_per_step]
@@ -270,7 +329,7 @@ class SplatFit:
         targets = [self.target(f) for f in frames]  # type: ignore[arg-type]
         gt = torch.stack([x[0] for x in targets])
         out, metas = self.model.render_views(
-            self.cameras[torch.tensor(cams)], self.drive[t], self.bg, sh_degree=self.sh_degree_at(step)
+            self.cameras[torch.tensor(cams)], self.drive[t], self.render_bg, sh_degree=self.sh_degree_at(step)
         )
         lc = self.cfg.loss
         photo = photometric_loss(out.rgb, gt, lc.ssim_weight)
@@ -328,7 +387,7 @@ class SplatFit:
             return {}
         vals = []
         for c, t in self.eval_views:
-            out = self.model.render(self.cameras[c], self.drive[t], self.bg)
+            out = self.model.render(self.cameras[c], self.drive[t], self.render_bg)
             gt, _ = self.target(self.capture.frame_index(c, t))  # type: ignore[arg-type]
             vals.append(psnr(out.rgb[0].clamp(0, 1), gt))
         return {"psnr_heldout": sum(vals) / len(vals)}
@@ -337,12 +396,28 @@ class SplatFit:
         return {
             "kind": KIND,
             "version": nerfhead.__version__,
-            "config": to_dict(self.cfg.model),
+            "config": to_dict(self.model.cfg),
             "fit": to_dict(self.cfg),
             "train_cameras": self.train_cameras,
             "test_cameras": self.test_cameras,
+            "train_timesteps": self.train_timesteps,
+            "test_timesteps": self.test_timesteps,
+            "full_frame": self.full_frame,
             "background": self.bg.tolist(),
         }
+
+
+def is_monocular(capture: Capture) -> bool:
+    """True for a capture with one frame per timestep and no stored camera split: a video from one camera,
+    fixed (a tracked video: one camera) or moving (one camera pose per frame, e.g. ``nerfhead synth --rig
+    mono``)."""
+    stored = capture.train_cameras is not None or capture.test_cameras is not None
+    return not stored and len(capture) == capture.num_timesteps
+
+
+def _cameras_at(capture: Capture, timesteps: list[int]) -> list[int]:
+    """Sorted indices of the cameras with a frame at any of ``timesteps``."""
+    return sorted({capture.frames[f].camera for t in timesteps for f in capture.frames_at(t)})
 
 
 FitConfig = SplatFitConfig
