@@ -19,7 +19,7 @@ from nerfhead.ops._dispatch import resolve_backend
 from nerfhead.ops._torch.hash_grid import _hash_grid_encode
 
 if TYPE_CHECKING:
-    from nerfhead.components.hash_grid import HashGridConfig
+    from nerfhead.ops.hash_grid_config import HashGridConfig
 
 __all__ = ["hash_grid_encode"]
 

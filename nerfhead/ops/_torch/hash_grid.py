@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from nerfhead.components.hash_grid import HashGridConfig
+    from nerfhead.ops.hash_grid_config import HashGridConfig
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 """tiny-cuda-nn's CoherentPrime hash factors, one per input dimension."""
