@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_open
 from nerfhead.data.expressions import EXPRESSION_NAMES, NUM_EXPRESSIONS
 from nerfhead.errors import InputError
 
@@ -206,17 +206,8 @@ class Drive:
         }
         arrays["fps"] = np.asarray(self.fps, dtype=np.float64)
         arrays["expression_names"] = np.asarray(EXPRESSION_NAMES)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_write_text
 from nerfhead.data.cameras import Cameras, intrinsics_matrix, rigid_problem
 from nerfhead.data.capture import Capture, Frame, missing_indices
 from nerfhead.data.drive import Drive
@@ -469,20 +469,6 @@ def dumps(d: dict) -> str:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str | None = "drive.npz") -> Path:
     """Write ``capture`` as a ``transforms.json`` (atomic) plus, when it has a drive, ``drive_file`` beside it.
 
@@ -496,7 +482,7 @@ def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str 
         path = path / "transforms.json"
     path = path.absolute()
     d = transforms_dict(capture, path.parent, drive_file)
-    _atomic_write_text(path, dumps(d))
+    atomic_write_text(path, dumps(d))
     if capture.drive is not None and drive_file is not None:
         capture.drive.save_npz(path.parent / drive_file)
     return path

@@ -20,7 +20,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_write_text
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX, NUM_EXPRESSIONS
 from nerfhead.errors import InputError
@@ -135,21 +135,6 @@ def _timecode(t: float, fps: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{frames:06.3f}"
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _angle_scale(unit: str) -> float:
     if unit not in ("rad", "deg"):
         raise ValueError(f"angle_unit must be 'rad' or 'deg', got {unit!r}")
@@ -175,7 +160,7 @@ def write_curves_csv(
         vals = ",".join(_fmt(v) for v in ark[t])
         head = ",".join(_fmt(v) for v in ang[t])
         lines.append(f"{_timecode(t / drive.fps, drive.fps)},{len(CSV_HEADER) - 2},{vals},{head},{eyes}")
-    return _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n", newline="")
 
 
 def read_curves_csv(
@@ -268,7 +253,7 @@ def write_curves_json(drive: Drive, path: str | os.PathLike) -> Path:
         "head_translation": cpu.translation.double().tolist(),
         "head_yaw_pitch_roll": head_angles(cpu.rotation.double()).tolist(),
     }
-    return _atomic_write_text(Path(path), json.dumps(doc, separators=(",", ":")) + "\n")
+    return atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n", newline="")
 
 
 def read_curves_json(path: str | os.PathLike) -> Drive:

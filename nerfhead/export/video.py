@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nerfhead.atomic import atomic_path
+
 
 def to_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
     """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB."""
@@ -32,7 +34,7 @@ def write_video(
 ) -> Path:
     """Write ``frames`` ([H, W, 3] each, float in [0, 1] or uint8) to an H.264 mp4, muxing ``audio_path`` as AAC.
 
-    The audio starts at the first frame; ffmpeg's ``-shortest`` is not used, so the video's length is the number
+    Odd frame sizes are padded by one black row / column. The audio starts at the first frame; ffmpeg's ``-shortest`` is not used, so the video's length is the number
     of frames / fps and the audio is cut or left as it is by the player.
 
     Returns:
@@ -40,37 +42,32 @@ def write_video(
     """
     import imageio_ffmpeg
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     writer = None
-    n = 0
-    try:
-        for frame in frames:
-            img = to_uint8(frame)
-            if writer is None:
+    with atomic_path(path) as tmp:
+        try:
+            for frame in frames:
+                img = to_uint8(frame)
                 h, w = img.shape[:2]
-                writer = imageio_ffmpeg.write_frames(
-                    str(tmp),
-                    (w, h),
-                    fps=fps,  # pyright: ignore[reportArgumentType]  (ffmpeg takes fractional rates)
-                    quality=quality,
-                    codec="libx264",
-                    macro_block_size=1,
-                    audio_path=None if audio_path is None else str(audio_path),
-                    audio_codec=None if audio_path is None else "aac",
-                    output_params=["-movflags", "+faststart"],
-                )
-                writer.send(None)
-            writer.send(img)
-            n += 1
-        if writer is None:
-            raise ValueError("write_video got no frames")
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-    return path
+                if writer is None:
+                    writer = imageio_ffmpeg.write_frames(
+                        str(tmp),
+                        (w + w % 2, h + h % 2),
+                        fps=fps,  # pyright: ignore[reportArgumentType]  (ffmpeg takes fractional rates)
+                        quality=quality,
+                        codec="libx264",
+                        macro_block_size=1,
+                        ffmpeg_log_level="error",
+                        audio_path=None if audio_path is None else str(audio_path),
+                        audio_codec=None if audio_path is None else "aac",
+                        output_params=["-movflags", "+faststart"],
+                    )
+                    writer.send(None)
+                if w % 2 or h % 2:  # yuv420p needs even sizes: pad one black row / column
+                    img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
+                writer.send(np.ascontiguousarray(img))
+            if writer is None:
+                raise ValueError("write_video got no frames")
+        finally:
+            if writer is not None:
+                writer.close()
+    return Path(path)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_open
 from nerfhead.errors import InputError
 
 ASSET = "tracking/mediapipe_to_ict.npz"
@@ -110,20 +111,19 @@ class Correspondence:
         """Write an uncompressed npz (no pickle) with the table and ``extra`` arrays (build provenance)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            version=np.int64(FORMAT_VERSION),
-            landmark=self.landmark.astype(np.int64),
-            face=self.face.astype(np.int64),
-            bary=self.bary.astype(np.float32),
-            weight=self.weight.astype(np.float32),
-            spread_mm=self.spread_mm.astype(np.float32),
-            num_vertices=np.int64(self.num_vertices),
-            offset=self.offsets.astype(np.float32),
-            **extra,
-        )
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            np.savez(
+                f,
+                version=np.int64(FORMAT_VERSION),
+                landmark=self.landmark.astype(np.int64),
+                face=self.face.astype(np.int64),
+                bary=self.bary.astype(np.float32),
+                weight=self.weight.astype(np.float32),
+                spread_mm=self.spread_mm.astype(np.float32),
+                num_vertices=np.int64(self.num_vertices),
+                offset=self.offsets.astype(np.float32),
+                **extra,
+            )
         return path
 
 

@@ -8,10 +8,6 @@ soundtrack muxed in when given.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -117,46 +113,3 @@ def overlay_frame(
     if fitted is not None:
         draw_points(img, fitted, FITTED_RGB, radius)
     return img
-
-
-def write_video(
-    path: str | os.PathLike,
-    frames: Iterable[np.ndarray],
-    fps: float,
-    audio_path: str | os.PathLike | None = None,
-) -> Path:
-    """Write uint8 RGB frames (all one size) as an H.264 mp4, muxing ``audio_path`` as AAC when given.
-
-    Odd frame sizes are padded by one black row/column (yuv420p needs even sizes).
-    """
-    import imageio_ffmpeg
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    writer = None
-    try:
-        for f in frames:
-            h, w = f.shape[:2]
-            if writer is None:
-                size = (w + w % 2, h + h % 2)
-                kw = {} if audio_path is None else {"audio_path": str(audio_path), "audio_codec": "aac"}
-                writer = imageio_ffmpeg.write_frames(
-                    str(tmp),
-                    size,
-                    fps=fps,  # pyright: ignore[reportArgumentType]
-                    codec="libx264",
-                    macro_block_size=1,
-                    quality=7,
-                    ffmpeg_log_level="error",
-                    **kw,  # pyright: ignore[reportArgumentType]
-                )
-                writer.send(None)
-            if w % 2 or h % 2:
-                f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)))
-            writer.send(np.ascontiguousarray(f))
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, path)
-    return path

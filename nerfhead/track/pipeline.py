@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_open
 from nerfhead.data.capture import Capture, Frame
 from nerfhead.errors import InputError
 from nerfhead.parametric.ict import ICTHead
@@ -377,9 +378,8 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 def _save_landmarks(
     out: Path, raw: np.ndarray, cams: np.ndarray, ts: np.ndarray, detected: np.ndarray
 ) -> None:
-    tmp = out / "landmarks.npz.tmp.npz"
-    np.savez(tmp, points=raw, camera=cams, timestep=ts, detected=detected)
-    os.replace(tmp, out / "landmarks.npz")
+    with atomic_open(out / "landmarks.npz", "wb") as f:
+        np.savez(f, points=raw, camera=cams, timestep=ts, detected=detected)
 
 
 def _batches(n: int, size: int) -> Iterator[list[int]]:
@@ -507,7 +507,8 @@ def _overlay(
     image: Callable[[int], np.ndarray],
     raw: np.ndarray,
 ) -> None:
-    from nerfhead.track.overlay import overlay_frame, wire_edges, write_video
+    from nerfhead.export.video import write_video
+    from nerfhead.track.overlay import overlay_frame, wire_edges
     from nerfhead.track.projection import project
 
     idx = _overlay_camera(cap, config, raw)
@@ -547,7 +548,7 @@ def _overlay(
     first = cap.frames[idx[0]].timestamp if idx else 0.0
     if audio is not None and abs(first - cap.audio_offset) > 1e-3:
         audio = None  # the overlay would start at another time than the audio: leave it silent
-    write_video(path, frames(), cap.fps, audio)
+    write_video(frames(), path, cap.fps, audio)
 
 
 def summary_line(result: TrackResult) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfhead.atomic import atomic_path
 from nerfhead.errors import InputError
 
 
@@ -260,9 +261,8 @@ def extract_audio(
     b = len(wav) if duration is None else a + int(round(duration * sr))
     out = Path(out_wav)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.wav")
-    soundfile.write(str(tmp), wav[a:b], sr, subtype="PCM_16")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        soundfile.write(str(tmp), wav[a:b], sr, subtype="PCM_16", format="WAV")
     return out
 
 

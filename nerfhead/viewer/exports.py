@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfhead.atomic import atomic_path
+
 
 def export_path(run_dir: str | os.PathLike, stem: str, suffix: str) -> Path:
     """``RUN/exports/<stem>_<YYYYmmdd-HHMMSS>[-n]<suffix>`` (a new name that does not exist yet)."""
@@ -27,14 +29,8 @@ def export_path(run_dir: str | os.PathLike, stem: str, suffix: str) -> Path:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + "_", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
+import pytest
 import soundfile as sf
 
 from nerfhead.export.video import write_video
@@ -37,4 +38,24 @@ def test_video_with_audio_in_sync(tmp_path):
     env = np.abs(a)
     onset = np.argmax(env > 0.1) / rate
     assert abs(onset - 0.4) < 0.05, onset  # audio onset within ~1 frame of the video onset
-    assert not (tmp_path / ".v.partial.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "v.mp4"]  # no temporary file left
+
+
+def test_odd_size_is_padded_and_a_failed_write_keeps_the_old_file(tmp_path):
+    """Odd frame sizes are padded to even (yuv420p); an exception mid-stream leaves the previous file as it was."""
+    import av
+
+    path = write_video((np.full((33, 45, 3), 200, np.uint8) for _ in range(3)), tmp_path / "v.mp4", 25.0)
+    with av.open(str(path)) as c:
+        fr = next(c.decode(video=0))
+        assert (fr.width, fr.height) == (46, 34)
+    before = path.read_bytes()
+
+    def broken():
+        yield np.zeros((32, 32, 3), np.uint8)
+        raise RuntimeError("renderer died")
+
+    with pytest.raises(RuntimeError, match="renderer died"):
+        write_video(broken(), path, 25.0)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]

@@ -9,7 +9,7 @@ pytest.importorskip("mediapipe", reason="needs the track extra (mediapipe)")
 
 from nerfhead.cli.track import main
 from nerfhead.errors import InputError
-from nerfhead.track.overlay import write_video
+from nerfhead.export.video import write_video
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def bad_inputs(tmp_path_factory):
     corrupt = d / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
     noise = np.random.default_rng(0).integers(0, 256, (6, 96, 128, 3), dtype=np.uint8)
-    no_face = write_video(d / "noise.mp4", iter(noise), 25.0)
+    no_face = write_video(iter(noise), d / "noise.mp4", 25.0)
     zero = d / "zero.avi"
     import av
 

@@ -95,8 +95,8 @@ def test_multiview_rig_ground_truth(multiview, rigged):
 
 @pytest.fixture(scope="module")
 def mono(tmp_path_factory, rigged):
+    from nerfhead.export.video import write_video
     from nerfhead.synth import RigConfig, SynthConfig, render_capture
-    from nerfhead.track.overlay import write_video
 
     src = tmp_path_factory.mktemp("rig_mono")
     cfg = SynthConfig(rig=RigConfig(name="mono", width=256, height=256), frames=40, seed=1)
@@ -106,7 +106,7 @@ def mono(tmp_path_factory, rigged):
         (truth.image(truth.frames_of(t)[0]).numpy() * 255 + 0.5).astype(np.uint8)  # camera t films timestep t
         for t in range(truth.num_timesteps)
     )
-    video = write_video(src / "mono.mp4", frames, truth.fps, truth.audio_path)
+    video = write_video(frames, src / "mono.mp4", truth.fps, truth.audio_path)
     out = tmp_path_factory.mktemp("rig_mono_track")
     config = TrackConfig(make_masks=False, overlay=False, photometric=PhotometricConfig(iters=300))
     result = track(video, out, config)
