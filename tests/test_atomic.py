@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from nerfhead.atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from nerfhead.atomic import (
+    FILE_MODE,
+    atomic_open,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 
 def test_writes_and_replaces(tmp_path):
@@ -20,6 +27,7 @@ def test_writes_and_replaces(tmp_path):
     atomic_write_bytes(p, b"\x00\x01")
     assert p.read_bytes() == b"\x00\x01"
     assert [q.name for q in p.parent.iterdir()] == ["a.json"]
+    assert p.stat().st_mode & 0o777 == FILE_MODE  # like a plain open(), not the private temp file's 0600
 
 
 def test_failure_keeps_old_file_and_no_temp(tmp_path):
