@@ -26,7 +26,13 @@ from safetensors.torch import load_file, save_file
 from nerfhead.atomic import atomic_write_bytes, atomic_write_json, fsync_dir
 from nerfhead.errors import InputError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 def _flatten_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
