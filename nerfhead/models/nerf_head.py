@@ -24,8 +24,8 @@ from nerfhead.fields.deformation import DeformationConfig, DeformationField, dri
 from nerfhead.fields.ensemble import EnsembleConfig, HashEnsemble
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.models.avatar import RenderOutput, pair_indices
-from nerfhead.ops.composite import composite
-from nerfhead.ops.ray_march import MarchConfig
+from nerfhead.ops.composite import composite, packed_info_from_ray_indices
+from nerfhead.ops.ray_march import MarchConfig, ray_aabb_intersect, render_rays_early_stop
 
 KIND = "nerf_head"
 """``avatar.json["kind"]`` of this model."""
@@ -49,6 +49,9 @@ class NerfHeadConfig:
     """Samples along the head box's diagonal (sets the marching step)."""
     chunk: int = 8192
     """Rays per chunk when rendering images."""
+    min_transmittance: float = 1e-3
+    """Training drops the samples a cheap no-grad density pass finds behind this transmittance (they add at most
+    this much to a pixel); rendering stops each ray there. 0 keeps every sample."""
     backend: str = "auto"
     """Backend of the hash grids, marching and compositing."""
 
@@ -124,6 +127,11 @@ class NerfHead(nn.Module):
         w = self.ensemble.blend_weights(self._cond(cond, "ensemble"))[time_index]
         return self.ensemble(self.canonical(x_head, cond, time_index), dirs_head, w)
 
+    def density_at(self, x_head: Tensor, cond: Tensor, time_index: Tensor) -> Tensor:
+        """Density [N] at head-frame points [N, 3] at timesteps ``time_index`` [N] (rows of ``cond``)."""
+        w = self.ensemble.blend_weights(self._cond(cond, "ensemble"))[time_index]
+        return self.ensemble.density(self.canonical(x_head, cond, time_index), w)[0]
+
     def density(self, x_head: Tensor, cond: Tensor) -> Tensor:
         """Density [N] at head-frame points for one timestep's conditioning ``cond`` [1, C]."""
         t = torch.zeros(x_head.shape[0], dtype=torch.long, device=x_head.device)
@@ -160,25 +168,83 @@ class NerfHead(nn.Module):
             stratified: jitter the samples' start (training).
             generator: for the jitter.
 
+        With gradients on, a no-grad density pass first drops the samples behind transmittance
+        ``cfg.min_transmittance``; without, rays are marched in rounds and stop there (both change a pixel by
+        at most that much).
+
         Returns:
             rgb [R, 3], opacity [R, 1], depth along the ray [R, 1] (0 where empty), number of samples.
         """
         be = self.cfg.backend
+        n = origins.shape[0]
+        eps = self.cfg.min_transmittance
+        if not torch.is_grad_enabled() and eps > 0:
+            return self._render_rays_early_stop(origins, dirs, time_index, cond)
         s = self.grid.sample(
             origins, dirs, cfg=self.march, stratified=stratified, generator=generator, backend=be
         )
-        n = origins.shape[0]
-        if s.t_starts.numel() == 0:
+        ri, t0, t1, packed = s.ray_indices, s.t_starts, s.t_ends, s.packed_info
+        if eps > 0 and t0.numel() > 0:
+            keep = self._visible(origins, dirs, time_index, cond, ri, t0, t1, packed, eps)
+            ri, t0, t1 = ri[keep], t0[keep], t1[keep]
+            packed = packed_info_from_ray_indices(ri, n)
+        if t0.numel() == 0:
             z = origins.new_zeros(n, 1)
             return origins.new_zeros(n, 3) + 0.0 * cond.sum(), z, z, 0
-        ri = s.ray_indices
-        t_mid = 0.5 * (s.t_starts + s.t_ends)
-        x = origins[ri] + dirs[ri] * t_mid[:, None]
+        x = origins[ri] + dirs[ri] * (0.5 * (t0 + t1))[:, None]
         rgb, sigma = self.query(x, dirs[ri], cond, time_index[ri])
-        out = composite(
-            sigma, rgb, s.t_starts, s.t_ends, ray_indices=ri, packed_info=s.packed_info, n_rays=n, backend=be
-        )
+        out = composite(sigma, rgb, t0, t1, ray_indices=ri, packed_info=packed, n_rays=n, backend=be)
         return out.rgb, out.opacity, out.depth, int(ri.numel())
+
+    @torch.no_grad()
+    def _visible(
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        time_index: Tensor,
+        cond: Tensor,
+        ri: Tensor,
+        t0: Tensor,
+        t1: Tensor,
+        packed: Tensor,
+        eps: float,
+    ) -> Tensor:
+        """[S] bool: samples whose transmittance (from a no-grad density pass) is above ``eps``."""
+        x = origins[ri] + dirs[ri] * (0.5 * (t0 + t1))[:, None]
+        tau = self.density_at(x, cond, time_index[ri]).double() * (t1 - t0).double()
+        tau = torch.nan_to_num(tau, nan=0.0, posinf=50.0).clamp(
+            0.0, 50.0
+        )  # exp(-50): opaque; sums stay exact
+        before = torch.cumsum(tau, 0) - tau  # optical depth before each sample, summed over the whole batch
+        first = packed[:, 0].clamp_max(max(tau.shape[0] - 1, 0))[ri]  # the first sample of each sample's ray
+        return torch.exp(-(before - before[first])) > eps
+
+    def _render_rays_early_stop(
+        self, origins: Tensor, dirs: Tensor, time_index: Tensor, cond: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Inference: march in rounds and drop rays once opaque (``cfg.min_transmittance``)."""
+        t_min, t_max, _ = ray_aabb_intersect(
+            origins, dirs, self.grid.cascade_aabb(self.grid.n_cascades - 1), backend=self.cfg.backend
+        )
+
+        def rgb_sigma(t0: Tensor, t1: Tensor, ri: Tensor) -> tuple[Tensor, Tensor]:
+            x = origins[ri] + dirs[ri] * (0.5 * (t0 + t1))[:, None]
+            rgb, sigma = self.query(x, dirs[ri], cond, time_index[ri])
+            return rgb, sigma
+
+        rgb, a, depth, n_samples = render_rays_early_stop(
+            origins,
+            dirs,
+            t_min.clamp_min(0.0),
+            t_max,
+            self.grid,
+            rgb_sigma,
+            cfg=self.march,
+            samples_per_round=32,
+            min_transmittance=self.cfg.min_transmittance,
+            backend=self.cfg.backend,
+        )
+        return rgb, a, depth, n_samples
 
     def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
         """Render camera ``b`` at timestep ``b`` (a side of length 1 broadcasts; see ``nerfhead.models.avatar``),
