@@ -35,6 +35,7 @@ test: setup build
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/pyright
+	$(VENV)/bin/clang-format --dry-run --Werror cuda_ext/csrc/*.cpp cuda_ext/csrc/*.cu cuda_ext/csrc/*.h
 
 bench: setup build
 	$(PY) scripts/bench_ops.py --json

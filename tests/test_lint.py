@@ -1,4 +1,4 @@
-"""House habits: ruff (lint + format) and pyright are clean on the whole tree."""
+"""House habits: ruff (lint + format) and pyright are clean on the whole tree; clang-format on cuda_ext."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def test_ruff_check():
 def test_ruff_format():
     p = subprocess.run([_tool("ruff"), "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-6000:]
+
+
+def test_clang_format_cuda_ext():
+    sources = sorted(
+        str(p) for p in (REPO / "cuda_ext" / "csrc").iterdir() if p.suffix in (".cpp", ".cu", ".h")
+    )
+    assert len(sources) >= 20
+    p = subprocess.run(
+        [_tool("clang-format"), "--dry-run", "--Werror", *sources], cwd=REPO, capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr[-6000:]
 
 
 @pytest.mark.slow

@@ -8,13 +8,12 @@
 #define NH_CHECK_FLOAT(x) TORCH_CHECK((x).scalar_type() == at::kFloat, #x " must be float32")
 
 #ifdef WITH_CUDA
-#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call) \
-  ((x).is_cuda() ? (cuda_call) : (cpu_call))
+#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call) ((x).is_cuda() ? (cuda_call) : (cpu_call))
 #else
 // TORCH_CHECK is a statement, so it sits in an immediately invoked lambda to keep this an expression.
-#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call)                                  \
-  ([&]() {                                                                          \
-    TORCH_CHECK(!(x).is_cuda(), "nerfhead._C was built without CUDA kernels");      \
-    return (cpu_call);                                                              \
+#define NH_DISPATCH_DEVICE(x, cpu_call, cuda_call)                             \
+  ([&]() {                                                                     \
+    TORCH_CHECK(!(x).is_cuda(), "nerfhead._C was built without CUDA kernels"); \
+    return (cpu_call);                                                         \
   }())
 #endif

@@ -18,9 +18,8 @@ template <typename scalar_t>
 __global__ void forward_kernel(int64_t R, int64_t C, const int64_t* __restrict__ packed,
                                const scalar_t* __restrict__ sigmas, const scalar_t* __restrict__ rgbs,
                                const scalar_t* __restrict__ t_starts, const scalar_t* __restrict__ t_ends,
-                               scalar_t* __restrict__ rgb, scalar_t* __restrict__ opacity,
-                               scalar_t* __restrict__ depth, scalar_t* __restrict__ weights,
-                               scalar_t* __restrict__ trans) {
+                               scalar_t* __restrict__ rgb, scalar_t* __restrict__ opacity, scalar_t* __restrict__ depth,
+                               scalar_t* __restrict__ weights, scalar_t* __restrict__ trans) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= R) return;
   composite_ray_forward<scalar_t>(packed[2 * r], packed[2 * r + 1], C, sigmas, rgbs, t_starts, t_ends, rgb + r * C,
@@ -38,8 +37,7 @@ __global__ void backward_kernel(int64_t R, int64_t C, const int64_t* __restrict_
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= R) return;
   composite_ray_backward<scalar_t>(packed[2 * r], packed[2 * r + 1], C, g_rgb + r * C, g_opacity[r], g_depth[r],
-                                   g_weights, sigmas, rgbs, t_starts, t_ends, weights, trans, grad_sigmas,
-                                   grad_rgbs);
+                                   g_weights, sigmas, rgbs, t_starts, t_ends, weights, trans, grad_sigmas, grad_rgbs);
 }
 
 int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
@@ -72,10 +70,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   return {rgb, opacity, depth, weights, trans};
 }
 
-std::tuple<at::Tensor, at::Tensor> composite_backward_cuda(
-    const at::Tensor& grad_rgb, const at::Tensor& grad_opacity, const at::Tensor& grad_depth,
-    const at::Tensor& grad_weights, const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
-    const at::Tensor& t_ends, const at::Tensor& packed_info, const at::Tensor& weights, const at::Tensor& trans) {
+std::tuple<at::Tensor, at::Tensor> composite_backward_cuda(const at::Tensor& grad_rgb, const at::Tensor& grad_opacity,
+                                                           const at::Tensor& grad_depth, const at::Tensor& grad_weights,
+                                                           const at::Tensor& sigmas, const at::Tensor& rgbs,
+                                                           const at::Tensor& t_starts, const at::Tensor& t_ends,
+                                                           const at::Tensor& packed_info, const at::Tensor& weights,
+                                                           const at::Tensor& trans) {
   const c10::cuda::CUDAGuard guard(sigmas.device());
   const int64_t R = packed_info.size(0);
   const int64_t C = rgbs.size(1);

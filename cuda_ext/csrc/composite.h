@@ -59,10 +59,9 @@ NH_HD double cexpm1(double x) {
 // Forward for one ray. out_rgb [C], out_opacity, out_depth are written (not accumulated); weights and trans
 // (T_i) are written for the ray's samples.
 template <typename scalar_t>
-NH_HD void composite_ray_forward(int64_t start, int64_t count, int64_t C, const scalar_t* sigmas,
-                                 const scalar_t* rgbs, const scalar_t* t_starts, const scalar_t* t_ends,
-                                 scalar_t* out_rgb, scalar_t* out_opacity, scalar_t* out_depth, scalar_t* weights,
-                                 scalar_t* trans) {
+NH_HD void composite_ray_forward(int64_t start, int64_t count, int64_t C, const scalar_t* sigmas, const scalar_t* rgbs,
+                                 const scalar_t* t_starts, const scalar_t* t_ends, scalar_t* out_rgb,
+                                 scalar_t* out_opacity, scalar_t* out_depth, scalar_t* weights, scalar_t* trans) {
   for (int64_t c = 0; c < C; ++c) out_rgb[c] = scalar_t(0);
   scalar_t cum = 0, opacity = 0, depth = 0;
   for (int64_t i = start; i < start + count; ++i) {
@@ -120,10 +119,12 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_cpu(const at::Tensor& grad
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_forward_cuda(
     const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts, const at::Tensor& t_ends,
     const at::Tensor& packed_info);
-std::tuple<at::Tensor, at::Tensor> composite_backward_cuda(
-    const at::Tensor& grad_rgb, const at::Tensor& grad_opacity, const at::Tensor& grad_depth,
-    const at::Tensor& grad_weights, const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
-    const at::Tensor& t_ends, const at::Tensor& packed_info, const at::Tensor& weights, const at::Tensor& trans);
+std::tuple<at::Tensor, at::Tensor> composite_backward_cuda(const at::Tensor& grad_rgb, const at::Tensor& grad_opacity,
+                                                           const at::Tensor& grad_depth, const at::Tensor& grad_weights,
+                                                           const at::Tensor& sigmas, const at::Tensor& rgbs,
+                                                           const at::Tensor& t_starts, const at::Tensor& t_ends,
+                                                           const at::Tensor& packed_info, const at::Tensor& weights,
+                                                           const at::Tensor& trans);
 #endif
 
 }  // namespace composite

@@ -16,8 +16,8 @@ void forward_rays(int64_t R, int64_t C, const int64_t* pk, const scalar_t* sg, c
                   const scalar_t* te, scalar_t* o_rgb, scalar_t* o_op, scalar_t* o_dp, scalar_t* o_w, scalar_t* o_t) {
 #pragma omp parallel for schedule(dynamic, 256)
   for (int64_t r = 0; r < R; ++r) {
-    composite_ray_forward<scalar_t>(pk[2 * r], pk[2 * r + 1], C, sg, cl, ts, te, o_rgb + r * C, o_op + r, o_dp + r,
-                                    o_w, o_t);
+    composite_ray_forward<scalar_t>(pk[2 * r], pk[2 * r + 1], C, sg, cl, ts, te, o_rgb + r * C, o_op + r, o_dp + r, o_w,
+                                    o_t);
   }
 }
 

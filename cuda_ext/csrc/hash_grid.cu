@@ -72,8 +72,8 @@ dim3 grid_for(int64_t n, int n_levels) { return dim3(static_cast<unsigned>((n + 
 
 }  // namespace
 
-at::Tensor hash_grid_forward_cuda(const at::Tensor& x, const at::Tensor& table, const Levels& lv,
-                                  int64_t n_features, bool smoothstep) {
+at::Tensor hash_grid_forward_cuda(const at::Tensor& x, const at::Tensor& table, const Levels& lv, int64_t n_features,
+                                  bool smoothstep) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0);
   auto out = at::empty({n, int64_t(lv.n_levels) * n_features}, table.options());
@@ -93,8 +93,8 @@ at::Tensor hash_grid_forward_cuda(const at::Tensor& x, const at::Tensor& table, 
 
 std::tuple<at::Tensor, at::Tensor> hash_grid_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
                                                            const at::Tensor& table, const Levels& lv,
-                                                           int64_t n_features, bool smoothstep,
-                                                           bool need_table_grad, bool need_input_grad) {
+                                                           int64_t n_features, bool smoothstep, bool need_table_grad,
+                                                           bool need_input_grad) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0);
   at::Tensor gt, gx;

@@ -38,25 +38,31 @@ constexpr int kMaxDims = 4;
 // Per-level metadata, small enough to pass by value as a CUDA kernel argument.
 struct Levels {
   int n_levels;
-  int64_t offset[kMaxLevels];     // first table entry of the level
-  uint32_t size[kMaxLevels];      // entries in the level
-  uint32_t mask[kMaxLevels];      // size - 1 when size is a power of two (index & mask), else 0 (index % size)
+  int64_t offset[kMaxLevels];  // first table entry of the level
+  uint32_t size[kMaxLevels];   // entries in the level
+  uint32_t mask[kMaxLevels];   // size - 1 when size is a power of two (index & mask), else 0 (index % size)
   uint32_t resolution[kMaxLevels];
-  uint32_t hashed;                // bit l set: level l uses the hash, else the dense index
-  double scale[kMaxLevels];       // base_resolution * per_level_scale^l - 1
+  uint32_t hashed;           // bit l set: level l uses the hash, else the dense index
+  double scale[kMaxLevels];  // base_resolution * per_level_scale^l - 1
 };
 
 // ---- value conversions (table storage <-> compute type) -------------------------------------------------------
 NH_HD float to_compute(float v) { return v; }
 NH_HD double to_compute(double v) { return v; }
 template <typename T>
-NH_HD T from_compute(float v) { return static_cast<T>(v); }
+NH_HD T from_compute(float v) {
+  return static_cast<T>(v);
+}
 template <typename T>
-NH_HD T from_compute(double v) { return static_cast<T>(v); }
+NH_HD T from_compute(double v) {
+  return static_cast<T>(v);
+}
 #ifdef __CUDACC__
 NH_HD float to_compute(__half v) { return __half2float(v); }
 template <>
-NH_HD __half from_compute<__half>(float v) { return __float2half(v); }
+NH_HD __half from_compute<__half>(float v) {
+  return __float2half(v);
+}
 #endif
 
 // ---- the formulas ---------------------------------------------------------------------------------------------
@@ -81,8 +87,7 @@ NH_HD void pos_fract(S x, S scale, bool smoothstep, uint32_t& cell, S& w, S& dw)
 
 // Entry index of a grid vertex inside its level (0 <= index < size).
 template <int D>
-NH_HD uint32_t grid_index(const uint32_t (&pos)[D], uint32_t resolution, uint32_t size, uint32_t mask,
-                          bool hashed) {
+NH_HD uint32_t grid_index(const uint32_t (&pos)[D], uint32_t resolution, uint32_t size, uint32_t mask, bool hashed) {
   // tiny-cuda-nn's CoherentPrime factors (the first is 1 so that neighbouring x cells stay close in memory).
   // A local constexpr array, as tiny-cuda-nn does, so device code can index it.
   constexpr uint32_t primes[kMaxDims] = {1u, 2654435761u, 805459861u, 3674653429u};
@@ -210,18 +215,27 @@ template <typename Fn>
 void dispatch_dims_features(int64_t dims, int64_t features, Fn&& fn) {
   auto with_f = [&](auto d) {
     switch (features) {
-      case 1: return fn(d, std::integral_constant<int, 1>{});
-      case 2: return fn(d, std::integral_constant<int, 2>{});
-      case 4: return fn(d, std::integral_constant<int, 4>{});
-      case 8: return fn(d, std::integral_constant<int, 8>{});
-      default: TORCH_CHECK(false, "hash_grid: n_features must be 1, 2, 4 or 8, got ", features);
+      case 1:
+        return fn(d, std::integral_constant<int, 1>{});
+      case 2:
+        return fn(d, std::integral_constant<int, 2>{});
+      case 4:
+        return fn(d, std::integral_constant<int, 4>{});
+      case 8:
+        return fn(d, std::integral_constant<int, 8>{});
+      default:
+        TORCH_CHECK(false, "hash_grid: n_features must be 1, 2, 4 or 8, got ", features);
     }
   };
   switch (dims) {
-    case 2: return with_f(std::integral_constant<int, 2>{});
-    case 3: return with_f(std::integral_constant<int, 3>{});
-    case 4: return with_f(std::integral_constant<int, 4>{});
-    default: TORCH_CHECK(false, "hash_grid: input dimension must be 2, 3 or 4, got ", dims);
+    case 2:
+      return with_f(std::integral_constant<int, 2>{});
+    case 3:
+      return with_f(std::integral_constant<int, 3>{});
+    case 4:
+      return with_f(std::integral_constant<int, 4>{});
+    default:
+      TORCH_CHECK(false, "hash_grid: input dimension must be 2, 3 or 4, got ", dims);
   }
 }
 
@@ -232,19 +246,18 @@ at::Tensor hash_grid_forward_cpu(const at::Tensor& x, const at::Tensor& table, c
                                  bool smoothstep);
 // Returns (grad_table [n_entries * F] or undefined, grad_x [N, D] or undefined).
 std::tuple<at::Tensor, at::Tensor> hash_grid_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
-                                                          const at::Tensor& table, const Levels& lv,
-                                                          int64_t n_features, bool smoothstep, bool need_table_grad,
-                                                          bool need_input_grad);
+                                                          const at::Tensor& table, const Levels& lv, int64_t n_features,
+                                                          bool smoothstep, bool need_table_grad, bool need_input_grad);
 
 #ifdef WITH_CUDA
 // x: [N, D] float32, table: [n_entries * F] float32|float16. Returns [N, n_levels * F] in the table's dtype.
-at::Tensor hash_grid_forward_cuda(const at::Tensor& x, const at::Tensor& table, const Levels& lv,
-                                  int64_t n_features, bool smoothstep);
+at::Tensor hash_grid_forward_cuda(const at::Tensor& x, const at::Tensor& table, const Levels& lv, int64_t n_features,
+                                  bool smoothstep);
 // Table gradients are accumulated in float32 (atomicAdd) whatever the table dtype; grad_x is float32.
 std::tuple<at::Tensor, at::Tensor> hash_grid_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
                                                            const at::Tensor& table, const Levels& lv,
-                                                           int64_t n_features, bool smoothstep,
-                                                           bool need_table_grad, bool need_input_grad);
+                                                           int64_t n_features, bool smoothstep, bool need_table_grad,
+                                                           bool need_input_grad);
 #endif
 
 }  // namespace hash_grid

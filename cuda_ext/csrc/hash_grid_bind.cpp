@@ -17,8 +17,7 @@ Levels make_levels(const std::vector<int64_t>& offsets, const std::vector<int64_
   const int64_t n_levels = static_cast<int64_t>(resolutions.size());
   TORCH_CHECK(n_levels >= 1 && n_levels <= kMaxLevels, "hash_grid: n_levels must be in [1, ", kMaxLevels, "], got ",
               n_levels);
-  TORCH_CHECK(static_cast<int64_t>(offsets.size()) == n_levels + 1 &&
-                  static_cast<int64_t>(scales.size()) == n_levels &&
+  TORCH_CHECK(static_cast<int64_t>(offsets.size()) == n_levels + 1 && static_cast<int64_t>(scales.size()) == n_levels &&
                   static_cast<int64_t>(hashed.size()) == n_levels,
               "hash_grid: offsets need n_levels + 1 entries and scales/hashed n_levels");
   Levels lv{};
@@ -28,8 +27,7 @@ Levels make_levels(const std::vector<int64_t>& offsets, const std::vector<int64_
     const int64_t size = offsets[l + 1] - offsets[l];
     TORCH_CHECK(offsets[l] >= 0 && size > 0 && size <= (int64_t(1) << 31), "hash_grid: level ", l,
                 " has an invalid size ", size);
-    TORCH_CHECK(resolutions[l] >= 1 && resolutions[l] <= (int64_t(1) << 31), "hash_grid: bad resolution at level ",
-                l);
+    TORCH_CHECK(resolutions[l] >= 1 && resolutions[l] <= (int64_t(1) << 31), "hash_grid: bad resolution at level ", l);
     lv.offset[l] = offsets[l];
     lv.size[l] = static_cast<uint32_t>(size);
     lv.mask[l] = (size & (size - 1)) == 0 ? static_cast<uint32_t>(size - 1) : 0u;
@@ -47,7 +45,7 @@ void check_common(const at::Tensor& x, const at::Tensor& table, const Levels& lv
   TORCH_CHECK(n_features == 1 || n_features == 2 || n_features == 4 || n_features == 8,
               "hash_grid: n_features must be 1, 2, 4 or 8, got ", n_features);
   TORCH_CHECK(table.dim() == 1 && table.numel() == lv.offset[lv.n_levels - 1] * n_features +
-                                                     int64_t(lv.size[lv.n_levels - 1]) * n_features,
+                                                       int64_t(lv.size[lv.n_levels - 1]) * n_features,
               "hash_grid: table must be flat with n_params * n_features = ",
               (lv.offset[lv.n_levels - 1] + lv.size[lv.n_levels - 1]) * n_features, " values, got ", table.sizes());
   TORCH_CHECK(x.device() == table.device(), "hash_grid: x and table must be on the same device");
@@ -83,19 +81,17 @@ std::tuple<at::Tensor, at::Tensor> hash_grid_backward(const at::Tensor& grad_out
                                                       bool smoothstep, bool need_table_grad, bool need_input_grad) {
   const Levels lv = make_levels(offsets, resolutions, scales, hashed);
   check_common(x, table, lv, n_features);
-  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == x.size(0) &&
-                  grad_out.size(1) == int64_t(lv.n_levels) * n_features,
-              "hash_grid: grad_out must be [N, n_levels * n_features], got ", grad_out.sizes());
+  TORCH_CHECK(
+      grad_out.dim() == 2 && grad_out.size(0) == x.size(0) && grad_out.size(1) == int64_t(lv.n_levels) * n_features,
+      "hash_grid: grad_out must be [N, n_levels * n_features], got ", grad_out.sizes());
   TORCH_CHECK(grad_out.scalar_type() == table.scalar_type() && grad_out.device() == table.device(),
               "hash_grid: grad_out must match the table's dtype and device");
   NH_CHECK_CONTIGUOUS(grad_out);
   return NH_DISPATCH_DEVICE(x,
-                            nerfhead::hash_grid::hash_grid_backward_cpu(grad_out, x, table, lv, n_features,
-                                                                        smoothstep, need_table_grad,
-                                                                        need_input_grad),
-                            nerfhead::hash_grid::hash_grid_backward_cuda(grad_out, x, table, lv, n_features,
-                                                                         smoothstep, need_table_grad,
-                                                                         need_input_grad));
+                            nerfhead::hash_grid::hash_grid_backward_cpu(grad_out, x, table, lv, n_features, smoothstep,
+                                                                        need_table_grad, need_input_grad),
+                            nerfhead::hash_grid::hash_grid_backward_cuda(grad_out, x, table, lv, n_features, smoothstep,
+                                                                         need_table_grad, need_input_grad));
 }
 
 }  // namespace
@@ -105,9 +101,8 @@ void init_hash_grid(pybind11::module_& m) {
         "Hash-grid encoding forward: x [N, D], flat table -> [N, n_levels * n_features]", pybind11::arg("x"),
         pybind11::arg("table"), pybind11::arg("offsets"), pybind11::arg("resolutions"), pybind11::arg("scales"),
         pybind11::arg("hashed"), pybind11::arg("n_features"), pybind11::arg("smoothstep"));
-  m.def("hash_grid_backward", &hash_grid_backward,
-        "Hash-grid encoding backward: (grad_table or None, grad_x or None)", pybind11::arg("grad_out"),
-        pybind11::arg("x"), pybind11::arg("table"), pybind11::arg("offsets"), pybind11::arg("resolutions"),
-        pybind11::arg("scales"), pybind11::arg("hashed"), pybind11::arg("n_features"), pybind11::arg("smoothstep"),
-        pybind11::arg("need_table_grad"), pybind11::arg("need_input_grad"));
+  m.def("hash_grid_backward", &hash_grid_backward, "Hash-grid encoding backward: (grad_table or None, grad_x or None)",
+        pybind11::arg("grad_out"), pybind11::arg("x"), pybind11::arg("table"), pybind11::arg("offsets"),
+        pybind11::arg("resolutions"), pybind11::arg("scales"), pybind11::arg("hashed"), pybind11::arg("n_features"),
+        pybind11::arg("smoothstep"), pybind11::arg("need_table_grad"), pybind11::arg("need_input_grad"));
 }

@@ -125,9 +125,8 @@ at::Tensor hash_grid_forward_cpu(const at::Tensor& x, const at::Tensor& table, c
 }
 
 std::tuple<at::Tensor, at::Tensor> hash_grid_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
-                                                          const at::Tensor& table, const Levels& lv,
-                                                          int64_t n_features, bool smoothstep, bool need_table_grad,
-                                                          bool need_input_grad) {
+                                                          const at::Tensor& table, const Levels& lv, int64_t n_features,
+                                                          bool smoothstep, bool need_table_grad, bool need_input_grad) {
   const int64_t n = x.size(0);
   at::Tensor gt, gx;
   if (need_table_grad) gt = at::zeros_like(table);

@@ -48,8 +48,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_gaussians_backward_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& radii, const at::Tensor& t_final, const at::Tensor& last, const at::Tensor& tile_offsets,
-    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width,
-    int64_t height, int64_t tile_size);
+    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width, int64_t height,
+    int64_t tile_size);
 
 // Per-Gaussian stage (rasterize_gaussians_project_cpu.cpp): EWA projection into C cameras and, when sh_degree >= 0,
 // SH colours (+0.5, clamped at 0). means [N,3], quats [N,4] wxyz, scales [N,3], opacities [N], viewmats [C,4,4],

@@ -45,32 +45,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "depths must be [C, N] with means2d's dtype");
   NH_CHECK_CPU(depths);
   NH_CHECK_CONTIGUOUS(depths);
-  return rasterize_gaussians_forward_cpu(means2d, conics, colors, opacities, depths, radii, width, height,
-                                         tile_size);
+  return rasterize_gaussians_forward_cpu(means2d, conics, colors, opacities, depths, radii, width, height, tile_size);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_gaussians_backward(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& radii, const at::Tensor& t_final, const at::Tensor& last, const at::Tensor& tile_offsets,
-    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width,
-    int64_t height, int64_t tile_size) {
+    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width, int64_t height,
+    int64_t tile_size) {
   check_gaussians(means2d, conics, colors, opacities, radii, width, height, tile_size);
   const int64_t C = means2d.size(0), D = colors.size(2);
   const int64_t TT = ((width + tile_size - 1) / tile_size) * ((height + tile_size - 1) / tile_size);
-  TORCH_CHECK(t_final.sizes() == at::IntArrayRef({C, height, width}) &&
-                  t_final.scalar_type() == means2d.scalar_type(),
+  TORCH_CHECK(t_final.sizes() == at::IntArrayRef({C, height, width}) && t_final.scalar_type() == means2d.scalar_type(),
               "t_final must be [C, H, W]");
   TORCH_CHECK(last.sizes() == t_final.sizes() && last.scalar_type() == at::kInt, "last must be [C, H, W] int32");
-  TORCH_CHECK(tile_offsets.dim() == 1 && tile_offsets.size(0) == C * TT + 1 &&
-                  tile_offsets.scalar_type() == at::kLong,
+  TORCH_CHECK(tile_offsets.dim() == 1 && tile_offsets.size(0) == C * TT + 1 && tile_offsets.scalar_type() == at::kLong,
               "tile_offsets must be [C * n_tiles + 1] int64");
   TORCH_CHECK(flat_ids.dim() == 1 && flat_ids.scalar_type() == at::kInt, "flat_ids must be [n_isect] int32");
-  TORCH_CHECK(v_render.sizes() == at::IntArrayRef({C, height, width, D}) &&
-                  v_render.scalar_type() == means2d.scalar_type(),
-              "v_render must be [C, H, W, D]");
-  TORCH_CHECK(v_alpha.sizes() == at::IntArrayRef({C, height, width, 1}) &&
-                  v_alpha.scalar_type() == means2d.scalar_type(),
-              "v_alpha must be [C, H, W, 1]");
+  TORCH_CHECK(
+      v_render.sizes() == at::IntArrayRef({C, height, width, D}) && v_render.scalar_type() == means2d.scalar_type(),
+      "v_render must be [C, H, W, D]");
+  TORCH_CHECK(
+      v_alpha.sizes() == at::IntArrayRef({C, height, width, 1}) && v_alpha.scalar_type() == means2d.scalar_type(),
+      "v_alpha must be [C, H, W, 1]");
   for (const at::Tensor* t : {&t_final, &last, &tile_offsets, &flat_ids, &v_render, &v_alpha}) {
     NH_CHECK_CPU(*t);
     NH_CHECK_CONTIGUOUS(*t);
@@ -111,9 +108,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize
     const at::Tensor& viewmats, const at::Tensor& Ks, const at::Tensor& sh_coeffs, int64_t sh_degree, int64_t width,
     int64_t height, double eps2d, double near_plane, double far_plane) {
   check_projection(means, quats, scales, viewmats, Ks, sh_coeffs, sh_degree);
-  TORCH_CHECK(opacities.dim() == 1 && opacities.size(0) == means.size(0) &&
-                  opacities.scalar_type() == means.scalar_type(),
-              "opacities must be [N] with means' dtype");
+  TORCH_CHECK(
+      opacities.dim() == 1 && opacities.size(0) == means.size(0) && opacities.scalar_type() == means.scalar_type(),
+      "opacities must be [N] with means' dtype");
   NH_CHECK_CPU(opacities);
   NH_CHECK_CONTIGUOUS(opacities);
   return rasterize_gaussians_project_forward_cpu(means, quats, scales, opacities, viewmats, Ks, sh_coeffs, sh_degree,

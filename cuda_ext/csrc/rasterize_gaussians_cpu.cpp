@@ -449,8 +449,8 @@ void backward_tiles(const std::vector<Prep<T>>& prep, const int64_t* offs, const
 
 // Sums the intersection slots per Gaussian, cameras in parallel, intersections in a fixed order.
 template <typename T>
-void reduce_slots(const T* slots, const int64_t* offs, const int32_t* ids, const Grid& G, int64_t D, T* v_m2,
-                  T* v_con, T* v_col, T* v_op) {
+void reduce_slots(const T* slots, const int64_t* offs, const int32_t* ids, const Grid& G, int64_t D, T* v_m2, T* v_con,
+                  T* v_col, T* v_op) {
   const int64_t S = 6 + D;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads()) if (G.C > 1)
   for (int64_t c = 0; c < G.C; ++c) {
@@ -525,8 +525,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_gaussians_backward_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& radii, const at::Tensor& t_final, const at::Tensor& last, const at::Tensor& tile_offsets,
-    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width,
-    int64_t height, int64_t tile_size) {
+    const at::Tensor& flat_ids, const at::Tensor& v_render, const at::Tensor& v_alpha, int64_t width, int64_t height,
+    int64_t tile_size) {
   TORCH_CHECK(width <= kMaxImageSide && height <= kMaxImageSide, "image sides must be <= ", kMaxImageSide);
   const Grid G(means2d.size(0), means2d.size(1), width, height, tile_size);
   const int64_t D = colors.size(2);
@@ -546,9 +546,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_gaussians_b
                                    v_render.data_ptr<scalar_t>(), v_alpha.data_ptr<scalar_t>(),
                                    slots.data_ptr<scalar_t>());
     });
-    reduce_slots<scalar_t>(slots.data_ptr<scalar_t>(), tile_offsets.data_ptr<int64_t>(),
-                           flat_ids.data_ptr<int32_t>(), G, D, v_m2.data_ptr<scalar_t>(), v_con.data_ptr<scalar_t>(),
-                           v_col.data_ptr<scalar_t>(), v_op.data_ptr<scalar_t>());
+    reduce_slots<scalar_t>(slots.data_ptr<scalar_t>(), tile_offsets.data_ptr<int64_t>(), flat_ids.data_ptr<int32_t>(),
+                           G, D, v_m2.data_ptr<scalar_t>(), v_con.data_ptr<scalar_t>(), v_col.data_ptr<scalar_t>(),
+                           v_op.data_ptr<scalar_t>());
   });
   return {v_m2, v_con, v_col, v_op};
 }

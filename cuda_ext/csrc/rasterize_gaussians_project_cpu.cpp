@@ -16,10 +16,10 @@ namespace {
 // Below this many (camera, Gaussian) pairs the loops run on the calling thread (a fork/join costs more).
 constexpr int64_t kParallelMin = 1 << 17;
 
-constexpr double kSH[] = {
-    0.28209479177387814,  0.4886025119029199,  1.0925484305920792,   -1.0925484305920792, 0.31539156525252005,
-    -1.0925484305920792, 0.5462742152960396,  -0.5900435899266435,  2.890611442640554,   -0.4570457994644658,
-    0.3731763325901154,  -0.4570457994644658, 1.445305721320277,    -0.5900435899266435};
+constexpr double kSH[] = {0.28209479177387814, 0.4886025119029199,  1.0925484305920792, -1.0925484305920792,
+                          0.31539156525252005, -1.0925484305920792, 0.5462742152960396, -0.5900435899266435,
+                          2.890611442640554,   -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+                          1.445305721320277,   -0.5900435899266435};
 // kSH[0] = C0, kSH[1] = C1, kSH[2..6] = C2[0..4], kSH[7..13] = C3[0..6] (3DGS / gsplat constants).
 
 // SH bases Y[0..nb) at unit direction (x, y, z), 3DGS order; with grad != nullptr also dY/d(x, y, z).
@@ -125,8 +125,8 @@ void camera_centre(const T* vm, T* cam) {
 
 template <typename T>
 void forward_impl(const T* means, const T* quats, const T* scales, const T* opac, const T* vms, const T* Ks,
-                  const T* sh, int64_t K_sh, int nb, int64_t C, int64_t N, int64_t W, int64_t H, T eps2d, T near,
-                  T far, T* m2, T* con, T* dep, int32_t* rad, T* col) {
+                  const T* sh, int64_t K_sh, int nb, int64_t C, int64_t N, int64_t W, int64_t H, T eps2d, T near, T far,
+                  T* m2, T* con, T* dep, int32_t* rad, T* col) {
   const T amin = T(1) / T(255);
 #pragma omp parallel for schedule(static) num_threads(at::get_num_threads()) if (C * N >= kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
@@ -285,8 +285,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "rasterize_gaussians_project_forward_cpu", [&] {
     forward_impl<scalar_t>(means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                            opacities.data_ptr<scalar_t>(), viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(),
-                           nb > 0 ? sh_coeffs.data_ptr<scalar_t>() : nullptr, nb > 0 ? sh_coeffs.size(1) : 0, nb, C,
-                           N, width, height, (scalar_t)eps2d, (scalar_t)near_plane, (scalar_t)far_plane,
+                           nb > 0 ? sh_coeffs.data_ptr<scalar_t>() : nullptr, nb > 0 ? sh_coeffs.size(1) : 0, nb, C, N,
+                           width, height, (scalar_t)eps2d, (scalar_t)near_plane, (scalar_t)far_plane,
                            m2.data_ptr<scalar_t>(), con.data_ptr<scalar_t>(), dep.data_ptr<scalar_t>(),
                            rad.data_ptr<int32_t>(), nb > 0 ? col.data_ptr<scalar_t>() : nullptr);
   });
@@ -308,9 +308,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_gaussians_p
         viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(), nb > 0 ? sh_coeffs.data_ptr<scalar_t>() : nullptr,
         nb > 0 ? sh_coeffs.size(1) : 0, nb, C, N, width, height, (scalar_t)eps2d, (scalar_t)near_plane,
         (scalar_t)far_plane, radii.data_ptr<int32_t>(), v_means2d.data_ptr<scalar_t>(), v_conics.data_ptr<scalar_t>(),
-        v_depths.data_ptr<scalar_t>(), nb > 0 ? v_colors.data_ptr<scalar_t>() : nullptr,
-        g_means.data_ptr<scalar_t>(), g_quats.data_ptr<scalar_t>(), g_scales.data_ptr<scalar_t>(),
-        nb > 0 ? g_sh.data_ptr<scalar_t>() : nullptr);
+        v_depths.data_ptr<scalar_t>(), nb > 0 ? v_colors.data_ptr<scalar_t>() : nullptr, g_means.data_ptr<scalar_t>(),
+        g_quats.data_ptr<scalar_t>(), g_scales.data_ptr<scalar_t>(), nb > 0 ? g_sh.data_ptr<scalar_t>() : nullptr);
   });
   return {g_means, g_quats, g_scales, g_sh};
 }

@@ -12,9 +12,8 @@ namespace {
 
 constexpr unsigned long long kKeyNone = 0xFFFFFFFFFFFFFFFFull;
 
-__global__ void raster_kernel(const float* __restrict__ verts, const int32_t* __restrict__ faces, int64_t B,
-                              int64_t V, int64_t F, int64_t W, int64_t H, float near,
-                              unsigned long long* __restrict__ keys) {
+__global__ void raster_kernel(const float* __restrict__ verts, const int32_t* __restrict__ faces, int64_t B, int64_t V,
+                              int64_t F, int64_t W, int64_t H, float near, unsigned long long* __restrict__ keys) {
   const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= B * F) return;
   const int64_t b = idx / F, f = idx % F;
@@ -30,8 +29,7 @@ __global__ void raster_kernel(const float* __restrict__ verts, const int32_t* __
     for (int64_t x = xa; x <= xb; ++x) {
       float d;
       if (!rm_cover(t, (float)x + 0.5f, py, d)) continue;
-      const unsigned long long key =
-          ((unsigned long long)__float_as_uint(d) << 32) | (unsigned long long)(uint32_t)f;
+      const unsigned long long key = ((unsigned long long)__float_as_uint(d) << 32) | (unsigned long long)(uint32_t)f;
       atomicMin(kb + y * W + x, key);
     }
   }
@@ -53,9 +51,8 @@ __global__ void resolve_kernel(const unsigned long long* __restrict__ keys, int6
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cuda(const at::Tensor& verts_screen,
-                                                               const at::Tensor& faces, int64_t width,
-                                                               int64_t height, double near) {
+std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cuda(const at::Tensor& verts_screen, const at::Tensor& faces,
+                                                               int64_t width, int64_t height, double near) {
   TORCH_CHECK(verts_screen.is_cuda() && faces.is_cuda(), "rasterize_mesh: CUDA tensors expected");
   const c10::cuda::CUDAGuard guard(verts_screen.device());
   const int64_t B = verts_screen.size(0), V = verts_screen.size(1), F = faces.size(0);
@@ -70,13 +67,12 @@ std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cuda(const at::Tensor&
   const int threads = 256;
   if (B * F > 0) {
     const int64_t blocks = (B * F + threads - 1) / threads;
-    raster_kernel<<<(unsigned int)blocks, threads, 0, stream>>>(verts_screen.data_ptr<float>(),
-                                                               faces.data_ptr<int32_t>(), B, V, F, width,
-                                                               height, (float)near, kp);
+    raster_kernel<<<(unsigned int)blocks, threads, 0, stream>>>(
+        verts_screen.data_ptr<float>(), faces.data_ptr<int32_t>(), B, V, F, width, height, (float)near, kp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  resolve_kernel<<<(unsigned int)((n + threads - 1) / threads), threads, 0, stream>>>(
-      kp, n, ids.data_ptr<int32_t>(), depth.data_ptr<float>());
+  resolve_kernel<<<(unsigned int)((n + threads - 1) / threads), threads, 0, stream>>>(kp, n, ids.data_ptr<int32_t>(),
+                                                                                      depth.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {ids, depth};
 }

@@ -105,12 +105,10 @@ RM_HD bool rm_cover(const RmTri& t, float px, float py, float& depth) {
   return true;
 }
 
-std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cpu(const at::Tensor& verts_screen,
-                                                              const at::Tensor& faces, int64_t width,
-                                                              int64_t height, double near);
+std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cpu(const at::Tensor& verts_screen, const at::Tensor& faces,
+                                                              int64_t width, int64_t height, double near);
 
 #ifdef WITH_CUDA
-std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cuda(const at::Tensor& verts_screen,
-                                                               const at::Tensor& faces, int64_t width,
-                                                               int64_t height, double near);
+std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cuda(const at::Tensor& verts_screen, const at::Tensor& faces,
+                                                               int64_t width, int64_t height, double near);
 #endif

@@ -13,8 +13,8 @@
 
 namespace {
 
-void raster_band(const float* vs, const int32_t* faces, int64_t F, int64_t W, int64_t row0, int64_t row1,
-                 float near, int32_t* ids, float* zbuf) {
+void raster_band(const float* vs, const int32_t* faces, int64_t F, int64_t W, int64_t row0, int64_t row1, float near,
+                 int32_t* ids, float* zbuf) {
   const float inf = std::numeric_limits<float>::infinity();
   for (int64_t y = row0; y < row1; ++y) {
     for (int64_t x = 0; x < W; ++x) {
@@ -62,9 +62,8 @@ void raster_band(const float* vs, const int32_t* faces, int64_t F, int64_t W, in
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cpu(const at::Tensor& verts_screen,
-                                                              const at::Tensor& faces, int64_t width,
-                                                              int64_t height, double near) {
+std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cpu(const at::Tensor& verts_screen, const at::Tensor& faces,
+                                                              int64_t width, int64_t height, double near) {
   const int64_t B = verts_screen.size(0), V = verts_screen.size(1), F = faces.size(0);
   auto ids = at::empty({B, height, width}, verts_screen.options().dtype(at::kInt));
   auto zbuf = at::empty({B, height, width}, verts_screen.options().dtype(at::kFloat));
@@ -83,8 +82,7 @@ std::tuple<at::Tensor, at::Tensor> rasterize_mesh_forward_cpu(const at::Tensor& 
       const int64_t b = item / bands, k = item % bands;
       const int64_t r0 = k * rows, r1 = std::min(height, r0 + rows);
       if (r0 >= r1) continue;
-      raster_band(vs + b * V * 3, fc, F, width, r0, r1, nearf, idp + b * height * width,
-                  zp + b * height * width);
+      raster_band(vs + b * V * 3, fc, F, width, r0, r1, nearf, idp + b * height * width, zp + b * height * width);
     }
   });
   return {ids, zbuf};

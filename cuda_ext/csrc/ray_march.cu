@@ -58,8 +58,8 @@ __global__ void fill_kernel(int64_t R, const float* __restrict__ o, const float*
 }
 
 __global__ void aabb_kernel(int64_t R, const float* __restrict__ o, const float* __restrict__ d, float lo0, float lo1,
-                            float lo2, float hi0, float hi1, float hi2, float* __restrict__ t0,
-                            float* __restrict__ t1, bool* __restrict__ hit) {
+                            float lo2, float hi0, float hi1, float hi2, float* __restrict__ t0, float* __restrict__ t1,
+                            bool* __restrict__ hit) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= R) return;
   const float oo[3] = {o[3 * r], o[3 * r + 1], o[3 * r + 2]};
@@ -77,8 +77,8 @@ void check_rays_cuda(const at::Tensor& origins, const at::Tensor& dirs) {
   TORCH_CHECK(origins.is_cuda() && dirs.is_cuda(), "ray_march: expected CUDA tensors");
   TORCH_CHECK(origins.dim() == 2 && origins.size(1) == 3 && dirs.sizes() == origins.sizes(),
               "ray_march: origins and dirs must be [R, 3]");
-  TORCH_CHECK(origins.scalar_type() == at::kFloat && dirs.scalar_type() == at::kFloat &&
-                  origins.is_contiguous() && dirs.is_contiguous(),
+  TORCH_CHECK(origins.scalar_type() == at::kFloat && dirs.scalar_type() == at::kFloat && origins.is_contiguous() &&
+                  dirs.is_contiguous(),
               "ray_march: origins and dirs must be contiguous float32");
 }
 
@@ -128,8 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ray_march
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cuda(const at::Tensor& origins,
-                                                                       const at::Tensor& dirs,
-                                                                       const at::Tensor& aabb) {
+                                                                       const at::Tensor& dirs, const at::Tensor& aabb) {
   check_rays_cuda(origins, dirs);
   const c10::cuda::CUDAGuard guard(origins.device());
   const int64_t R = origins.size(0);
@@ -141,8 +140,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cuda(const at:
   at::Tensor hit = at::empty({R}, origins.options().dtype(at::kBool));
   if (R > 0) {
     aabb_kernel<<<blocks_for(R), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        R, origins.data_ptr<float>(), dirs.data_ptr<float>(), b[0], b[1], b[2], b[3], b[4], b[5],
-        t0.data_ptr<float>(), t1.data_ptr<float>(), hit.data_ptr<bool>());
+        R, origins.data_ptr<float>(), dirs.data_ptr<float>(), b[0], b[1], b[2], b[3], b[4], b[5], t0.data_ptr<float>(),
+        t1.data_ptr<float>(), hit.data_ptr<bool>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {t0, t1, hit};

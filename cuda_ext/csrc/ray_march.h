@@ -220,8 +220,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ray_march
     const at::Tensor& bits, const at::Tensor& aabb, int64_t res, int64_t n_cascades, double step_size,
     double cone_angle, double dt_max, int64_t max_samples);
 // Returns (t_min [R], t_max [R], hit [R] bool); hit = t_max >= t_min and t_max > 0.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cpu(const at::Tensor& origins,
-                                                                      const at::Tensor& dirs,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cpu(const at::Tensor& origins, const at::Tensor& dirs,
                                                                       const at::Tensor& aabb);
 #ifdef WITH_CUDA
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ray_march_forward_cuda(
@@ -229,8 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ray_march
     const at::Tensor& bits, const at::Tensor& aabb, int64_t res, int64_t n_cascades, double step_size,
     double cone_angle, double dt_max, int64_t max_samples);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cuda(const at::Tensor& origins,
-                                                                       const at::Tensor& dirs,
-                                                                       const at::Tensor& aabb);
+                                                                       const at::Tensor& dirs, const at::Tensor& aabb);
 #endif
 
 }  // namespace ray_march

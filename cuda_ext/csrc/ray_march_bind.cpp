@@ -43,8 +43,7 @@ void init_ray_march(pybind11::module_& m) {
         "t_resume [R])",
         pybind11::arg("origins"), pybind11::arg("dirs"), pybind11::arg("t_min"), pybind11::arg("t_max"),
         pybind11::arg("bitfield"), pybind11::arg("aabb"), pybind11::arg("resolution"), pybind11::arg("n_cascades"),
-        pybind11::arg("step_size"), pybind11::arg("cone_angle"), pybind11::arg("dt_max"),
-        pybind11::arg("max_samples"));
+        pybind11::arg("step_size"), pybind11::arg("cone_angle"), pybind11::arg("dt_max"), pybind11::arg("max_samples"));
   m.def("ray_aabb_intersect", &ray_aabb_intersect, "Slab test -> (t_min [R], t_max [R], hit [R] bool)",
         pybind11::arg("origins"), pybind11::arg("dirs"), pybind11::arg("aabb"));
 }

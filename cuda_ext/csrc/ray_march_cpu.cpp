@@ -98,8 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ray_march
   return {packed, ray_indices, t_starts, t_ends, t_resume};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cpu(const at::Tensor& origins,
-                                                                      const at::Tensor& dirs,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect_cpu(const at::Tensor& origins, const at::Tensor& dirs,
                                                                       const at::Tensor& aabb) {
   check_rays(origins, dirs);
   const int64_t R = origins.size(0);
