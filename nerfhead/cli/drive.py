@@ -17,6 +17,7 @@ def run_drive(
     fps: float = 25.0,
     device: str = "auto",
     chunk: int = 8,
+    driver: str = "auto",
 ) -> dict:
     """The work of ``nerfhead drive``; returns a summary (paths, frame count, seconds)."""
     import time
@@ -45,9 +46,21 @@ def run_drive(
         raise InputError("--res", f"resolution {res} out of range [16, 4096]")
     if not fps > 0:
         raise InputError("--fps", f"fps must be positive, got {fps}")
+    if driver not in ("auto", "rules", "network"):
+        raise InputError("--driver", f"driver must be auto, rules or network, got {driver!r}")
     wave, sr = load_audio(audio)  # validates the file (one clean line on bad audio)
     avatar = load_avatar(run, device=dev)
-    speech = RuleVisemeDriver().drive(wave, fps=fps, sr=sr)
+    net_path = speech_network(run) if driver != "rules" else None
+    if driver == "network" and net_path is None:
+        raise InputError(
+            run, "no speech network: neither RUN/audio_to_drive.safetensors nor the bundled prior"
+        )
+    if net_path is not None:
+        from nerfhead.audio.train import NetworkDriver
+
+        speech = NetworkDriver(net_path).drive(wave, fps=fps, sr=sr)
+    else:
+        speech = RuleVisemeDriver().drive(wave, fps=fps, sr=sr)
     base_path = run / "drive.npz"
     base = Drive.load_npz(base_path) if base_path.is_file() else Drive.neutral(1, fps)
     # Speech moves the face; the head keeps the capture's mean pose (the first frame's rotation).
@@ -75,8 +88,19 @@ def run_drive(
         "curves": str(curves),
         "drive": str(out.with_name("drive.npz")),
         "frames": T,
+        "driver": str(net_path) if net_path is not None else "rules",
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def speech_network(run: Path) -> Path | None:
+    """The speech network ``nerfhead drive RUN`` uses: the run's fine-tuned one, else the bundled prior."""
+    from nerfhead.audio.train import RUN_NETWORK, prior_path
+
+    for p in (run / RUN_NETWORK, prior_path(False)):
+        if p.is_file():
+            return p
+    return None
 
 
 def main(
@@ -87,6 +111,7 @@ def main(
     res: int = 256,
     fps: float = 25.0,
     device: str = "auto",
+    driver: str = "auto",
 ) -> None:
     """Render the avatar in RUN speaking AUDIO: an H.264 + AAC mp4 plus curves.csv (ARKit, Live Link Face
     layout) and drive.npz next to it.
@@ -99,7 +124,10 @@ def main(
         res: image size (square) for fixed/orbit cameras.
         fps: video frame rate.
         device: auto, cpu or cuda.
+        driver: speech to Drive: "network" (RUN/audio_to_drive.safetensors from `nerfhead eval-drive CAPTURE
+            --save-run RUN`, else the bundled prior), "rules" (phoneme/energy viseme rules), or "auto" (network
+            when one is found, else rules).
     """
     import json
 
-    print(json.dumps(run_drive(run, audio, out, camera, res, fps, device)))
+    print(json.dumps(run_drive(run, audio, out, camera, res, fps, device, driver=driver)))

@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "fit": "nerfhead.cli.fit:main",
     "eval": "nerfhead.cli.eval:main",
     "drive": "nerfhead.cli.drive:main",
+    "eval-drive": "nerfhead.cli.eval_drive:main",
     "view": "nerfhead.cli.view:main",
     "export": "nerfhead.cli.export:group_help",
 }

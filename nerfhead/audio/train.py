@@ -1,0 +1,435 @@
+"""Training of :class:`~nerfhead.audio.network.AudioToDrive`: the generic prior (speech clips with rule targets)
+and per-avatar fine-tuning (a capture's audio and Drive), plus :class:`NetworkDriver`, the learned speech driver.
+
+Prior: every clip (and speed / noise augmented copies) is turned into log-mel frames and, as targets, the
+phoneme → viseme → ARKit rule curves of :class:`~nerfhead.audio.driver.RuleVisemeDriver` at the same 100 Hz
+frames; the last ``val_fraction`` of each clip is held out for validation. Fine-tuning starts from the prior and
+fits the training timesteps' audio windows to their Drive frames, with an L2 pull towards the prior's weights
+(a short capture has few frames).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfhead.audio.features import LogMelConfig, log_mel
+from nerfhead.audio.network import N_VISEMES, AudioToDrive, AudioToDriveConfig, load_network, windows_at
+from nerfhead.audio.visemes import MOUTH_COLUMNS, VISEME_SHAPES, PhonemeRecognizer
+from nerfhead.data.drive import Drive
+from nerfhead.data.expressions import EXPRESSION_INDEX, NUM_EXPRESSIONS
+
+PRIOR_DIR = Path(__file__).resolve().parents[2] / "scenes" / "assets" / "audio_prior"
+"""Folder of the bundled prior weights (``prior.safetensors``; ``prior_phonetic.safetensors`` if shipped)."""
+RUN_NETWORK = "audio_to_drive.safetensors"
+"""File name of a run's fine-tuned network (``RUN/audio_to_drive.safetensors``)."""
+VISEME_ORDER: tuple[str, ...] = tuple(VISEME_SHAPES)
+"""Viseme channel order of the phonetic front end."""
+assert len(VISEME_ORDER) == N_VISEMES
+_JAW = EXPRESSION_INDEX["jawOpen"]
+
+
+def prior_path(phonetic: bool = False) -> Path:
+    """Path of the bundled prior (log-mel only, or log-mel + phonetic visemes)."""
+    return PRIOR_DIR / ("prior_phonetic.safetensors" if phonetic else "prior.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+
+def viseme_channels(waveform: np.ndarray, n_frames: int, recognizer: PhonemeRecognizer) -> np.ndarray:
+    """One-hot viseme of the recognised phone covering each feature frame: [n_frames, 15] float32."""
+    segs = recognizer(waveform)
+    out = np.zeros((n_frames, N_VISEMES), np.float32)
+    out[:, 0] = 1.0  # silence where no phone covers a frame
+    index = {v: i for i, v in enumerate(VISEME_ORDER)}
+    for s in segs:
+        a, b = max(0, round(s.start * 100)), min(n_frames, round(s.end * 100))
+        if b > a:
+            out[a:b] = 0.0
+            out[a:b, index[s.viseme]] = 1.0
+    return out
+
+
+def audio_features(
+    waveform: np.ndarray,
+    config: AudioToDriveConfig,
+    recognizer: PhonemeRecognizer | None = None,
+    mel: LogMelConfig = LogMelConfig(),
+) -> Tensor:
+    """Network input frames of a 16 kHz mono clip: [1 + S // 160, in_dim] float32 (log-mel, + visemes)."""
+    feats = log_mel(np.asarray(waveform, np.float32), mel)
+    if not config.phonetic:
+        return feats
+    rec = recognizer or PhonemeRecognizer()
+    vis = viseme_channels(waveform, feats.shape[0], rec)
+    return torch.cat([feats, torch.from_numpy(vis)], dim=1)
+
+
+# ------------------------------------------------------------------------------------------------ prior
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of the prior's training (``scripts/train_audio_prior.py``)."""
+
+    network: AudioToDriveConfig = field(default_factory=AudioToDriveConfig)
+    """Architecture."""
+    steps: int = 600
+    """Optimiser steps."""
+    batch: int = 128
+    """Windows per step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, cosine decay)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.12)
+    """Speed perturbation factors (resampling: tempo and pitch change together)."""
+    noise_snr_db: tuple[float, ...] = (25.0,)
+    """Extra copies with white noise at these SNRs (of the speed-1 clip)."""
+    val_fraction: float = 0.2
+    """Last fraction of every clip kept out of training (validation)."""
+    mouth_weight: float = 4.0
+    """Loss weight of mouth columns (jaw*, mouth*, cheekPuff*) relative to the rest."""
+    seed: int = 0
+    """Seed of initialisation, augmentation noise and batch sampling."""
+
+
+@dataclass
+class ClipData:
+    """Feature frames and rule targets of one (augmented) clip, with its train/validation split."""
+
+    name: str
+    features: Tensor  # [F, in_dim]
+    targets: Tensor  # [F, 53]
+    split: int  # frames [0, split) train, [split, F) validation
+
+
+def rule_targets(waveform: np.ndarray) -> np.ndarray:
+    """The prior's targets: phonetic rule curves (energy rules without pocketsphinx) at 100 Hz: [F, 53]."""
+    from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
+
+    return RuleVisemeDriver(RuleDriverConfig(mode="auto", blinks=False)).feature_curves(waveform)
+
+
+def prepare_clips(
+    clips: Sequence[tuple[str, np.ndarray]], cfg: PretrainConfig, augment: bool = True
+) -> list[ClipData]:
+    """Features and rule targets of every clip and its augmented copies (deterministic for a seed)."""
+    from nerfhead.audio.io import resample
+
+    rng = np.random.default_rng(cfg.seed)
+    rec = PhonemeRecognizer() if cfg.network.phonetic else None
+    out: list[ClipData] = []
+    for name, wav in clips:
+        variants: list[tuple[str, np.ndarray]] = []
+        for s in cfg.speeds if augment else (1.0,):
+            w = wav if s == 1.0 else resample(wav, round(16000 * s), 16000)
+            variants.append((f"{name}@x{s:g}", w.astype(np.float32)))
+        if augment:
+            p = float(np.mean(wav.astype(np.float64) ** 2))
+            for snr in cfg.noise_snr_db:
+                noise = rng.standard_normal(wav.size) * math.sqrt(p / 10 ** (snr / 10))
+                variants.append((f"{name}+n{snr:g}", (wav + noise).astype(np.float32)))
+        for vname, w in variants:
+            feats = audio_features(w, cfg.network, rec)
+            tgt = torch.from_numpy(rule_targets(w).astype(np.float32))
+            n = min(feats.shape[0], tgt.shape[0])
+            split = int(round(n * (1.0 - cfg.val_fraction)))
+            out.append(ClipData(vname, feats[:n], tgt[:n], split))
+    return out
+
+
+def _loss_weights(mouth_weight: float) -> Tensor:
+    w = torch.ones(NUM_EXPRESSIONS)
+    w[list(MOUTH_COLUMNS)] = mouth_weight
+    return w / w.mean()
+
+
+def _train_windows(data: Sequence[ClipData], window: int) -> tuple[Tensor, Tensor]:
+    """All training windows and targets of the clips: ([N, W, D], [N, 53])."""
+    xs, ys = [], []
+    for c in data:
+        idx = torch.arange(c.split)
+        xs.append(windows_at(c.features, idx, window))
+        ys.append(c.targets[: c.split])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _val_windows(data: Sequence[ClipData], window: int) -> tuple[Tensor, Tensor]:
+    xs, ys = [], []
+    for c in data:
+        idx = torch.arange(c.split, c.features.shape[0])
+        xs.append(windows_at(c.features, idx, window))
+        ys.append(c.targets[c.split :])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def pretrain(
+    data: Sequence[ClipData], cfg: PretrainConfig, log_every: int = 0
+) -> tuple[AudioToDrive, dict[str, float]]:
+    """Train the prior on prepared clips; returns the network (eval mode) and validation numbers.
+
+    The validation numbers (on the held-out tail of the un-augmented clips, names ending ``@x1``): ``val_mse``
+    over all columns and ``val_jaw_corr``, the Pearson correlation of jawOpen with the rule targets.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = AudioToDrive(cfg.network)
+    X, Y = _train_windows(data, cfg.network.window)
+    w = _loss_weights(cfg.mouth_weight)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    net.train()
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        idx = torch.randint(0, X.shape[0], (cfg.batch,), generator=gen)
+        expr, rot = net(X[idx])
+        loss = ((expr - Y[idx]).square() * w).mean() + rot.square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{cfg.steps} loss {loss.item():.5f} ({time.perf_counter() - t0:.0f} s)")
+    net.eval()
+    plain = [c for c in data if c.name.endswith("@x1")] or list(data)
+    Xv, Yv = _val_windows(plain, cfg.network.window)
+    pv, _ = net.predict(Xv)
+    return net, {
+        "val_mse": float((pv - Yv).square().mean()),
+        "val_jaw_corr": pearson(pv[:, _JAW], Yv[:, _JAW]),
+        "train_windows": int(X.shape[0]),
+        "val_windows": int(Xv.shape[0]),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Pearson correlation of two 1-D series (0.0 when either is constant)."""
+    x = np.asarray(a, np.float64).reshape(-1)
+    y = np.asarray(b, np.float64).reshape(-1)
+    x, y = x - x.mean(), y - y.mean()
+    d = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / d) if d > 1e-12 else 0.0
+
+
+# --------------------------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Per-avatar fine-tuning of a prior on a capture's audio and Drive."""
+
+    steps: int = 150
+    """Optimiser steps (about 5 s on 2 CPU cores; 0 = calibration only)."""
+    batch: int = 64
+    """Windows per step (sampled with replacement from the training timesteps)."""
+    lr: float = 5e-4
+    """Learning rate (AdamW, cosine decay)."""
+    prior_weight: float = 1e-3
+    """L2 pull of every weight towards the prior's value (sum over weights)."""
+    mouth_weight: float = 4.0
+    """Loss weight of mouth columns relative to the rest."""
+    rotation: bool = True
+    """Also fit the head-rotation residual (the Drive's rotation minus its training mean)."""
+    jitter_frames: int = 1
+    """Random shift of each training window by up to this many feature frames (10 ms each)."""
+    params: str = "all"
+    """Weights to adapt: "all", "head" (the read-out MLP and the output layers; the encoder stays the
+    prior's) or "output" (the output layers only)."""
+    calibrate: bool = True
+    """Before the steps, fit the per-column read-out affine (``out_scale``, ``out_shift``) by shrunk least
+    squares of the targets on the prior's predictions over the training frames: the person's resting mouth,
+    smile, ... and the amplitude of their jaw from the first step on; columns the prior cannot predict get
+    the training mean."""
+    shrink: float = 1e-3
+    """Ridge term added to each column's prediction variance in the calibration (a column whose prediction
+    barely moves gets a scale near 0, i.e. the mean)."""
+    seed: int = 0
+    """Seed of batch sampling and dropout."""
+
+
+@torch.no_grad()
+def calibrate(net: AudioToDrive, features: Tensor, centres: Tensor, target: Tensor, shrink: float) -> None:
+    """Set the read-out affine so that ``y ~ mean_y + a * (p - mean_p)`` per column, ``a = cov(p, y) /
+    (var(p) + shrink)`` clipped to [0, 3] (the prior's sign is trusted), with p the network's raw (affine-free)
+    output on the training windows."""
+    net.out_scale.fill_(1.0)
+    net.out_shift.zero_()
+    pred, _ = net.predict(windows_at(features, centres, net.config.window))
+    p, y = pred.double(), target.double()
+    pc, yc = p - p.mean(0), y - y.mean(0)
+    a = ((pc * yc).mean(0) / (pc.square().mean(0) + shrink)).clamp(0.0, 3.0)
+    net.out_scale.copy_(a.float())
+    net.out_shift.copy_((y.mean(0) - a * p.mean(0)).float())
+
+
+def finetune(
+    net: AudioToDrive,
+    features: Tensor,
+    centres: Tensor,
+    expression: Tensor,
+    rotation: Tensor | None,
+    cfg: FinetuneConfig = FinetuneConfig(),
+) -> AudioToDrive:
+    """Fit ``net`` (in place, a copy is not made) to Drive frames.
+
+    Args:
+        net: starting network (the prior).
+        features: [F, in_dim] feature frames of the audio (:func:`audio_features`).
+        centres: [N] feature positions of the training frames (``audio time * 100``).
+        expression: [N, 53] target expression coefficients.
+        rotation: [N, 3] target rotation residuals (axis-angle, already centred) or None.
+
+    Returns:
+        ``net`` in eval mode.
+    """
+    if centres.shape[0] == 0:
+        raise ValueError("fine-tuning needs at least one training frame")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    groups = {
+        "all": list(net.parameters()),
+        "head": [*net.head.parameters(), *net.expression.parameters(), *net.rotation.parameters()],
+        "output": [*net.expression.parameters(), *net.rotation.parameters()],
+    }
+    if cfg.params not in groups:
+        raise ValueError(f"params must be one of {sorted(groups)}, got {cfg.params!r}")
+    params = groups[cfg.params]
+    w = _loss_weights(cfg.mouth_weight)
+    Y = expression.float().clamp(0.0, 1.0)
+    R = None if rotation is None or not cfg.rotation else rotation.float()
+    if cfg.calibrate:
+        calibrate(net, features, centres, Y, cfg.shrink)
+    anchor = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.steps))
+    net.train()
+    c = centres.double()
+    for _ in range(cfg.steps):
+        idx = torch.randint(0, c.shape[0], (cfg.batch,), generator=gen)
+        shift = torch.randint(-cfg.jitter_frames, cfg.jitter_frames + 1, (cfg.batch,), generator=gen)
+        x = windows_at(features, c[idx] + shift.double(), net.config.window)
+        expr, rot = net(x)
+        loss = ((expr - Y[idx]).square() * w).mean()
+        if R is not None:
+            loss = loss + (rot - R[idx]).square().mean()
+        if cfg.prior_weight > 0:
+            loss = loss + cfg.prior_weight * sum(
+                (p - a).square().sum() for p, a in zip(params, anchor, strict=True)
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+# -------------------------------------------------------------------------------------------- the driver
+
+
+class NetworkDriver:
+    """Speech clip → Drive with an :class:`AudioToDrive` network (seeded blinks added like the rule driver).
+
+    Args:
+        network: the network, or a path to its safetensors file.
+        blinks: add seeded eye blinks over the predicted eyelids.
+        seed: blink seed.
+    """
+
+    def __init__(self, network: AudioToDrive | str | os.PathLike, blinks: bool = True, seed: int = 0):
+        self.network = network if isinstance(network, AudioToDrive) else load_network(network)
+        self.blinks = blinks
+        self.seed = seed
+        self._recognizer: PhonemeRecognizer | None = None
+
+    def features(self, waveform: np.ndarray) -> Tensor:
+        """Input frames of a 16 kHz clip (runs the phone recogniser when the network is phonetic)."""
+        if self.network.config.phonetic and self._recognizer is None:
+            self._recognizer = PhonemeRecognizer()
+        return audio_features(waveform, self.network.config, self._recognizer)
+
+    def predict_at(self, features: Tensor, times: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        """Expression [N, 53] and rotation residual [N, 3] at audio times [N] seconds."""
+        t = torch.as_tensor(times, dtype=torch.float64)
+        return self.network.predict(windows_at(features, t * 100.0, self.network.config.window))
+
+    def drive(
+        self,
+        audio: str | os.PathLike | np.ndarray | Tensor,
+        fps: float,
+        n_frames: int | None = None,
+        sr: int | None = None,
+    ) -> Drive:
+        """Same contract as :meth:`nerfhead.audio.driver.RuleVisemeDriver.drive`; rotation is the residual."""
+        from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver, _Blinks, default_num_frames
+
+        wav = RuleVisemeDriver(RuleDriverConfig(mode="energy"))._waveform(audio, sr)
+        T = default_num_frames(wav.size, 16000, fps) if n_frames is None else int(n_frames)
+        t = np.arange(T, dtype=np.float64) / fps
+        expr, rot = self.predict_at(self.features(wav), t)
+        e = expr.double().numpy()
+        if self.blinks:
+            b = _Blinks((2.0, 5.0), self.seed)(t)
+            for c in (EXPRESSION_INDEX["eyeBlink_L"], EXPRESSION_INDEX["eyeBlink_R"]):
+                e[:, c] = np.maximum(e[:, c], b)
+        return Drive(
+            rotation=rot.float(),
+            translation=torch.zeros(T, 3),
+            expression=torch.from_numpy(np.clip(e, 0.0, 1.0).astype(np.float32)),
+            latent=None,
+            fps=fps,
+        )
+
+
+def capture_training_data(
+    capture, timesteps: Sequence[int] | Tensor, driver: NetworkDriver, features: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(centres [N], expression [N, 53], rotation [N, 3]) of a capture's timesteps for :func:`finetune`.
+
+    Audio time of timestep t is ``capture.timestamps[t] - capture.audio_offset``.
+    """
+    ts = torch.as_tensor(list(timesteps), dtype=torch.long)
+    times = capture.timestamps.double()[ts] - float(capture.audio_offset)
+    drive = capture.drive
+    return times * 100.0, drive.expression[ts].float(), drive.rotation[ts].float()
+
+
+def finetune_on_capture(
+    capture,
+    timesteps: Sequence[int] | Tensor | None = None,
+    phonetic: bool = False,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    start: AudioToDrive | None = None,
+) -> tuple[NetworkDriver, Tensor, dict[str, float]]:
+    """Fine-tune the bundled prior (or ``start``) on a capture's audio and Drive at ``timesteps`` (default all).
+
+    Returns:
+        (the fine-tuned driver, the capture's feature frames, info: frames, seconds, mean training rotation).
+    """
+    from nerfhead.audio.io import load_audio
+    from nerfhead.errors import InputError
+
+    if capture.audio_path is None:
+        raise InputError(None, "the capture has no audio track")
+    if capture.drive is None:
+        raise InputError(None, "the capture has no Drive (track it first: nerfhead track)")
+    t0 = time.perf_counter()
+    wav, _ = load_audio(capture.audio_path, 16000)
+    net = start if start is not None else load_network(prior_path(phonetic))
+    driver = NetworkDriver(net)
+    feats = driver.features(wav)
+    ts = range(capture.num_timesteps) if timesteps is None else timesteps
+    centres, expr, rot = capture_training_data(capture, ts, driver, feats)
+    mean_rot = rot.mean(0)
+    finetune(net, feats, centres, expr, (rot - mean_rot).clamp(-0.15, 0.15), cfg)
+    return driver, feats, {"frames": int(centres.shape[0]), "seconds": round(time.perf_counter() - t0, 2)}
