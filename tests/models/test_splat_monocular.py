@@ -167,6 +167,7 @@ def test_tracked_identity_is_baked_into_the_head(mono: Capture):
 
 def test_tiny_monocular_fit_learns_and_evaluates_held_out_frames(mono: Capture, tmp_path):
     """fit (as ``nerfhead fit`` does), then ``nerfhead eval``: full-frame PSNR on the held-out timestep only."""
+    from nerfhead.cli.export import ply as export_ply
     from nerfhead.cli.fit import run_fit
     from nerfhead.data.nerfstudio import save_capture
     from nerfhead.engine.evaluate import evaluate_run
@@ -196,3 +197,10 @@ def test_tiny_monocular_fit_learns_and_evaluates_held_out_frames(mono: Capture, 
     assert isinstance(model, SplatHead) and model.backdrop is not None
     again = evaluate_run(run, out_dir=tmp_path / "ev")
     assert math.isclose(again["mean"]["psnr"], ev["mean"]["psnr"], rel_tol=0, abs_tol=1e-6)
+    # resume continues with the saved backdrop and its optimiser; the PLY export holds the Gaussians only
+    s2 = run_fit(cap_dir, run, preset="fast", resume=True, steps=44, device="cpu", progress=False)
+    assert s2["start_step"] == 40 and s2["steps"] == 44 and s2["eval"]["psnr"] > start + 2.0
+    export_ply(run, out=tmp_path / "one.ply", frame=4)
+    from plyfile import PlyData
+
+    assert PlyData.read(str(tmp_path / "one.ply"))["vertex"].count == len(load_avatar(run).splats)
