@@ -1,4 +1,4 @@
-"""``nerfhead export mesh``: a trained nerf head's surface at one drive frame as obj / ply / glb."""
+"""``nerfhead export mesh``: a trained head's surface at one drive frame as obj / ply / glb."""
 
 from __future__ import annotations
 
@@ -16,19 +16,24 @@ def mesh_main(
     threshold: float = 10.0,
     head_frame: bool = False,
     drive: Path | None = None,
+    views: int = 48,
 ) -> None:
-    """Extract the nerf head's surface (marching cubes on its density, deformed for FRAME) with vertex colours.
+    """Extract the head's surface at FRAME with vertex colours: a nerf head by marching cubes on its density
+    (deformed for FRAME), a splat head by fusing depth renders from cameras all around it into a closed surface.
 
     Args:
-        run: run folder written by ``nerfhead fit --model nerf``.
+        run: run folder written by ``nerfhead fit`` (``--model nerf`` or ``--model splat``).
         frame: drive timestep to export.
         out: .obj, .ply or .glb file (default RUN/export/mesh_FRAME.ply).
         resolution: marching-cubes grid vertices per axis.
-        threshold: density iso-level (per metre).
+        threshold: density iso-level per metre (nerf head).
         head_frame: write the mesh in the head frame instead of the frame's world pose.
         drive: another drive file (.npz) instead of the run's training drive.
+        views: depth renders fused (splat head).
     """
     from nerfhead.export.mesh import export_run_mesh
 
-    path = export_run_mesh(run, out, frame, resolution, threshold, world=not head_frame, drive_path=drive)
+    path = export_run_mesh(
+        run, out, frame, resolution, threshold, world=not head_frame, drive_path=drive, views=views
+    )
     print(f"wrote mesh: {path}")
