@@ -44,6 +44,14 @@ def run_eval_drive(
 
         if not pocketsphinx_available():
             raise InputError("--phonetic", "needs pocketsphinx", hint="pip install 'nerfhead[audio]'")
+        from nerfhead.audio.train import prior_path
+
+        if not prior_path(True).is_file():
+            raise InputError(
+                prior_path(True),
+                "the phonetic prior is not shipped (it did not lower held-out error on GRID)",
+                hint="train it: python scripts/train_audio_prior.py --phonetic",
+            )
     report = {"capture": str(capture), **evaluate_drive(cap, cfg)}
     if save_run is not None:
         report["saved_network"] = str(save_run_network(cap, save_run, cfg))
