@@ -172,8 +172,11 @@ def surface_occupancy(
         hit = torch.zeros(r, r, r)
         hit[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = 1.0
         rad = max(int(math.ceil(margin / float(cell.min()))), 0)
-        if rad > 0:
-            hit = torch.nn.functional.max_pool3d(hit[None, None], 2 * rad + 1, stride=1, padding=rad)[0, 0]
+        pool = torch.nn.functional.max_pool3d
+        for axis in range(3 if rad > 0 else 0):  # a cube of side 2 rad + 1 cells, one axis at a time
+            size, pad = [1, 1, 1], [0, 0, 0]
+            size[axis], pad[axis] = 2 * rad + 1, rad
+            hit = pool(hit[None, None], tuple(size), stride=1, padding=tuple(pad))[0, 0]
         occ[k] = hit > 0
     return occ
 
