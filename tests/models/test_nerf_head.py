@@ -110,3 +110,28 @@ def test_smoke_fit(tiny_capture, tmp_path):
         a = avatar.render(task.cameras[c[0]], task.drive[c[1]])
         b = task.model.render(task.cameras[c[0]], task.drive[c[1]])
     assert torch.equal(a.rgb, b.rgb)
+
+
+@pytest.mark.skipif(not compiled_cpu_kernels(), reason="needs the compiled CPU kernels (make setup)")
+def test_resume_is_exact(tiny_capture, tmp_path):
+    """A fit stopped after a checkpoint and resumed ends with the same parameters as an uninterrupted one
+    (transmittance culling, occupancy prior and grid updates included)."""
+    from nerfhead.engine.trainer import fit
+    from tests.models.tiny_capture import one_thread
+
+    cfg = dataclasses.replace(PRESETS["fast"](), occupancy_prior=0.03)
+
+    def run(path, stop_after=None, resume=False):
+        torch.manual_seed(0)
+        task = NerfFit(tiny_capture, cfg)
+        fit(task, path, cfg.trainer, resume=resume, stop_after=stop_after)
+        return task.model.state_dict()
+
+    with one_thread():
+        whole = run(tmp_path / "a")
+        run(tmp_path / "b", stop_after=30)
+        resumed = run(tmp_path / "b", resume=True)
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], atol=0, rtol=0, msg=k)
+    assert float((whole["grid.bitfield"] != 255).float().mean()) > 0  # the grid did update
