@@ -23,6 +23,7 @@ def run_eval_drive(
 
     import torch
 
+    from nerfhead.atomic import atomic_write_text
     from nerfhead.audio.evaluate import EvalDriveConfig, evaluate_drive, save_run_network
     from nerfhead.audio.train import FinetuneConfig
     from nerfhead.data.loaders import load_capture
@@ -56,8 +57,7 @@ def run_eval_drive(
     if save_run is not None:
         report["saved_network"] = str(save_run_network(cap, save_run, cfg))
     path = out or (capture if capture.is_dir() else capture.parent) / "eval_drive.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     report["report"] = str(path)
     return report
 
