@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.models.tiny_capture import write_tiny_capture
+from tests.models.tiny_capture import fit_tiny_run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_render_json(tmp_path, capsys):
-    from nerfhead.data import save_capture
-
-    save_capture(write_tiny_capture(tmp_path / "cap"), tmp_path / "cap")
-    run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "nerfhead",
-        "fit",
-        str(tmp_path / "cap"),
-        "--out",
-        str(run),
-        "--preset",
-        "fast",
-    ]
-    cmd += ["--steps", "2", "--no-evaluate", "--threads", "1"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    run, p = fit_tiny_run_cli(tmp_path, 2)
     assert p.returncode == 0, p.stderr[-2000:]
     spec = importlib.util.spec_from_file_location("bench_render", REPO / "scripts" / "bench_render.py")
     assert spec is not None and spec.loader is not None

@@ -118,3 +118,18 @@ def psnr_of_grey(capture: Capture) -> float:
             grey = 0.5 * m[..., None] + (1 - m[..., None])  # type: ignore[index]
             vals.append(-10 * math.log10(float(((img - grey) ** 2).mean())))
     return sum(vals) / len(vals)
+
+
+def fit_tiny_run_cli(tmp: Path, steps: int, *extra: str) -> tuple[Path, Any]:
+    """``nerfhead fit`` (a subprocess, ``--preset fast``, no evaluation) on the tiny capture written into
+    ``tmp/cap``; returns (run folder ``tmp/run``, the CompletedProcess)."""
+    import subprocess
+    import sys
+
+    from nerfhead.data import save_capture
+
+    save_capture(write_tiny_capture(tmp / "cap"), tmp / "cap")
+    run = tmp / "run"
+    cmd = [sys.executable, "-m", "nerfhead", "fit", str(tmp / "cap"), "--out", str(run), "--preset", "fast"]
+    cmd += ["--steps", str(steps), "--no-evaluate", "--threads", "1", *extra]
+    return run, subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ from nerfhead.splats.strategy import BoundStrategy
 from nerfhead.viewer import ViewerConfig
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live import LiveFit
-from tests.models.tiny_capture import one_thread, tiny_head_config, write_tiny_capture
+from tests.models.tiny_capture import fit_tiny_run_cli, one_thread, tiny_head_config, write_tiny_capture
 
 CONFIG = ViewerConfig(port=0, max_side=64, moving_side=32, debounce_s=0.05)
 
@@ -110,36 +110,7 @@ def test_live_fit_renders_during_training_and_frees_port(tmp_path):
 
 def test_fit_cli_viewer_flag(tmp_path):
     """`nerfhead fit --viewer --no-viewer-wait` serves the live page on 127.0.0.1 and finishes the fit."""
-    import subprocess
-    import sys
-
-    from nerfhead.data import save_capture
-
-    save_capture(write_tiny_capture(tmp_path / "cap"), tmp_path / "cap")
-    run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "nerfhead",
-        "fit",
-        str(tmp_path / "cap"),
-        "--out",
-        str(run),
-        "--preset",
-        "fast",
-    ]
-    cmd += [
-        "--steps",
-        "4",
-        "--no-evaluate",
-        "--viewer",
-        "--viewer-port",
-        "0",
-        "--no-viewer-wait",
-        "--threads",
-        "1",
-    ]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    run, p = fit_tiny_run_cli(tmp_path, 4, "--viewer", "--viewer-port", "0", "--no-viewer-wait")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "nerfhead viewer (live fit): http://127.0.0.1:" in p.stdout
     assert (run / "fit.json").is_file()
