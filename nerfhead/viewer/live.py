@@ -3,6 +3,7 @@
 :class:`LiveFit` is the trainer's monitor (see :func:`nerfhead.engine.trainer.fit`): the trainer holds
 :attr:`LiveFit.lock` around every optimisation step, and the viewer renders under the same lock, so an image never
 sees a half-updated model (or a densification in progress); between steps the render loops take their turn.
+Renders run under ``torch.inference_mode`` and leave the model's train/eval mode alone.
 Every ``refresh_s`` seconds of training the clients' views are marked stale and re-rendered, and the stats panel
 shows the step, the loss and the last evaluation.
 """
@@ -20,21 +21,6 @@ from nerfhead.viewer.renderable import AvatarRenderable
 from nerfhead.viewer.server import ViewerConfig, ViewerServer
 
 
-class _TrainingRenderable(AvatarRenderable):
-    """A model that is being trained: rendered in eval mode, then put back in its training mode."""
-
-    def render(self, cameras, drive):  # type: ignore[override]
-        model = self.avatar
-        was_training = bool(getattr(model, "training", False))
-        if was_training:
-            model.eval()
-        try:
-            return super().render(cameras, drive)
-        finally:
-            if was_training:
-                model.train()
-
-
 class LiveFit:
     """A viewer server over a model in training, and the monitor the trainer reports to.
 
@@ -45,6 +31,8 @@ class LiveFit:
         config: viewer settings (host, port, image sizes).
         device: the model's device.
         refresh_s: seconds of training between re-renders of the clients' views.
+        yield_s: pause of the training loop after each refresh, so the render loops get the lock (a lock is not
+            fair: a trainer that releases and re-takes it at once could starve them).
         name: shown in the viewer's title and stats.
     """
 
@@ -56,11 +44,13 @@ class LiveFit:
         config: ViewerConfig = ViewerConfig(),
         device: str | torch.device = "cpu",
         refresh_s: float = 1.0,
+        yield_s: float = 0.02,
         name: str = "fit",
     ):
-        self.renderable = _TrainingRenderable(model, drive, name=name, device=device)
+        self.renderable = AvatarRenderable(model, drive, name=name, device=device)
         self.server = ViewerServer(self.renderable, out_dir, config)
         self.refresh_s = refresh_s
+        self.yield_s = yield_s
         self.steps_seen = 0
         self.refreshes = 0
         self.status = "starting"
@@ -102,6 +92,8 @@ class LiveFit:
         self._show()
         self.refreshes += 1
         self.server.invalidate_all()
+        if self.server.clients():
+            time.sleep(self.yield_s)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         """Called by the trainer after a periodic evaluation."""

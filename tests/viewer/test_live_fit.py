@@ -99,10 +99,11 @@ def test_live_fit_renders_during_training_and_frees_port(tmp_path):
             # the picture changes as the model learns (grey start -> coloured head)
             first, last = rec.images[0][1].astype(float), rec.images[-1][1].astype(float)
             assert np.abs(first - last).mean() > 1.0
-            # a viewer render puts a model in training mode back into training mode
-            task.model.train()
+            # a viewer render leaves the model's mode and its gradients alone
+            mode = task.model.training
             assert live.server.render_view(view).shape == (48, 48, 3)
-            assert task.model.training
+            assert task.model.training == mode
+            assert all(p.grad is None for p in task.model.parameters())
         finally:
             live.stop()
     assert _port_free(port)
