@@ -41,15 +41,12 @@ class DeformConfig:
 
     def grid(self) -> HashGridConfig:
         """The hash-grid config."""
-        return HashGridConfig(
-            n_input_dims=3,
-            n_levels=self.n_levels,
-            n_features_per_level=self.n_features_per_level,
-            log2_hashmap_size=self.log2_hashmap_size,
-            base_resolution=self.base_resolution,
-            per_level_scale=HashGridConfig.scale_for(
-                self.base_resolution, self.finest_resolution, self.n_levels
-            ),
+        return HashGridConfig.spanning(
+            self.base_resolution,
+            self.finest_resolution,
+            self.n_levels,
+            self.n_features_per_level,
+            self.log2_hashmap_size,
         )
 
 

@@ -81,6 +81,26 @@ class HashGridConfig:
                 hint="use fewer levels or a smaller scale",
             )
 
+    @classmethod
+    def spanning(
+        cls,
+        base_resolution: int,
+        finest_resolution: int,
+        n_levels: int,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        n_input_dims: int = 3,
+    ) -> HashGridConfig:
+        """A grid whose levels grow from ``base_resolution`` to ``finest_resolution`` (how fields state it)."""
+        return cls(
+            n_input_dims=n_input_dims,
+            n_levels=n_levels,
+            n_features_per_level=n_features_per_level,
+            log2_hashmap_size=log2_hashmap_size,
+            base_resolution=base_resolution,
+            per_level_scale=cls.scale_for(base_resolution, finest_resolution, n_levels),
+        )
+
     @staticmethod
     def scale_for(base_resolution: int, finest_resolution: int, n_levels: int) -> float:
         """The ``per_level_scale`` that grows ``base_resolution`` to ``finest_resolution`` over ``n_levels``."""

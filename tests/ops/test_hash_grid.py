@@ -308,3 +308,18 @@ def test_hashgrid_learns_a_2d_function():
         before,
         after,
     )  # measured: 0.45 -> 1.0e-5 (the same to 7 digits on the twin and the kernel)
+
+
+def test_spanning_config_reaches_the_finest_resolution():
+    from nerfhead.ops.hash_grid_config import HashGridConfig
+
+    cfg = HashGridConfig.spanning(8, 128, 8, n_features_per_level=4, log2_hashmap_size=15)
+    assert cfg == HashGridConfig(
+        n_input_dims=3,
+        n_levels=8,
+        n_features_per_level=4,
+        log2_hashmap_size=15,
+        base_resolution=8,
+        per_level_scale=HashGridConfig.scale_for(8, 128, 8),
+    )
+    assert abs(cfg.base_resolution * cfg.per_level_scale ** (cfg.n_levels - 1) - 128) < 1e-6
