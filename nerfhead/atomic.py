@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()
-"""Permissions of a published file: what ``open(path, "w")`` would give (the temp file is private until then)."""
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -40,6 +30,19 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _new_temp(path: Path) -> Path:
+    """Create an empty, unique temp file next to ``path`` with the permissions a plain ``open()`` gives (0666
+    minus the umask, applied by the kernel; ``tempfile.mkstemp`` would make it private)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix) for any writer; on success it is synced and renamed
@@ -50,13 +53,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temp(path)
     try:
         yield tmp
         _fsync_file(tmp)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

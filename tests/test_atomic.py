@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nerfhead.atomic import (
-    FILE_MODE,
     atomic_open,
     atomic_path,
     atomic_write_bytes,
@@ -27,7 +26,9 @@ def test_writes_and_replaces(tmp_path):
     atomic_write_bytes(p, b"\x00\x01")
     assert p.read_bytes() == b"\x00\x01"
     assert [q.name for q in p.parent.iterdir()] == ["a.json"]
-    assert p.stat().st_mode & 0o777 == FILE_MODE  # like a plain open(), not the private temp file's 0600
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # like a plain open(), not 0600
 
 
 def test_failure_keeps_old_file_and_no_temp(tmp_path):
