@@ -2,9 +2,10 @@
 
     python scripts/bench_audio.py [--chunk-ms 40] [--repeats 3] [--audio PATH] [--fps 25]
 
-Per-chunk latency is the wall time of ``AudioStreamDriver.push`` for one chunk (median, p95, max, and the same
-in process CPU time, which is less sensitive to other jobs on a shared machine). Target: median and p95
-<= 10 ms per 40 ms chunk on CPU.
+Per-chunk latency is the wall time of one ``push`` of a chunk (median, p95, max, and the same in process CPU
+time, which is less sensitive to other jobs on a shared machine), for the energy-rule ``AudioStreamDriver``
+("stream") and the learned ``NetworkStreamDriver`` with the bundled prior ("stream_network"). Target: median and
+p95 <= 10 ms per 40 ms chunk on CPU.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nerfhead.audio import AudioStreamDriver, RuleDriverConfig, RuleVisemeDriver, load_audio  # noqa: E402
+from nerfhead.audio.network import load_network  # noqa: E402
+from nerfhead.audio.stream import NetworkStreamDriver  # noqa: E402
+from nerfhead.audio.train import prior_path  # noqa: E402
 from nerfhead.audio.visemes import pocketsphinx_available  # noqa: E402
 
 
@@ -31,13 +36,15 @@ def _pct(xs: list[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
 
 
-def bench_stream(wav: np.ndarray, sr: int, fps: float, chunk_ms: float, repeats: int) -> dict:
+def bench_stream(wav: np.ndarray, sr: int, fps: float, chunk_ms: float, repeats: int, make=None) -> dict:
+    """Per-chunk cost of a streaming driver (``make(fps)``; default the energy-rule AudioStreamDriver)."""
+    make = make or (lambda f: AudioStreamDriver(f, RuleDriverConfig(mode="energy")))
     n = int(round(sr * chunk_ms / 1000))
     wall: list[float] = []
     cpu: list[float] = []
     frames = 0
     for _ in range(repeats):
-        drv = AudioStreamDriver(fps, RuleDriverConfig(mode="energy"))
+        drv = make(fps)
         for i in range(0, wav.size - n + 1, n):
             c = wav[i : i + n]
             t0, p0 = time.perf_counter(), time.process_time()
@@ -45,7 +52,7 @@ def bench_stream(wav: np.ndarray, sr: int, fps: float, chunk_ms: float, repeats:
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - p0)
         frames += len(drv.flush())
-    lat = AudioStreamDriver(fps).latency_s
+    lat = make(fps).latency_s
     return {
         "chunk_ms": chunk_ms,
         "chunks": len(wall),
@@ -79,6 +86,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="accepted for symmetry with bench_ops (always JSON)")
     args = ap.parse_args()
     wav, sr = load_audio(args.audio)
+    net = load_network(prior_path())
+    torch.set_num_threads(1)  # one frame per chunk: threads only add hand-off cost
     out = {
         "machine": {
             "platform": platform.platform(),
@@ -87,6 +96,12 @@ def main() -> None:
         },
         "audio": Path(args.audio).name,
         "stream": bench_stream(wav, sr, args.fps, args.chunk_ms, args.repeats),
+        "stream_network": {
+            "network": prior_path().name,
+            **bench_stream(
+                wav, sr, args.fps, args.chunk_ms, args.repeats, lambda f: NetworkStreamDriver(net, f)
+            ),
+        },
         "offline": [bench_offline(wav, sr, args.fps, "energy")]
         + ([bench_offline(wav, sr, args.fps, "phonetic")] if pocketsphinx_available() else []),
     }

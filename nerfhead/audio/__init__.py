@@ -1,6 +1,6 @@
 """Speech to Drive: decode any audio, log-mel features aligned to video frames by timestamp, rule-based
-visemes (phonetic with pocketsphinx, energy-based for any language), a streaming driver, and (later) the
-learned AudioToDrive network."""
+visemes (phonetic with pocketsphinx, energy-based for any language), the learned AudioToDrive network
+(:mod:`nerfhead.audio.network`, :mod:`nerfhead.audio.train`) and streaming drivers for both."""
 
 from nerfhead.audio.driver import AudioStreamDriver, RuleDriverConfig, RuleVisemeDriver
 from nerfhead.audio.features import (
@@ -12,6 +12,7 @@ from nerfhead.audio.features import (
     resample_to_frames,
 )
 from nerfhead.audio.io import AudioStats, AudioWarning, audio_stats, load_audio
+from nerfhead.audio.stream import NetworkStreamDriver
 from nerfhead.audio.visemes import EnergyRuleConfig, PhonemeRecognizer, PhonemeSegment, coarticulate
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AudioWarning",
     "EnergyRuleConfig",
     "LogMelConfig",
+    "NetworkStreamDriver",
     "PhonemeRecognizer",
     "PhonemeSegment",
     "RuleDriverConfig",
