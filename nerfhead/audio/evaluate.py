@@ -10,6 +10,14 @@ mean training Drive) is scored on the held-out frames by:
 * ``mouth_mm``: mean Euclidean distance (mm) of the ICT lip vertices (face-part vertices within 5 mm of the 20
   mouth landmarks, :func:`lip_vertices`) between the heads driven by the predicted and the
   reference expression (unposed canonical frame: head pose is not part of the score), and ``mouth_mm_rms``.
+
+Two oracles bound what any speech driver can reach on the capture (``ceilings``; they read the held-out
+reference, so they are not predictors): ``jaw_oracle`` is the mean training Drive with the reference's exact
+jawOpen, ``opening_oracle`` the mean training Drive moved along the training frames' dominant lip-geometry
+direction (first principal component of the lip-vertex displacements, mapped back to coefficients by least
+squares) by the reference's exact amount. When the opening oracle's error is not far below the mean baseline,
+most of the capture's lip motion is not mouth opening (smiles, presses, drift of the tracked face) and a
+predictor of opening from audio cannot score well on ``mouth_mm`` however good it is.
 """
 
 from __future__ import annotations
@@ -90,6 +98,24 @@ class MouthMetric:
         }
 
 
+def opening_direction(metric: MouthMetric, expression: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Dominant lip-geometry mode of a set of Drive frames.
+
+    Returns:
+        (mean expression [53], unit lip-displacement direction [3K], coefficient direction [53] per unit of
+        displacement along it, the fraction of the lip-displacement variance it carries).
+    """
+    e = expression.double().cpu()
+    mu = e.mean(0)
+    lip = metric._basis[:, :-2].reshape(e.shape[1], -1)  # [53, 3K] metres per unit coefficient
+    g = (e - mu) @ lip
+    _, s, vh = torch.linalg.svd(g, full_matrices=False)
+    score = g @ vh[0]
+    coef = torch.linalg.lstsq(score[:, None], e - mu).solution[0]
+    share = float(s[0].square() / s.square().sum()) if float(s.square().sum()) > 0 else 0.0
+    return mu, vh[0], coef, share
+
+
 def split_timesteps(T: int, holdout: float) -> tuple[list[int], list[int]]:
     """(train, test) timesteps: the last ``ceil(holdout * T)`` are the test set (at least one of each)."""
     if T < 2:
@@ -149,8 +175,17 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
     t0 = time.perf_counter()
     feats = NetworkDriver(prior).features(wav)
     test_all: list[int] = []
-    net_parts, prior_parts, mean_parts = [], [], []
+    net_parts, prior_parts, mean_parts, jaw_parts, open_parts, shares = [], [], [], [], [], []
+    jaw = EXPRESSION_INDEX["jawOpen"]
     for train, test in splits:
+        mu, direction, coef, share = opening_direction(metric, drive.expression[train])
+        lip = metric._basis[:, :-2].reshape(len(mu), -1)
+        amount = ((drive.expression[test].double() - mu) @ lip) @ direction
+        open_parts.append((mu + amount[:, None] * coef).clamp(0.0, 1.0).float())
+        j = mu.float().expand(len(test), -1).clone()
+        j[:, jaw] = drive.expression[test, jaw].float()
+        jaw_parts.append(j)
+        shares.append(share)
         net = load_network(prior_path(cfg.phonetic))
         driver = NetworkDriver(net)
         prior_parts.append(driver.predict_at(feats, times[test])[0])
@@ -191,8 +226,13 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
             "mean_drive": metric.scores(torch.cat(mean_parts), ref),
         },
     }
+    out["ceilings"] = {
+        "jaw_oracle": metric.scores(torch.cat(jaw_parts), ref),
+        "opening_oracle": metric.scores(torch.cat(open_parts), ref),
+        "opening_variance_share": round(float(np.mean(shares)), 4),
+    }
     base = out["predictors"]["mean_drive"]["mouth_mm"]
-    for v in out["predictors"].values():
+    for v in (*out["predictors"].values(), out["ceilings"]["jaw_oracle"], out["ceilings"]["opening_oracle"]):
         v["mouth_mm_vs_mean"] = round(1.0 - v["mouth_mm"] / base, 4) if base > 0 else 0.0
     out["reference_lip_gap_std_mm"] = round(float(metric.lip_gap_mm(ref).std()), 4)
     out["lip_vertices"] = int(metric.lips.numel())

@@ -75,7 +75,9 @@ def main(
     """Hold out the audio of the last frames of CAPTURE, fine-tune the speech network on the rest (from the
     bundled prior), predict the held-out frames and score them against the capture's tracked or true Drive:
     jawOpen and lip-gap correlation, lip-vertex error in mm (ICT head), next to the prior alone, the rule
-    driver and a baseline that predicts the mean training Drive. Prints the JSON report and writes it.
+    driver and a baseline that predicts the mean training Drive. Also reports two oracles that read the
+    held-out reference (exact jawOpen; exact amount of the dominant lip-geometry mode) as ceilings of what any
+    speech driver can reach on this capture. Prints the JSON report and writes it.
 
     Args:
         capture: capture folder with audio and drive.npz (from `nerfhead track` or `nerfhead synth --audio`).

@@ -61,6 +61,11 @@ def test_eval_drive_writes_report(tmp_path, run_cli):
     # the reference is the energy-rule drive of this very audio: the rule predictor must track it closely
     assert rep["predictors"]["rules"]["jaw_corr"] > 0.8
     assert rep["lip_vertices"] > 300
+    # the oracles read the held-out reference: exact jawOpen; and the rule drive is nearly dominant mouth mode
+    ceil = rep["ceilings"]
+    assert ceil["jaw_oracle"]["jaw_corr"] == 1.0
+    assert ceil["opening_oracle"]["mouth_mm_vs_mean"] > 0.3, ceil
+    assert 0.6 < ceil["opening_variance_share"] <= 1.0
     # --save-run: the network fine-tuned on all timesteps, calibrated to this drive, where `drive RUN` looks
     from nerfhead.audio.network import load_network
     from nerfhead.cli.drive import speech_network
@@ -103,3 +108,21 @@ def test_mouth_metric_and_folds():
     folds = fold_splits(20, 4, gap=2)
     assert sorted(t for _, test in folds for t in test) == list(range(20))
     assert folds[1] == ([0, 1, 2, 12, 13, 14, 15, 16, 17, 18, 19], [5, 6, 7, 8, 9])
+
+
+def test_opening_direction_recovers_a_single_mouth_mode():
+    """Drive frames that move along one coefficient direction: the mode carries all the lip variance and the
+    least-squares coefficient direction reproduces every frame from its lip-displacement amount."""
+    from nerfhead.audio.evaluate import MouthMetric, opening_direction
+
+    metric = MouthMetric()
+    g = torch.Generator().manual_seed(0)
+    d = torch.zeros(53)
+    d[EXPRESSION_INDEX["jawOpen"]], d[EXPRESSION_INDEX["mouthFunnel"]] = 0.6, 0.2
+    a = torch.rand(40, generator=g)
+    e = 0.1 + a[:, None] * d
+    mu, direction, coef, share = opening_direction(metric, e)
+    assert share > 0.999 and abs(float(direction.norm()) - 1.0) < 1e-9
+    lip = metric._basis[:, :-2].reshape(53, -1)
+    amount = ((e.double() - mu) @ lip) @ direction
+    torch.testing.assert_close(mu + amount[:, None] * coef, e.double(), atol=1e-6, rtol=0)
