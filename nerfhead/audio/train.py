@@ -42,6 +42,15 @@ def prior_path(phonetic: bool = False) -> Path:
     return PRIOR_DIR / ("prior_phonetic.safetensors" if phonetic else "prior.safetensors")
 
 
+def speech_network(run: str | os.PathLike | None) -> Path | None:
+    """The speech network for a run (``nerfhead drive RUN``, the viewer's speech upload): the run's fine-tuned
+    ``RUN/audio_to_drive.safetensors``, else the bundled log-mel prior, else None."""
+    for p in (*([Path(run) / RUN_NETWORK] if run is not None else []), prior_path(False)):
+        if p.is_file():
+            return p
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ features
 
 

@@ -95,12 +95,9 @@ def run_drive(
 
 def speech_network(run: Path) -> Path | None:
     """The speech network ``nerfhead drive RUN`` uses: the run's fine-tuned one, else the bundled prior."""
-    from nerfhead.audio.train import RUN_NETWORK, prior_path
+    from nerfhead.audio.train import speech_network as find
 
-    for p in (run / RUN_NETWORK, prior_path(False)):
-        if p.is_file():
-            return p
-    return None
+    return find(run)
 
 
 def main(

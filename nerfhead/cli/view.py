@@ -31,17 +31,21 @@ def open_viewer(
     mock: bool = False,
     max_side: int = 960,
     moving_side: int = 320,
+    speech_driver: str = "auto",
 ) -> Any:
     """Load the run's avatar (or the analytic mock head) and start the viewer; returns the started
     :class:`~nerfhead.viewer.server.ViewerServer` (call ``stop()`` on it).
 
     Raises:
-        InputError: RUN holds no loadable avatar (without ``mock``).
+        InputError: RUN holds no loadable avatar (without ``mock``); a bad ``speech_driver``.
     """
     import torch
 
+    from nerfhead.errors import InputError
     from nerfhead.viewer.server import ViewerConfig, ViewerServer
 
+    if speech_driver not in ("auto", "network", "rules"):
+        raise InputError("--speech-driver", f"must be auto, network or rules, got {speech_driver!r}")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if mock:
         from nerfhead.viewer.mock import MockHead
@@ -54,8 +58,14 @@ def open_viewer(
     warning = host_warning(host, run)
     if warning:
         print(warning, file=sys.stderr)
-    cfg = ViewerConfig(host=host, port=port, max_side=max_side, moving_side=moving_side)
-    return ViewerServer(renderable, out_dir=run, config=cfg).start()
+    cfg = ViewerConfig(
+        host=host, port=port, max_side=max_side, moving_side=moving_side, speech_driver=speech_driver
+    )
+    try:
+        viewer = ViewerServer(renderable, out_dir=run, config=cfg)
+    except ValueError as e:
+        raise InputError("--speech-driver", str(e)) from None
+    return viewer.start()
 
 
 def main(
@@ -66,6 +76,7 @@ def main(
     mock: bool = False,
     max_side: int = 960,
     moving_side: int = 320,
+    speech_driver: str = "auto",
 ) -> None:
     """Open a web viewer for the avatar in RUN: orbit the camera, scrub or play the timeline, set expression
     and head-pose sliders, load a speech clip to drive the face (played in the browser), export PNG / mp4.
@@ -79,8 +90,10 @@ def main(
         mock: show the built-in analytic test head instead of RUN's avatar (RUN is still the export folder).
         max_side: longest image side rendered when the view is at rest.
         moving_side: longest image side rendered while the camera moves or the timeline plays.
+        speech_driver: what drives the face from a loaded speech clip: "auto" (the run's fine-tuned speech
+            network, else the bundled prior, as `nerfhead drive` does), "network" or "rules".
     """
-    viewer = open_viewer(run, port, host, device, mock, max_side, moving_side)
+    viewer = open_viewer(run, port, host, device, mock, max_side, moving_side, speech_driver)
     print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     try:

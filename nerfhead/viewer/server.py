@@ -53,9 +53,26 @@ class ViewerConfig:
     """Vertical field of view of a new client's camera."""
     export_max_side: int = 1280
     """Longest image side of PNG and mp4 exports (the browser canvas size, capped)."""
+    speech_driver: str = "auto"
+    """What turns uploaded speech into a drive: "auto" (the learned network: the run's fine-tuned one in the
+    export folder, else the bundled prior; the rules when neither exists), "network" (the same, refusing to
+    start without one) or "rules"."""
     speech_mode: str = "auto"
-    """Rules that turn uploaded speech into a drive: auto (phonetic when pocketsphinx is installed), phonetic
-    or energy (fastest, any language)."""
+    """Rules used by the "rules" speech driver: auto (phonetic when pocketsphinx is installed), phonetic or
+    energy (fastest, any language)."""
+
+
+def _speech_network(driver: str, run: Path) -> Path | None:
+    from nerfhead.audio.train import speech_network
+
+    if driver not in ("auto", "network", "rules"):
+        raise ValueError(f"speech_driver must be auto, network or rules, got {driver!r}")
+    if driver == "rules":
+        return None
+    net = speech_network(run)
+    if net is None and driver == "network":
+        raise ValueError(f"no speech network: neither {run}/audio_to_drive.safetensors nor the bundled prior")
+    return net
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
@@ -78,6 +95,8 @@ class ViewerServer:
         self.renderable = renderable
         self.out_dir = Path(out_dir)
         self.config = config
+        self.speech_network = _speech_network(config.speech_driver, self.out_dir)
+        """The speech network uploads are driven by (None: the viseme rules)."""
         self.state = ViewerState(renderable.default_drive())
         self.render_counts: dict[int, int] = {}
         """Images sent per client id (kept after a client leaves)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -83,11 +84,23 @@ def wav_bytes(wave: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
     return buf.getvalue()
 
 
-def speech_drive(wave: np.ndarray, fps: float, sr: int = SAMPLE_RATE, mode: str = "auto") -> Drive:
-    """The rule-based viseme driver's Drive for a waveform: frame j shows audio time j / fps.
+def speech_drive(
+    wave: np.ndarray,
+    fps: float,
+    sr: int = SAMPLE_RATE,
+    mode: str = "auto",
+    network: str | os.PathLike | None = None,
+) -> Drive:
+    """The Drive for a waveform, frame j showing audio time j / fps: the learned speech network's when
+    ``network`` (a safetensors path) is given, as ``nerfhead drive`` makes it, else the viseme rules'.
 
-    ``mode``: "auto" (phonetic with pocketsphinx when installed, else energy), "phonetic" or "energy".
+    ``mode`` (rules only): "auto" (phonetic with pocketsphinx when installed, else energy), "phonetic" or
+    "energy".
     """
+    if network is not None:
+        from nerfhead.audio.train import NetworkDriver
+
+        return NetworkDriver(network).drive(wave, fps=fps, sr=sr)
     from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
 
     return RuleVisemeDriver(RuleDriverConfig(mode=mode)).drive(wave, fps=fps, sr=sr)  # type: ignore[arg-type]

@@ -45,7 +45,13 @@ REPO = Path(__file__).resolve().parents[2]
 SPEECH = REPO / "scenes" / "assets" / "audio" / "fleurs_en-001.ogg"
 JAW = EXPRESSION_INDEX["jawOpen"]
 CONFIG = ViewerConfig(
-    port=0, max_side=160, moving_side=64, debounce_s=0.15, export_max_side=96, speech_mode="energy"
+    port=0,
+    max_side=160,
+    moving_side=64,
+    debounce_s=0.15,
+    export_max_side=96,
+    speech_driver="rules",
+    speech_mode="energy",
 )
 VIEW = ViewCamera(
     (0.0, 1.0, 0.0, 0.0), (0.0, -0.01, 0.6), math.radians(30), 240, 180
@@ -295,6 +301,40 @@ def test_speech_upload_drives_timeline_and_audio(viewer: ViewerServer):
     assert viewer.state.speech is None and viewer.state.num_frames == 20
 
 
+def test_speech_upload_uses_the_learned_network(tmp_path: Path):
+    """By default an upload is driven like `nerfhead drive RUN`: the run's fine-tuned network when it has one,
+    else the bundled prior."""
+    import dataclasses
+
+    from nerfhead.audio.io import load_audio
+    from nerfhead.audio.network import load_network
+    from nerfhead.audio.train import NetworkDriver, prior_path
+
+    wave, _ = load_audio(SPEECH, 16000)
+    cfg = dataclasses.replace(CONFIG, speech_driver="auto")
+    run = tmp_path / "run"
+    v = ViewerServer(MockHead(frames=20), run, cfg)  # not started: the upload handler needs no browser
+    assert v.speech_network == prior_path()
+    want = NetworkDriver(prior_path()).drive(wave, 25.0)
+    got = speech_drive(wave, 25.0, network=v.speech_network)
+    torch.testing.assert_close(got.expression, want.expression)
+    assert float(got.expression[:, JAW].std()) > 0.05  # the mouth moves with the speech
+    # a run with its own network (written by `nerfhead eval-drive --save-run RUN`) takes precedence
+    net = load_network(prior_path())
+    net.out_shift[JAW] = 0.2
+    net.save(run / "audio_to_drive.safetensors")
+    v2 = ViewerServer(MockHead(frames=20), run, cfg)
+    assert v2.speech_network == run / "audio_to_drive.safetensors"
+    own = speech_drive(wave, 25.0, network=v2.speech_network)
+    assert float((own.expression[:, JAW] - want.expression[:, JAW]).mean()) > 0.1
+    assert (
+        ViewerServer(MockHead(frames=20), run, dataclasses.replace(cfg, speech_driver="rules")).speech_network
+        is None
+    )
+    with pytest.raises(ValueError, match="speech_driver"):
+        ViewerServer(MockHead(frames=20), run, dataclasses.replace(cfg, speech_driver="magic"))
+
+
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
@@ -411,6 +451,8 @@ def test_cli_open_viewer(tmp_path: Path):
 
     with pytest.raises(InputError, match="avatar.json"):
         open_viewer(tmp_path / "no_run", port=0)
+    with pytest.raises(InputError, match="auto, network or rules"):
+        open_viewer(tmp_path / "mockrun", port=0, mock=True, speech_driver="magic")
     assert host_warning("127.0.0.1", tmp_path) is None and host_warning("localhost", tmp_path) is None
     assert "exposes the viewer to the network" in (host_warning("0.0.0.0", tmp_path) or "")
     v = open_viewer(tmp_path / "mockrun", port=0, mock=True, max_side=64)
