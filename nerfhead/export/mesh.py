@@ -73,7 +73,11 @@ def density_grid(
 
 
 def density_mesh(
-    density_fn: Callable[[Tensor], Tensor], aabb: Tensor, resolution: int = 128, threshold: float = 10.0
+    density_fn: Callable[[Tensor], Tensor],
+    aabb: Tensor,
+    resolution: int = 128,
+    threshold: float = 10.0,
+    close: bool = False,
 ) -> Mesh:
     """The iso-surface ``density == threshold`` by marching cubes (faces oriented outwards: density falls outside).
 
@@ -82,16 +86,21 @@ def density_mesh(
         aabb: [6] box to mesh.
         resolution: grid vertices per axis.
         threshold: iso-level.
+        close: cap the surface where it leaves the box (see :func:`grid_mesh`).
 
     Raises:
         InputError: the density never crosses ``threshold`` inside the box.
     """
-    return grid_mesh(density_grid(density_fn, aabb.float(), resolution), aabb, threshold)
+    return grid_mesh(density_grid(density_fn, aabb.float(), resolution), aabb, threshold, close)
 
 
-def grid_mesh(grid: Tensor, aabb: Tensor, threshold: float) -> Mesh:
+def grid_mesh(grid: Tensor, aabb: Tensor, threshold: float, close: bool = False) -> Mesh:
     """Marching cubes on a grid of values [R, R, R] (as :func:`density_grid` lays them out over ``aabb``), higher
     inside: the surface ``grid == threshold``, faces oriented outwards.
+
+    Args:
+        close: cap the surface where it runs into the box (a head cut at the neck): the grid is padded by one
+            layer below ``threshold`` and the cap's vertices are moved onto the box faces, so the mesh is closed.
 
     Raises:
         InputError: the values never cross ``threshold``.
@@ -104,9 +113,19 @@ def grid_mesh(grid: Tensor, aabb: Tensor, threshold: float) -> Mesh:
             "threshold", f"density never crosses {threshold} (range {g.min():.3g}..{g.max():.3g})"
         )
     lo, hi = aabb[:3].cpu().numpy(), aabb[3:].cpu().numpy()
-    spacing = tuple(float(s) for s in (hi - lo) / (np.array(g.shape) - 1))
-    verts, faces, _, _ = marching_cubes(g, level=threshold, spacing=spacing, gradient_direction="ascent")
-    verts = verts + lo
+    step = (hi - lo) / (np.array(g.shape) - 1)
+    origin = lo
+    if close:
+        outside = min(float(g.min()), threshold - 1.0)
+        g = np.pad(g, 1, constant_values=outside)
+        origin = lo - step
+    spacing = tuple(float(s) for s in step)
+    verts, faces, _, _ = marching_cubes(
+        g, level=threshold, spacing=spacing, gradient_direction="ascent", allow_degenerate=not close
+    )
+    verts = verts + origin
+    if close:
+        verts = np.clip(verts, lo, hi)
     return Mesh(vertices=verts.astype(np.float32), faces=faces.astype(np.int64))
 
 
@@ -165,7 +184,8 @@ def nerf_head_mesh(
     """The nerf head's surface at one drive timestep, with vertex colours.
 
     Densities come from the canonical field deformed by the timestep's expression, on a grid over the head box
-    (head frame). Each vertex is coloured by the field seen along the inward normal (a ray hitting it from
+    (head frame); where the head leaves the box (the neck) the surface is capped on the box face, so the mesh is
+    closed. Each vertex is coloured by the field seen along the inward normal (a ray hitting it from
     outside), evaluated slightly inside the surface. Parts smaller than 5% of the largest (floaters) are dropped.
 
     Args:
@@ -182,7 +202,9 @@ def nerf_head_mesh(
     d = drive[timestep : timestep + 1].to(dev, torch.float32)
     cond = model.conditioning(d)
     mesh = drop_small_parts(
-        density_mesh(lambda x: model.density(x, cond), model.grid.aabb.to(dev), resolution, threshold)
+        density_mesh(
+            lambda x: model.density(x, cond), model.grid.aabb.to(dev), resolution, threshold, close=True
+        )
     )
     normals = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).vertex_normals
     v = torch.as_tensor(mesh.vertices, device=dev)

@@ -81,3 +81,25 @@ def test_nerf_head_mesh_is_posed(monkeypatch):
     np.testing.assert_allclose(world.vertices, head.vertices @ R.T + [0.01, 0.02, 0.3], atol=1e-5)
     assert world.colors is not None and world.colors.shape == (len(world.vertices), 3)
     assert 0.0 <= world.colors.min() and world.colors.max() <= 1.0
+
+
+def test_close_caps_a_surface_cut_by_the_box():
+    """A sphere cut by the box's top face: open without ``close``; with it, a closed solid whose cap lies on the
+    face and whose volume is the spherical segment inside the box."""
+    aabb = torch.tensor(
+        [-0.5, -0.5, -0.5, 0.6, 0.2, 0.5]
+    )  # y <= 0.2 cuts the sphere (radius 0.3 about x=0.1)
+    open_mesh = density_mesh(sphere_density, aabb, resolution=56, threshold=50.0)
+    assert not trimesh.Trimesh(open_mesh.vertices, open_mesh.faces, process=True).is_watertight
+    mesh = density_mesh(sphere_density, aabb, resolution=56, threshold=50.0, close=True)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
+    assert tm.is_watertight
+    assert mesh.vertices[:, 1].max() <= 0.2 + 1e-6
+    cap = mesh.vertices[np.abs(mesh.vertices[:, 1] - 0.2) < 1e-6]
+    assert (
+        len(cap) > 50
+        and np.linalg.norm(cap[:, [0, 2]] - [0.1, 0.0], axis=1).max() < np.sqrt(0.3**2 - 0.2**2) + 0.02
+    )
+    h = RADIUS - 0.2  # the part above y = 0.2 is a cap of height 0.1
+    inside = 4 / 3 * np.pi * RADIUS**3 - np.pi * h**2 * (3 * RADIUS - h) / 3
+    assert tm.volume > 0 and abs(tm.volume - inside) / inside < 0.03
