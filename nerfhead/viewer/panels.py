@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nerfhead.data.expressions import EXPRESSION_NAMES
 from nerfhead.errors import InputError
@@ -17,9 +18,30 @@ from nerfhead.viewer import exports, speech
 from nerfhead.viewer.camera import ViewCamera, render_size
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from nerfhead.data.drive import Drive
+    from nerfhead.viewer.config import ViewerConfig
     from nerfhead.viewer.loop import RenderStats
-    from nerfhead.viewer.server import ViewerServer
+    from nerfhead.viewer.renderable import Renderable
     from nerfhead.viewer.state import ViewerState
+
+
+class PanelHost(Protocol):
+    """What the panels need of the viewer (:class:`~nerfhead.viewer.server.ViewerServer` provides it): settings,
+    the head, the export folder, the speech network and rendering of a view."""
+
+    config: ViewerConfig
+    renderable: Renderable
+    out_dir: Path
+    speech_network: Path | None
+
+    def render_view(
+        self, view: ViewCamera, size: tuple[int, int] | None = None, drive: Drive | None = None
+    ) -> np.ndarray: ...
+
+    def default_view(self, width: int = 640, height: int = 480) -> ViewCamera: ...
+
 
 EXPRESSION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Brows", ("brow",)),
@@ -46,7 +68,7 @@ class Panels:
     Args:
         server: the ``viser.ViserServer``.
         state: the shared viewer state.
-        viewer: the :class:`~nerfhead.viewer.server.ViewerServer` (rendering and the run folder for exports).
+        viewer: the viewer (a :class:`PanelHost`: rendering, settings and the run folder for exports).
 
     Attributes:
         frame: timeline slider; play: play/pause button; expression: name → slider; pose: yaw/pitch/roll
@@ -54,7 +76,7 @@ class Panels:
         save_png / save_mp4: export buttons; last_export: text with the last exported path; stats: stats text.
     """
 
-    def __init__(self, server: Any, state: ViewerState, viewer: ViewerServer):
+    def __init__(self, server: Any, state: ViewerState, viewer: PanelHost):
         self.server, self.state, self.viewer = server, state, viewer
         gui = server.gui
         self._export_lock = threading.Lock()

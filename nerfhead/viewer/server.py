@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +25,10 @@ import torch
 
 from nerfhead.data.drive import Drive
 from nerfhead.viewer.camera import ViewCamera, look_at_view, view_to_cameras
+from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-exported)
 from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.renderable import Renderable
 from nerfhead.viewer.state import ViewerState
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True)
-class ViewerConfig:
-    """Viewer server settings."""
-
-    host: str = "127.0.0.1"
-    """Interface to bind; anything but 127.0.0.1 / localhost exposes the viewer to the network."""
-    port: int = 8080
-    """Port to bind (0: any free port; a busy port makes viser try the next ones)."""
-    max_side: int = 960
-    """Longest image side rendered when the view is at rest."""
-    moving_side: int = 320
-    """Longest image side rendered while the camera (or anything else) is changing."""
-    debounce_s: float = 0.2
-    """Quiet time after the last change before the full-size render."""
-    jpeg_quality: int = 85
-    """JPEG quality of the images sent to the browser."""
-    fov_deg: float = 30.0
-    """Vertical field of view of a new client's camera."""
-    export_max_side: int = 1280
-    """Longest image side of PNG and mp4 exports (the browser canvas size, capped)."""
-    speech_driver: str = "auto"
-    """What turns uploaded speech into a drive: "auto" (the learned network: the run's fine-tuned one in the
-    export folder, else the bundled prior; the rules when neither exists), "network" (the same, refusing to
-    start without one) or "rules"."""
-    speech_mode: str = "auto"
-    """Rules used by the "rules" speech driver: auto (phonetic when pocketsphinx is installed), phonetic or
-    energy (fastest, any language)."""
 
 
 def _speech_network(driver: str, run: Path) -> Path | None:
