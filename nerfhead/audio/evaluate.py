@@ -1,8 +1,9 @@
 """Held-out evaluation of speech drivers against a capture's tracked (or true) Drive (``nerfhead eval-drive``).
 
 The last ``holdout`` fraction of the timesteps is held out; the network is fine-tuned from the prior on the rest
-and predicts the held-out frames from their audio alone. Every predictor (fine-tuned network, prior, rules, the
-mean training Drive) is scored on the held-out frames by:
+and predicts the held-out frames from their audio alone. Every predictor (``network``: fine-tuned;
+``calibrated``: the prior with only its closed-form read-out calibration, the first stage of fine-tuning;
+``prior``; ``rules``; ``mean_drive``: the mean training Drive) is scored on the held-out frames by:
 
 * ``jaw_corr``: Pearson correlation of jawOpen with the reference;
 * ``lip_gap_corr``: correlation of the mouth opening as a geometric group measure, the distance (mm) between the
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nerfhead.audio.train import FinetuneConfig, NetworkDriver, finetune, pearson, prior_path
+from nerfhead.audio.train import FinetuneConfig, NetworkDriver, calibrate, finetune, pearson, prior_path
 from nerfhead.data.expressions import EXPRESSION_INDEX
 
 LIP_RADIUS_M = 0.005
@@ -175,7 +176,7 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
     t0 = time.perf_counter()
     feats = NetworkDriver(prior).features(wav)
     test_all: list[int] = []
-    net_parts, prior_parts, mean_parts, jaw_parts, open_parts, shares = [], [], [], [], [], []
+    net_parts, cal_parts, prior_parts, mean_parts, jaw_parts, open_parts, shares = [], [], [], [], [], [], []
     jaw = EXPRESSION_INDEX["jawOpen"]
     for train, test in splits:
         mu, direction, coef, share = opening_direction(metric, drive.expression[train])
@@ -189,6 +190,10 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
         net = load_network(prior_path(cfg.phonetic))
         driver = NetworkDriver(net)
         prior_parts.append(driver.predict_at(feats, times[test])[0])
+        calibrate(
+            net, feats, times[train] * 100.0, drive.expression[train].float().clamp(0, 1), cfg.finetune.shrink
+        )
+        cal_parts.append(driver.predict_at(feats, times[test])[0])
         rot = drive.rotation[train].float()
         finetune(
             net,
@@ -221,6 +226,7 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
         "finetune_seconds": round(seconds, 2),
         "predictors": {
             "network": metric.scores(torch.cat(net_parts), ref),
+            "calibrated": metric.scores(torch.cat(cal_parts), ref),
             "prior": metric.scores(torch.cat(prior_parts), ref),
             "rules": metric.scores(rule_expr, ref),
             "mean_drive": metric.scores(torch.cat(mean_parts), ref),
@@ -239,10 +245,26 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
     return out
 
 
-def save_run_network(capture, run: str | Path, cfg: EvalDriveConfig = EvalDriveConfig()) -> Path:
+def save_run_network(
+    capture, run: str | Path, cfg: EvalDriveConfig = EvalDriveConfig(), report: dict | None = None
+) -> Path:
     """Fine-tune the prior on ALL timesteps of the capture and store it as ``RUN/audio_to_drive.safetensors``
-    (``nerfhead drive RUN`` then uses it)."""
+    (``nerfhead drive RUN`` then uses it).
+
+    With the held-out ``report`` of :func:`evaluate_drive`, the gradient steps are kept only when they lowered the
+    held-out lip-vertex error below the calibrated prior's; otherwise the calibrated prior is stored (a few
+    seconds of video can be too little to fine-tune on). The choice is recorded in the file's info.
+    """
+    import dataclasses
+
     from nerfhead.audio.train import RUN_NETWORK, finetune_on_capture
 
-    driver, _, info = finetune_on_capture(capture, None, cfg.phonetic, cfg.finetune)
-    return driver.network.save(Path(run) / RUN_NETWORK, {"finetuned_on": str(capture.audio_path), **info})
+    ft = cfg.finetune
+    chosen = "finetuned"
+    if report is not None and ft.steps > 0:
+        p = report["predictors"]
+        if p["calibrated"]["mouth_mm"] < p["network"]["mouth_mm"]:
+            ft, chosen = dataclasses.replace(ft, steps=0), "calibrated"
+    driver, _, info = finetune_on_capture(capture, None, cfg.phonetic, ft)
+    meta = {"finetuned_on": str(capture.audio_path), "chosen": chosen, "steps": ft.steps, **info}
+    return driver.network.save(Path(run) / RUN_NETWORK, meta)

@@ -55,7 +55,11 @@ def run_eval_drive(
             )
     report = {"capture": str(capture), **evaluate_drive(cap, cfg)}
     if save_run is not None:
-        report["saved_network"] = str(save_run_network(cap, save_run, cfg))
+        saved = save_run_network(cap, save_run, cfg, report)
+        from nerfhead.audio.network import load_network
+
+        report["saved_network"] = str(saved)
+        report["saved_network_kind"] = load_network(saved).network_info["chosen"]  # type: ignore[attr-defined]
     path = out or (capture if capture.is_dir() else capture.parent) / "eval_drive.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     report["report"] = str(path)
@@ -86,7 +90,8 @@ def main(
         steps: fine-tuning steps (0 = the prior alone).
         phonetic: use the prior with pocketsphinx viseme input channels.
         save_run: also fine-tune on all timesteps and store the network in this run folder
-            (RUN/audio_to_drive.safetensors, used by `nerfhead drive RUN`).
+            (RUN/audio_to_drive.safetensors, used by `nerfhead drive RUN` and the viewer): the fine-tuned network
+            when its held-out lip error beat the calibrated prior's, else the calibrated prior.
         seed: seed of fine-tuning.
         folds: 1 = hold out the last HOLDOUT of the timesteps; K > 1 = K-fold cross-validation over contiguous
             blocks (every timestep predicted once; half a window of frames left out around each block).

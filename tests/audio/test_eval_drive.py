@@ -53,7 +53,7 @@ def test_eval_drive_writes_report(tmp_path, run_cli):
     rep = json.loads(out.read_text())
     assert json.loads(stdout)["predictors"] == rep["predictors"]
     assert rep["timesteps"] == {"total": 60, "train": 48, "test": 12}
-    for name in ("network", "prior", "rules", "mean_drive"):
+    for name in ("network", "calibrated", "prior", "rules", "mean_drive"):
         for f in FIELDS:
             assert np.isfinite(rep["predictors"][name][f]), (name, f)
     mean = rep["predictors"]["mean_drive"]
@@ -73,6 +73,11 @@ def test_eval_drive_writes_report(tmp_path, run_cli):
     assert speech_network(run) == Path(rep["saved_network"]) == run / "audio_to_drive.safetensors"
     net = load_network(run / "audio_to_drive.safetensors")
     assert not torch.equal(net.out_scale, torch.ones(53))
+    # the stored network is the held-out winner of fine-tuned vs calibrated prior
+    p = rep["predictors"]
+    want = "calibrated" if p["calibrated"]["mouth_mm"] < p["network"]["mouth_mm"] else "finetuned"
+    assert rep["saved_network_kind"] == want == net.network_info["chosen"]
+    assert net.network_info["steps"] == (0 if want == "calibrated" else 20)
 
 
 def test_eval_drive_bad_audio_is_one_line(tmp_path, run_cli):
@@ -126,3 +131,19 @@ def test_opening_direction_recovers_a_single_mouth_mode():
     lip = metric._basis[:, :-2].reshape(53, -1)
     amount = ((e.double() - mu) @ lip) @ direction
     torch.testing.assert_close(mu + amount[:, None] * coef, e.double(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("cal_mm", "net_mm", "kind", "steps"), [(1.0, 2.0, "calibrated", 0), (2.0, 1.0, "finetuned", 5)]
+)
+def test_save_run_keeps_the_held_out_winner(tmp_path, cal_mm, net_mm, kind, steps):
+    from nerfhead.audio.evaluate import EvalDriveConfig, save_run_network
+    from nerfhead.audio.network import load_network
+    from nerfhead.audio.train import FinetuneConfig
+    from nerfhead.data.loaders import load_capture
+
+    cap = load_capture(_speech_capture(tmp_path / "cap"))
+    report = {"predictors": {"calibrated": {"mouth_mm": cal_mm}, "network": {"mouth_mm": net_mm}}}
+    cfg = EvalDriveConfig(finetune=FinetuneConfig(steps=5))
+    net = load_network(save_run_network(cap, tmp_path / "run", cfg, report))
+    assert net.network_info["chosen"] == kind and net.network_info["steps"] == steps
