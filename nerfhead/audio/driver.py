@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.audio.features import LogMelConfig, StreamingLogMel, log_mel, num_frames, resample_to_frames
-from nerfhead.audio.io import load_audio, resample
+from nerfhead.audio.io import chunk_samples, load_audio, resample
 from nerfhead.audio.visemes import (
     MOUTH_COLUMNS,
     SILENT_DESCRIPTOR,
@@ -262,11 +262,7 @@ class AudioStreamDriver:
         """Add a chunk of mono samples [n]; returns the video frames completed by it (possibly none)."""
         if self._done:
             raise RuntimeError("AudioStreamDriver.push after flush; make a new one")
-        x = chunk.detach().cpu().numpy() if isinstance(chunk, Tensor) else np.asarray(chunk)
-        x = x.astype(np.float32).reshape(-1)
-        if self.sr != self.config.mel.sample_rate:
-            x = resample(x, self.sr, self.config.mel.sample_rate)
-        self._add_features(self._mel.push(x))
+        self._add_features(self._mel.push(chunk_samples(chunk, self.sr, self.config.mel.sample_rate)))
         return self._emit(final=False)
 
     def flush(self) -> list[Drive]:

@@ -94,6 +94,17 @@ def audio_stats(waveform: np.ndarray, sr: int) -> AudioStats:
     )
 
 
+def chunk_samples(chunk, sr: int, target_sr: int) -> np.ndarray:
+    """A chunk pushed to a streaming driver (numpy or torch, any shape of mono samples) as float32 [n] at
+    ``target_sr`` (resampled on its own when ``sr`` differs: chunk edges then differ slightly from resampling
+    the whole stream)."""
+    import torch
+
+    x = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk)
+    x = x.astype(np.float32).reshape(-1)
+    return resample(x, sr, target_sr) if sr != target_sr else x
+
+
 def resample(waveform: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling (Kaiser-windowed FIR, ``scipy.signal.resample_poly``) along the last axis.
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.audio.features import LogMelConfig, StreamingLogMel
+from nerfhead.audio.io import chunk_samples
 from nerfhead.audio.network import AudioToDrive, load_network
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
@@ -88,13 +89,7 @@ class NetworkStreamDriver:
         """Add a chunk of mono samples [n]; returns the video frames completed by it (possibly none)."""
         if self._done:
             raise RuntimeError("NetworkStreamDriver.push after flush; make a new one")
-        x = chunk.detach().cpu().numpy() if isinstance(chunk, Tensor) else np.asarray(chunk)
-        x = x.astype(np.float32).reshape(-1)
-        if self.sr != self.mel.sample_rate:
-            from nerfhead.audio.io import resample
-
-            x = resample(x, self.sr, self.mel.sample_rate)
-        self._add(self._stft.push(x))
+        self._add(self._stft.push(chunk_samples(chunk, self.sr, self.mel.sample_rate)))
         return self._emit(final=False)
 
     def flush(self) -> list[Drive]:

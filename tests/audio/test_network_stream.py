@@ -14,6 +14,7 @@ from nerfhead.audio.stream import NetworkStreamDriver
 from nerfhead.audio.train import NetworkDriver, prior_path
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from tests.audio.streaming import stream_clip
 
 SR = 16000
 
@@ -34,17 +35,10 @@ def network() -> AudioToDrive:
 
 
 def _stream(net, wav, fps, chunk):
-    drv = NetworkStreamDriver(net, fps)
-    frames: list[Drive] = []
-    delays: list[float] = []
-    for i in range(0, wav.size, chunk):
-        out = drv.push(wav[i : i + chunk])
-        arrived = min(i + chunk, wav.size) / SR
-        delays += [arrived - (len(frames) + k) / fps for k in range(len(out))]
-        frames += out
-        assert drv._feats.shape[0] <= net.config.window + chunk // 160 + 2  # bounded state
-    frames += drv.flush()
-    return Drive.concat(frames), np.asarray(delays), drv
+    def bounded(drv):
+        assert drv._feats.shape[0] <= net.config.window + chunk // 160 + 2
+
+    return stream_clip(NetworkStreamDriver(net, fps), wav, fps, chunk, SR, bounded)
 
 
 @pytest.mark.parametrize(("fps", "chunk"), [(25.0, 640), (29.97, 320), (60.0, 777)])

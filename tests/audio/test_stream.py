@@ -11,8 +11,8 @@ import torch
 from nerfhead.assets import asset_path
 from nerfhead.audio.driver import AudioStreamDriver, RuleDriverConfig, RuleVisemeDriver
 from nerfhead.audio.io import load_audio
-from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from tests.audio.streaming import stream_clip
 
 SR = 16000
 
@@ -23,16 +23,7 @@ def speech() -> np.ndarray:
 
 
 def _stream(wav, fps, chunk, cfg):
-    drv = AudioStreamDriver(fps, cfg)
-    frames: list[Drive] = []
-    delays: list[float] = []
-    for i in range(0, wav.size, chunk):
-        out = drv.push(wav[i : i + chunk])
-        arrived = min(i + chunk, wav.size) / SR
-        delays += [arrived - (len(frames) + k) / fps for k in range(len(out))]
-        frames += out
-    frames += drv.flush()
-    return Drive.concat(frames), np.asarray(delays), drv
+    return stream_clip(AudioStreamDriver(fps, cfg), wav, fps, chunk, SR)
 
 
 @pytest.mark.parametrize(("fps", "chunk"), [(25.0, 640), (29.97, 320), (60.0, 480)])
