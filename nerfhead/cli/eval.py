@@ -25,7 +25,7 @@ def main(
         device: auto, cpu or cuda.
     """
     from nerfhead.cli.fit import resolve_device
-    from nerfhead.engine.evaluate import evaluate_run
+    from nerfhead.models.run_eval import evaluate_run
 
     m = evaluate_run(run, capture, out, device=resolve_device(device))
     print(json.dumps({"split": m["split"], **m["mean"], "per_camera": m["per_camera"]}, indent=2))

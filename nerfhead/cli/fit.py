@@ -152,7 +152,7 @@ def run_fit(
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         }
         if evaluate:
-            from nerfhead.engine.evaluate import evaluate_run
+            from nerfhead.models.run_eval import evaluate_run
 
             summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
         atomic_write_json(out / "fit.json", summary)

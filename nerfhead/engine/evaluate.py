@@ -5,22 +5,21 @@ capture's image composited over the background with its mask (when the capture h
 training; with ``full_frame`` (a model that learned its camera's backdrop, e.g. a splat head fitted to a
 monocular video) the avatar renders over its own background and the frames are compared as they are, and, with
 masks, ``psnr_mask`` is also measured inside the mask. Runs fitted to a monocular capture record the held-out
-timesteps (``test_timesteps`` in ``avatar.json``), which are the ones evaluated. ``evaluate_run`` does this for a run folder and writes ``eval.json`` and ``eval_grid.png``
-(rows: one per camera at the middle timestep; columns: ground truth | render | error x4).
+timesteps (``test_timesteps`` in ``avatar.json``), which are the ones evaluated. :func:`grid_image` makes the
+picture grid (rows: one per camera at the middle timestep; columns: ground truth | render | error x4).
+:func:`nerfhead.models.run_eval.evaluate_run` does all of this for a run folder (it loads the avatar, so it
+lives with the models).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from nerfhead.data.capture import Capture
-from nerfhead.engine.checkpoint import atomic_write_json
 from nerfhead.engine.metrics import psnr, ssim
 from nerfhead.engine.targets import target_image
 from nerfhead.errors import InputError
@@ -118,65 +117,3 @@ def grid_image(pairs: list[tuple[Tensor, Tensor]], error_gain: float = 4.0) -> T
         err = ((gt - pred).abs().mean(-1, keepdim=True) * error_gain).clamp(0, 1).expand_as(gt)
         rows.append(torch.cat([gt, pred, err], dim=1))
     return torch.cat(rows, dim=0)
-
-
-def evaluate_run(
-    run_dir: str | os.PathLike,
-    capture_path: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Evaluate a run folder on its capture's held-out cameras; write ``eval.json`` and ``eval_grid.png``.
-
-    Args:
-        run_dir: folder written by ``nerfhead fit``.
-        capture_path: the capture (default: the one recorded in ``avatar.json``).
-        out_dir: where to write (default: ``run_dir``).
-        device: where to render.
-
-    Returns:
-        The metrics written to ``eval.json`` (plus ``split``: "held-out cameras", "held-out timesteps" or
-        "training cameras").
-    """
-    from nerfhead.data.images import save_image
-    from nerfhead.data.loaders import load_capture
-    from nerfhead.models.avatar import load_avatar, read_avatar_json
-
-    run_dir = Path(run_dir)
-    spec = read_avatar_json(run_dir)
-    if capture_path is None:
-        capture_path = spec.get("capture")
-        if capture_path is None:
-            raise InputError(run_dir / "avatar.json", "names no capture", hint="pass --capture")
-    capture = load_capture(capture_path)
-    model = load_avatar(run_dir, device=device)
-    test = spec.get("test_cameras") or list(capture.test_cameras or ())
-    split = "held-out cameras"
-    if not test:
-        test = spec.get("train_cameras") or list(range(capture.num_cameras))
-        split = "training cameras"
-    timesteps = spec.get("test_timesteps")
-    if timesteps:
-        split = "held-out timesteps"
-        timesteps = [int(t) for t in timesteps if 0 <= int(t) < capture.num_timesteps]
-        if not timesteps:
-            raise InputError(capture_path, "has none of the run's held-out timesteps")
-    bg = torch.tensor(spec.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32)
-    mid = timesteps[len(timesteps) // 2] if timesteps else capture.num_timesteps // 2
-    metrics, pairs = evaluate_avatar(
-        model,
-        capture,
-        list(test),
-        bg,
-        timesteps=timesteps or None,
-        device=device,
-        keep_renders_at=mid,
-        full_frame=bool(spec.get("full_frame", False)),
-    )
-    metrics = {"split": split, "capture": str(capture_path), **metrics}
-    out = Path(out_dir) if out_dir is not None else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "eval.json", metrics)
-    if pairs:
-        save_image(out / "eval_grid.png", grid_image(pairs))
-    return metrics

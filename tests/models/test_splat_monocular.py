@@ -170,8 +170,8 @@ def test_tiny_monocular_fit_learns_and_evaluates_held_out_frames(mono: Capture, 
     from nerfhead.cli.export import ply as export_ply
     from nerfhead.cli.fit import run_fit
     from nerfhead.data.nerfstudio import save_capture
-    from nerfhead.engine.evaluate import evaluate_run
     from nerfhead.models.avatar import load_avatar
+    from nerfhead.models.run_eval import evaluate_run
 
     cap_dir = tmp_path / "cap"
     save_capture(mono, cap_dir)

@@ -1,0 +1,76 @@
+"""Evaluation of a run folder: load its avatar and capture, evaluate the held-out split
+(:func:`nerfhead.engine.evaluate.evaluate_avatar`) and write ``eval.json`` and ``eval_grid.png``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerfhead.atomic import atomic_write_json
+from nerfhead.engine.evaluate import evaluate_avatar, grid_image
+from nerfhead.errors import InputError
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    capture_path: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a run folder on its capture's held-out cameras; write ``eval.json`` and ``eval_grid.png``.
+
+    Args:
+        run_dir: folder written by ``nerfhead fit``.
+        capture_path: the capture (default: the one recorded in ``avatar.json``).
+        out_dir: where to write (default: ``run_dir``).
+        device: where to render.
+
+    Returns:
+        The metrics written to ``eval.json`` (plus ``split``: "held-out cameras", "held-out timesteps" or
+        "training cameras").
+    """
+    from nerfhead.data.images import save_image
+    from nerfhead.data.loaders import load_capture
+    from nerfhead.models.avatar import load_avatar, read_avatar_json
+
+    run_dir = Path(run_dir)
+    spec = read_avatar_json(run_dir)
+    if capture_path is None:
+        capture_path = spec.get("capture")
+        if capture_path is None:
+            raise InputError(run_dir / "avatar.json", "names no capture", hint="pass --capture")
+    capture = load_capture(capture_path)
+    model = load_avatar(run_dir, device=device)
+    test = spec.get("test_cameras") or list(capture.test_cameras or ())
+    split = "held-out cameras"
+    if not test:
+        test = spec.get("train_cameras") or list(range(capture.num_cameras))
+        split = "training cameras"
+    timesteps = spec.get("test_timesteps")
+    if timesteps:
+        split = "held-out timesteps"
+        timesteps = [int(t) for t in timesteps if 0 <= int(t) < capture.num_timesteps]
+        if not timesteps:
+            raise InputError(capture_path, "has none of the run's held-out timesteps")
+    bg = torch.tensor(spec.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32)
+    mid = timesteps[len(timesteps) // 2] if timesteps else capture.num_timesteps // 2
+    metrics, pairs = evaluate_avatar(
+        model,
+        capture,
+        list(test),
+        bg,
+        timesteps=timesteps or None,
+        device=device,
+        keep_renders_at=mid,
+        full_frame=bool(spec.get("full_frame", False)),
+    )
+    metrics = {"split": split, "capture": str(capture_path), **metrics}
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "eval.json", metrics)
+    if pairs:
+        save_image(out / "eval_grid.png", grid_image(pairs))
+    return metrics
