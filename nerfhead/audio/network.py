@@ -126,12 +126,15 @@ class AudioToDrive(nn.Module):
 
     out_scale: Tensor
     out_shift: Tensor
+    network_info: dict
+    """The ``info`` stored with the weights (:meth:`save`; empty for a network not read from a file)."""
 
     def __init__(self, config: AudioToDriveConfig = AudioToDriveConfig()):
         super().__init__()
         if config.window < 8 or config.window % 4:
             raise ValueError(f"window must be a multiple of 4 and >= 8, got {config.window}")
         self.config = config
+        self.network_info = {}
         C = config.width
         self.proj = nn.Sequential(nn.Linear(config.in_dim, C), nn.LayerNorm(C))
         self.conv = nn.Sequential(
@@ -231,7 +234,7 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise InputError(path, f"AudioToDrive version {meta.get('version')}, expected {NETWORK_VERSION}")
     net = AudioToDrive(AudioToDriveConfig(**json.loads(meta["config"])))
     net.load_state_dict(tensors)
-    net.network_info = json.loads(meta.get("info", "{}"))  # type: ignore[attr-defined]
+    net.network_info = json.loads(meta.get("info", "{}"))
     return net.to(device).eval()
 
 

@@ -59,7 +59,7 @@ def run_eval_drive(
         from nerfhead.audio.network import load_network
 
         report["saved_network"] = str(saved)
-        report["saved_network_kind"] = load_network(saved).network_info["chosen"]  # type: ignore[attr-defined]
+        report["saved_network_kind"] = load_network(saved).network_info["chosen"]
     path = out or (capture if capture.is_dir() else capture.parent) / "eval_drive.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     report["report"] = str(path)

@@ -78,7 +78,7 @@ def test_save_load_round_trip(tmp_path):
     back = load_network(p)
     x = _speechlike(3)
     torch.testing.assert_close(back(x)[0], net(x)[0])
-    assert back.config == net.config and back.network_info == {"note": "x"}  # type: ignore[attr-defined]
+    assert back.config == net.config and back.network_info == {"note": "x"}
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a tensor file")
     with pytest.raises(InputError, match="safetensors"):
