@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nerfhead.components.hash_grid import HashGrid, HashGridConfig
+from nerfhead.components.hash_grid import HashGrid
 from nerfhead.data.expressions import NUM_EXPRESSIONS
+from nerfhead.ops.hash_grid_config import SpannedGrid
 
 
 @dataclass(frozen=True)
-class DeformationConfig:
+class DeformationConfig(SpannedGrid):
     """Deformation field settings."""
 
     enabled: bool = True
@@ -39,16 +40,6 @@ class DeformationConfig:
     """Width of the linear projection of the expression (+ latent)."""
     hidden: int = 32
     """Hidden width of the MLP."""
-
-    def grid(self) -> HashGridConfig:
-        """The hash-grid config."""
-        return HashGridConfig.spanning(
-            self.base_resolution,
-            self.finest_resolution,
-            self.n_levels,
-            self.n_features_per_level,
-            self.log2_hashmap_size,
-        )
 
 
 def drive_code(expression: Tensor, latent: Tensor | None, latent_dim: int) -> Tensor:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nerfhead.components.hash_grid import HashGrid, HashGridConfig
+from nerfhead.components.hash_grid import HashGrid
 from nerfhead.data.expressions import NUM_EXPRESSIONS
+from nerfhead.ops.hash_grid_config import SpannedGrid
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
+class EnsembleConfig(SpannedGrid):
     """Hash-ensemble settings."""
 
     n_grids: int = 4
@@ -46,16 +47,6 @@ class EnsembleConfig:
     """Spherical-harmonics degree of the direction encoding (0..3)."""
     density_bias: float = 1.0
     """Added to the raw density before ``exp`` (1: a fresh field is half transparent over 15 cm)."""
-
-    def grid(self) -> HashGridConfig:
-        """The config of every grid."""
-        return HashGridConfig.spanning(
-            self.base_resolution,
-            self.finest_resolution,
-            self.n_levels,
-            self.n_features_per_level,
-            self.log2_hashmap_size,
-        )
 
 
 def sh_encode(dirs: Tensor, degree: int) -> Tensor:

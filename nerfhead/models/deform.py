@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nerfhead.components.hash_grid import HashGrid, HashGridConfig
+from nerfhead.components.hash_grid import HashGrid
 from nerfhead.data.expressions import NUM_EXPRESSIONS
+from nerfhead.ops.hash_grid_config import SpannedGrid
 
 
 @dataclass(frozen=True)
-class DeformConfig:
+class DeformConfig(SpannedGrid):
     """Deformation / colour network settings."""
 
     enabled: bool = True
@@ -38,16 +39,6 @@ class DeformConfig:
     """Width of the linear projection of the 53 expression coefficients and the 3 rotation components."""
     hidden: int = 32
     """Hidden width of the MLP."""
-
-    def grid(self) -> HashGridConfig:
-        """The hash-grid config."""
-        return HashGridConfig.spanning(
-            self.base_resolution,
-            self.finest_resolution,
-            self.n_levels,
-            self.n_features_per_level,
-            self.log2_hashmap_size,
-        )
 
 
 class DeformNet(nn.Module):

@@ -138,3 +138,25 @@ class HashGridConfig:
     def output_dim(self) -> int:
         """Width of the encoding: ``n_levels * n_features_per_level``."""
         return self.n_levels * self.n_features_per_level
+
+
+class SpannedGrid:
+    """Mixin for the dataclass configs of fields that state their hash grid as levels growing from
+    ``base_resolution`` to ``finest_resolution``: the dataclass declares the five fields (with its own defaults),
+    :meth:`grid` turns them into the :class:`HashGridConfig`."""
+
+    base_resolution: int
+    finest_resolution: int
+    n_levels: int
+    n_features_per_level: int
+    log2_hashmap_size: int
+
+    def grid(self) -> HashGridConfig:
+        """The hash-grid config (:meth:`HashGridConfig.spanning` of the five fields)."""
+        return HashGridConfig.spanning(
+            self.base_resolution,
+            self.finest_resolution,
+            self.n_levels,
+            self.n_features_per_level,
+            self.log2_hashmap_size,
+        )
