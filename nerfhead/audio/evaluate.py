@@ -75,6 +75,8 @@ class MouthMetric:
         V = self.head.num_vertices
         self._neutral = self.head.neutral[keep].double()  # [K, 3]
         self._basis = self.head.expr_basis.reshape(-1, V, 3)[:, keep].double()  # [53, K, 3]
+        self.lip_basis = self._basis[:, :-2].reshape(self._basis.shape[0], -1)
+        """[53, 3L] lip-vertex displacement (metres) per unit of each coefficient (the lips alone, flattened)."""
 
     def vertices(self, expression: Tensor) -> Tensor:
         """Lip vertices then the two lip-midpoint landmarks: [T, K + 2, 3] metres."""
@@ -108,8 +110,7 @@ def opening_direction(metric: MouthMetric, expression: Tensor) -> tuple[Tensor, 
     """
     e = expression.double().cpu()
     mu = e.mean(0)
-    lip = metric._basis[:, :-2].reshape(e.shape[1], -1)  # [53, 3K] metres per unit coefficient
-    g = (e - mu) @ lip
+    g = (e - mu) @ metric.lip_basis
     _, s, vh = torch.linalg.svd(g, full_matrices=False)
     score = g @ vh[0]
     coef = torch.linalg.lstsq(score[:, None], e - mu).solution[0]
@@ -180,8 +181,7 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
     jaw = EXPRESSION_INDEX["jawOpen"]
     for train, test in splits:
         mu, direction, coef, share = opening_direction(metric, drive.expression[train])
-        lip = metric._basis[:, :-2].reshape(len(mu), -1)
-        amount = ((drive.expression[test].double() - mu) @ lip) @ direction
+        amount = ((drive.expression[test].double() - mu) @ metric.lip_basis) @ direction
         open_parts.append((mu + amount[:, None] * coef).clamp(0.0, 1.0).float())
         j = mu.float().expand(len(test), -1).clone()
         j[:, jaw] = drive.expression[test, jaw].float()
@@ -247,13 +247,16 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
 
 def save_run_network(
     capture, run: str | Path, cfg: EvalDriveConfig = EvalDriveConfig(), report: dict | None = None
-) -> Path:
+) -> tuple[Path, str]:
     """Fine-tune the prior on ALL timesteps of the capture and store it as ``RUN/audio_to_drive.safetensors``
     (``nerfhead drive RUN`` then uses it).
 
     With the held-out ``report`` of :func:`evaluate_drive`, the gradient steps are kept only when they lowered the
     held-out lip-vertex error below the calibrated prior's; otherwise the calibrated prior is stored (a few
     seconds of video can be too little to fine-tune on). The choice is recorded in the file's info.
+
+    Returns:
+        (the file, "finetuned" or "calibrated").
     """
     import dataclasses
 
@@ -267,4 +270,4 @@ def save_run_network(
             ft, chosen = dataclasses.replace(ft, steps=0), "calibrated"
     driver, _, info = finetune_on_capture(capture, None, cfg.phonetic, ft)
     meta = {"finetuned_on": str(capture.audio_path), "chosen": chosen, "steps": ft.steps, **info}
-    return driver.network.save(Path(run) / RUN_NETWORK, meta)
+    return driver.network.save(Path(run) / RUN_NETWORK, meta), chosen

@@ -55,11 +55,8 @@ def run_eval_drive(
             )
     report = {"capture": str(capture), **evaluate_drive(cap, cfg)}
     if save_run is not None:
-        saved = save_run_network(cap, save_run, cfg, report)
-        from nerfhead.audio.network import load_network
-
-        report["saved_network"] = str(saved)
-        report["saved_network_kind"] = load_network(saved).network_info["chosen"]
+        saved, kind = save_run_network(cap, save_run, cfg, report)
+        report["saved_network"], report["saved_network_kind"] = str(saved), kind
     path = out or (capture if capture.is_dir() else capture.parent) / "eval_drive.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     report["report"] = str(path)

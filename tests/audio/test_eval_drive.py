@@ -128,8 +128,7 @@ def test_opening_direction_recovers_a_single_mouth_mode():
     e = 0.1 + a[:, None] * d
     mu, direction, coef, share = opening_direction(metric, e)
     assert share > 0.999 and abs(float(direction.norm()) - 1.0) < 1e-9
-    lip = metric._basis[:, :-2].reshape(53, -1)
-    amount = ((e.double() - mu) @ lip) @ direction
+    amount = ((e.double() - mu) @ metric.lip_basis) @ direction
     torch.testing.assert_close(mu + amount[:, None] * coef, e.double(), atol=1e-6, rtol=0)
 
 
@@ -145,5 +144,6 @@ def test_save_run_keeps_the_held_out_winner(tmp_path, cal_mm, net_mm, kind, step
     cap = load_capture(_speech_capture(tmp_path / "cap"))
     report = {"predictors": {"calibrated": {"mouth_mm": cal_mm}, "network": {"mouth_mm": net_mm}}}
     cfg = EvalDriveConfig(finetune=FinetuneConfig(steps=5))
-    net = load_network(save_run_network(cap, tmp_path / "run", cfg, report))
-    assert net.network_info["chosen"] == kind and net.network_info["steps"] == steps
+    path, chosen = save_run_network(cap, tmp_path / "run", cfg, report)
+    net = load_network(path)
+    assert chosen == net.network_info["chosen"] == kind and net.network_info["steps"] == steps
