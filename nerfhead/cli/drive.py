@@ -26,6 +26,7 @@ def run_drive(
 
     from nerfhead.audio.driver import RuleVisemeDriver
     from nerfhead.audio.io import load_audio
+    from nerfhead.audio.train import speech_network
     from nerfhead.data.drive import Drive
     from nerfhead.errors import InputError
     from nerfhead.export.curves import write_curves_csv
@@ -91,13 +92,6 @@ def run_drive(
         "driver": str(net_path) if net_path is not None else "rules",
         "seconds": round(time.perf_counter() - t0, 2),
     }
-
-
-def speech_network(run: Path) -> Path | None:
-    """The speech network ``nerfhead drive RUN`` uses: the run's fine-tuned one, else the bundled prior."""
-    from nerfhead.audio.train import speech_network as find
-
-    return find(run)
 
 
 def main(

@@ -137,8 +137,7 @@ def test_finetuning_lowers_held_out_error():
 def test_network_driver_and_run_network_choice(tmp_path):
     """The learned driver turns a clip into a Drive whose jaw moves with the speech and rests in silence; the
     drive verb picks the run's fine-tuned network over the bundled prior."""
-    from nerfhead.audio.train import RUN_NETWORK, NetworkDriver
-    from nerfhead.cli.drive import speech_network
+    from nerfhead.audio.train import RUN_NETWORK, NetworkDriver, speech_network
 
     sr, fps = 16000, 25.0
     from nerfhead.audio.io import load_audio
