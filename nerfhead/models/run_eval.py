@@ -68,6 +68,9 @@ def evaluate_run(
         full_frame=bool(spec.get("full_frame", False)),
     )
     metrics = {"split": split, "capture": str(capture_path), **metrics}
+    if timesteps:  # which frames: the run's policy (speaking blocks or the tail) and the timesteps themselves
+        metrics["split_policy"] = spec.get("split_policy", "tail")
+        metrics["test_timesteps"] = timesteps
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", metrics)
