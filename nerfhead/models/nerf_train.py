@@ -226,9 +226,7 @@ class NerfFit:
             self.model.grid.set_binary(self.prior)
         # every training pixel in memory: [F, H*W, 3] colours, [F, H*W] masks
         train, train_t = set(self.train_cameras), set(self.train_timesteps)
-        self.frames = [
-            i for i, f in enumerate(capture.frames) if f.camera in train and f.timestep in train_t
-        ]
+        self.frames = [i for i, f in enumerate(capture.frames) if f.camera in train and f.timestep in train_t]
         if not self.frames:
             raise InputError(None, "the capture has no training frames")
         imgs, masks = [], []

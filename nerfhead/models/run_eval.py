@@ -44,12 +44,17 @@ def evaluate_run(
             raise InputError(run_dir / "avatar.json", "names no capture", hint="pass --capture")
     capture = load_capture(capture_path)
     model = load_avatar(run_dir, device=device)
+    other = spec.get("capture") is not None and _resolved(capture_path) != _resolved(spec["capture"])
     test = spec.get("test_cameras") or list(capture.test_cameras or ())
     split = "held-out cameras"
     if not test:
         test = spec.get("train_cameras") or list(range(capture.num_cameras))
         split = "training cameras"
     timesteps = spec.get("test_timesteps")
+    full_frame = bool(spec.get("full_frame", False))
+    if other:  # another capture of the performance (e.g. the 16-camera rig of a monocular fit): every view
+        test, timesteps, full_frame = list(range(capture.num_cameras)), None, False
+        split = "every camera of another capture"
     if timesteps:
         split = "held-out timesteps"
         timesteps = [int(t) for t in timesteps if 0 <= int(t) < capture.num_timesteps]
@@ -65,9 +70,11 @@ def evaluate_run(
         timesteps=timesteps or None,
         device=device,
         keep_renders_at=mid,
-        full_frame=bool(spec.get("full_frame", False)),
+        full_frame=full_frame,
     )
     metrics = {"split": split, "capture": str(capture_path), **metrics}
+    if other:
+        metrics.update(per_angle(capture, metrics["per_camera"]))
     if timesteps:  # which frames: the run's policy (speaking blocks or the tail) and the timesteps themselves
         metrics["split_policy"] = spec.get("split_policy", "tail")
         metrics["test_timesteps"] = timesteps
@@ -77,3 +84,46 @@ def evaluate_run(
     if pairs:
         save_image(out / "eval_grid.png", grid_image(pairs))
     return metrics
+
+
+def _resolved(p: str | os.PathLike) -> Path:
+    return Path(p).expanduser().resolve()
+
+
+ANGLES_DEG = (-45, -30, -15, 0, 15, 30, 45)
+"""Camera yaw angles reported by :func:`per_angle` (each bin ±7.5°)."""
+
+
+def camera_yaw_deg(capture) -> list[float]:
+    """Yaw of each camera around the head (degrees; 0 = in front of the face, + = the head's left, i.e. the
+    camera at +x): the angle of the camera centre about the head's mean position, in the head's mean frame."""
+    from nerfhead.geometry import axis_angle_to_matrix
+
+    drive = capture.drive
+    centre = drive.translation.double().mean(0) if drive is not None else torch.zeros(3, dtype=torch.float64)
+    rot = (
+        axis_angle_to_matrix(drive.rotation.double().mean(0))
+        if drive is not None
+        else torch.eye(3, dtype=torch.float64)
+    )
+    vm = capture.cameras.viewmat.double()
+    R, t = vm[:, :3, :3], vm[:, :3, 3]
+    eye = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # camera centres (world)
+    d = (eye - centre) @ rot  # into the head frame
+    return [float(v) for v in torch.rad2deg(torch.atan2(d[:, 0], d[:, 2]))]
+
+
+def per_angle(capture, per_camera: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Mean PSNR / SSIM of the cameras near each of :data:`ANGLES_DEG` (within 7.5°), and each camera's yaw."""
+    names = capture.cameras.names or [str(c) for c in range(capture.num_cameras)]
+    yaw = camera_yaw_deg(capture)
+    bins: dict[str, Any] = {}
+    for a in ANGLES_DEG:
+        cams = [names[c] for c in range(len(yaw)) if abs(yaw[c] - a) <= 7.5 and names[c] in per_camera]
+        if cams:
+            bins[str(a)] = {
+                "psnr": sum(per_camera[n]["psnr"] for n in cams) / len(cams),
+                "ssim": sum(per_camera[n]["ssim"] for n in cams) / len(cams),
+                "cameras": cams,
+            }
+    return {"per_angle": bins, "camera_yaw_deg": {names[c]: round(y, 2) for c, y in enumerate(yaw)}}

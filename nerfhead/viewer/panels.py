@@ -173,9 +173,7 @@ class Panels:
         note = self._notify(event, "Loading speech", f.name, loading=True)
         try:
             wave, notes = speech.decode_upload(f.name, f.content)
-            drive = speech.speech_drive(
-                wave, self.state.fps, mode=self.viewer.config.speech_mode, network=self.viewer.speech_network
-            )
+            drive = self.viewer.speech.drive(wave, speech.SAMPLE_RATE, self.state.fps)
         except InputError as e:
             self._finish_note(note, "Could not load speech", e.one_line().removeprefix("error: "), "red")
             return

@@ -14,9 +14,9 @@ import torch
 
 from nerfhead.data.capture import Capture, Frame
 from nerfhead.data.images import save_image, save_mask
+from nerfhead.data.split import is_monocular
 from nerfhead.engine.config import TrainerConfig
 from nerfhead.models.splat_head import SplatHead
-from nerfhead.data.split import is_monocular
 from nerfhead.models.splat_train import SplatFit, SplatFitConfig, head_for_capture
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy
