@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from nerfhead.atomic import atomic_write_json
 from nerfhead.engine.evaluate import evaluate_avatar, grid_image
@@ -127,3 +129,232 @@ def per_angle(capture, per_camera: dict[str, dict[str, float]]) -> dict[str, Any
                 "cameras": cams,
             }
     return {"per_angle": bins, "camera_yaw_deg": {names[c]: round(y, 2) for c, y in enumerate(yaw)}}
+
+
+@torch.no_grad()
+def evaluate_lipsync(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    driver: str = "auto",
+) -> dict[str, Any]:
+    """Lip sync of renders on a monocular run's held-out timesteps (speaking blocks by default).
+
+    At the capture's own camera and tracked head pose, renders every held-out timestep (a) with the tracked
+    drive and (b) with the speech drive that ``nerfhead drive RUN --audio CAPTURE_AUDIO --pose tracked`` makes
+    (the speech policy, calibrated on the run's training timesteps only); finds MediaPipe Face Mesh points on
+    the real frames and on both renders; reports LMD and the inner-lip gap ratio (render / real) of each, and
+    of a frozen mouth (the real frame of the first training timestep, repeated). Writes ``eval_lipsync.json``
+    and ``lipsync.png`` (real | tracked | speech at the held-out frame with the widest real mouth).
+
+    Raises:
+        InputError: the run has no held-out timesteps, or its capture no audio or drive.
+    """
+    import numpy as np
+
+    from nerfhead.audio.io import load_audio
+    from nerfhead.audio.speech import Speech, SpeechConfig
+    from nerfhead.data.images import save_image
+    from nerfhead.data.loaders import load_capture
+    from nerfhead.engine.evaluate import face_points, inner_lip_gap, lip_sync_scores
+    from nerfhead.engine.targets import target_image
+    from nerfhead.models.avatar import load_avatar, read_avatar_json
+
+    run_dir = Path(run_dir)
+    spec = read_avatar_json(run_dir)
+    if spec.get("capture") is None:
+        raise InputError(run_dir / "avatar.json", "names no capture")
+    capture = load_capture(spec["capture"])
+    test = [int(t) for t in spec.get("test_timesteps") or []]
+    train = [int(t) for t in spec.get("train_timesteps") or []]
+    if not test or not train:
+        raise InputError(run_dir / "avatar.json", "has no held-out timesteps (a monocular fit records them)")
+    if capture.audio_path is None or capture.drive is None:
+        raise InputError(spec["capture"], "needs audio and a tracked drive for a lip-sync evaluation")
+    model = load_avatar(run_dir, device=device)
+    full = bool(spec.get("full_frame", False))
+    bg = torch.tensor(spec.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32, device=device)
+    cams = capture.cameras.to(device, torch.float32)
+    speech = Speech.for_run(run_dir, SpeechConfig(driver=driver, pose="tracked"))  # type: ignore[arg-type]
+    wave, sr = load_audio(capture.audio_path, 16000)
+    fps = float(capture.drive.fps)
+    said = speech.drive(wave, sr, fps)
+    stamps = capture.timestamps.double() - float(capture.audio_offset)
+    frame_of = [min(max(round(float(stamps[t]) * fps), 0), len(said) - 1) for t in test]
+    tracked = capture.drive.to(device, torch.float32)
+    said = said.to(device, torch.float32)
+
+    def frame_and_camera(t: int) -> tuple[int, int]:
+        f = capture.frames_at(t)[0]
+        return f, capture.frames[f].camera
+
+    def render(c: int, d) -> torch.Tensor:
+        return model.render(cams[c], d, None if full else bg).rgb[0].clamp(0, 1).cpu()
+
+    real, r_track, r_speech = [], [], []
+    for t, j in zip(test, frame_of, strict=True):
+        f, c = frame_and_camera(t)
+        real.append(target_image(capture, f, bg.cpu(), composite=not full)[0])
+        r_track.append(render(c, tracked[t]))
+        r_speech.append(render(c, said[j]))
+    frozen_f, _ = frame_and_camera(train[0])
+    frozen_img = target_image(capture, frozen_f, bg.cpu(), composite=not full)[0]
+    pts = face_points([*real, *r_track, *r_speech, frozen_img])
+    n = len(test)
+    p_real, p_track, p_speech = pts[:n], pts[n : 2 * n], pts[2 * n : 3 * n]
+    p_frozen = np.repeat(pts[3 * n :], n, axis=0)
+    report: dict[str, Any] = {
+        "run": str(run_dir),
+        "capture": str(spec["capture"]),
+        "split_policy": spec.get("split_policy", "tail"),
+        "timesteps": test,
+        "driver": speech.driver_name,
+        "calibrated": speech.calibration() is not None,
+        "real_gap_px": float(np.nanmean(inner_lip_gap(p_real)))
+        if np.isfinite(p_real).any()
+        else float("nan"),
+        "faces_found": {
+            "real": int(np.isfinite(p_real).all((1, 2)).sum()),
+            "tracked": int(np.isfinite(p_track).all((1, 2)).sum()),
+            "speech": int(np.isfinite(p_speech).all((1, 2)).sum()),
+        },
+        "tracked": lip_sync_scores(p_real, p_track),
+        "speech": lip_sync_scores(p_real, p_speech),
+        "frozen": lip_sync_scores(p_real, p_frozen),
+    }
+    tr, sp = report["tracked"]["lmd"], report["speech"]["lmd"]
+    report["speech_over_tracked_lmd"] = sp / tr if tr > 0 else float("nan")
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "eval_lipsync.json", report)
+    gaps = inner_lip_gap(p_real)
+    k = int(np.nanargmax(gaps)) if np.isfinite(gaps).any() else 0
+    save_image(out / "lipsync.png", torch.cat([real[k], r_track[k], r_speech[k]], dim=1))
+    return report
+
+
+def chroma(rgb: Tensor) -> Tensor:
+    """[..., 3] RGB in [0, 1] → [..., 2] (Cb, Cr) chroma (BT.601)."""
+    m = torch.tensor(
+        [[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=rgb.dtype, device=rgb.device
+    )
+    return rgb @ m.T
+
+
+class ChromaModel:
+    """The chroma distribution of a set of pixels: mean, covariance and the 99.9th percentile of the
+    Mahalanobis distance of the pixels themselves (:meth:`outside` of those pixels is 0.1% by construction)."""
+
+    def __init__(self, rgb: Tensor, quantile: float = 0.999):
+        c = chroma(rgb.double().reshape(-1, 3))
+        self.mean = c.mean(0)
+        cov = torch.cov(c.T) + 1e-8 * torch.eye(2, dtype=c.dtype)
+        self.inv = torch.linalg.inv(cov)
+        d = self.distance(rgb)
+        self.threshold = float(torch.quantile(d[torch.randperm(d.numel())[:1_000_000]], quantile))
+
+    def distance(self, rgb: Tensor) -> Tensor:
+        c = chroma(rgb.double().reshape(-1, 3)) - self.mean
+        return ((c @ self.inv) * c).sum(-1).sqrt()
+
+    def outside(self, rgb: Tensor) -> float:
+        """Share of ``rgb`` [N, 3] pixels whose chroma lies beyond the threshold."""
+        return float((self.distance(rgb) > self.threshold).double().mean()) if rgb.numel() else float("nan")
+
+
+def orbit_camera(cameras, index: int, centre: Tensor, axis: Tensor, degrees: float):
+    """Camera ``index`` of ``cameras`` moved on a circle about ``centre`` around ``axis`` (world) by ``degrees``
+    (it keeps looking at the head the same way)."""
+    from nerfhead.geometry import axis_angle_to_matrix
+
+    R = axis_angle_to_matrix(-torch.deg2rad(torch.tensor(degrees, dtype=torch.float64)) * axis.double())
+    M = torch.eye(4, dtype=torch.float64)
+    M[:3, :3] = R
+    M[:3, 3] = centre.double() - R @ centre.double()
+    cam = cameras[index]
+    return dataclasses.replace(cam, viewmat=(cam.viewmat.double() @ M).to(cam.viewmat.dtype))
+
+
+@torch.no_grad()
+def evaluate_orbit(
+    run_dir: str | os.PathLike,
+    angles: tuple[float, ...] = (-35.0, 35.0),
+    n_timesteps: int = 4,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Colour outliers of a monocular avatar seen from novel views (no ground truth needed).
+
+    The capture's camera orbits the head by each of ``angles`` (degrees, about the head's up axis) at
+    ``n_timesteps`` training timesteps spread over the fit; head pixels are those the avatar covers (alpha >
+    0.5, colour un-premultiplied). Their **colour-outlier share** is the share whose chroma (Cb, Cr) lies
+    outside the 99.9th percentile (Mahalanobis distance) of the training frames' head pixels (inside the
+    masks): 0.1% for pixels like the video's, more for speckles or the wall's colour stuck to the head.
+    Writes ``eval_orbit.json`` and ``orbit.png`` (one row per timestep: each angle, with outliers in magenta
+    below).
+    """
+    from nerfhead.data.images import save_image
+    from nerfhead.data.loaders import load_capture
+    from nerfhead.geometry import axis_angle_to_matrix
+    from nerfhead.models.avatar import load_avatar, read_avatar_json
+
+    run_dir = Path(run_dir)
+    spec = read_avatar_json(run_dir)
+    if spec.get("capture") is None:
+        raise InputError(run_dir / "avatar.json", "names no capture")
+    capture = load_capture(spec["capture"])
+    if capture.drive is None or not capture.has_masks:
+        raise InputError(spec["capture"], "needs a drive and masks for the colour-outlier measure")
+    train = [int(t) for t in spec.get("train_timesteps") or range(capture.num_timesteps)]
+    ts = [
+        train[round(i * (len(train) - 1) / max(n_timesteps - 1, 1))]
+        for i in range(min(n_timesteps, len(train)))
+    ]
+    head = []
+    for t in train:
+        for f in capture.frames_at(t):
+            img, m = capture.image(f), capture.mask(f)
+            if m is not None:
+                head.append(img[m > 0.5])
+    ref = ChromaModel(torch.cat(head))
+    model = load_avatar(run_dir, device=device)
+    drive = capture.drive.to(device, torch.float32)
+    black = torch.zeros(3, device=device)
+    per_angle: dict[str, list[float]] = {str(a): [] for a in angles}
+    rows = []
+    for t in ts:
+        f = capture.frames_at(t)[0]
+        c = capture.frames[f].camera
+        centre = drive.translation[t].double().cpu()
+        axis = axis_angle_to_matrix(drive.rotation[t].double().cpu()) @ torch.tensor(
+            [0.0, 1.0, 0.0], dtype=torch.float64
+        )
+        row = []
+        for a in angles:
+            cam = orbit_camera(capture.cameras, c, centre, axis, a).to(device, torch.float32)
+            out = model.render(cam, drive[t], black)
+            rgb, alpha = out.rgb[0].clamp(0, 1).cpu(), out.alpha[0, ..., 0].cpu()
+            sel = alpha > 0.5
+            colour = (rgb[sel] / alpha[sel, None]).clamp(0, 1)
+            per_angle[str(a)].append(ref.outside(colour))
+            bad = torch.zeros_like(alpha, dtype=torch.bool)
+            bad[sel] = ref.distance(colour) > ref.threshold
+            marked = rgb.clone()
+            marked[bad] = torch.tensor([1.0, 0.0, 1.0])
+            row.append(torch.cat([rgb, marked], dim=0))
+        rows.append(torch.cat(row, dim=1))
+    shares = {a: sum(v) / len(v) for a, v in per_angle.items()}
+    report = {
+        "run": str(run_dir),
+        "angles_deg": list(angles),
+        "timesteps": ts,
+        "threshold_mahalanobis": ref.threshold,
+        "outlier_share": shares,
+        "outlier_share_max": max(shares.values()),
+        "outlier_share_mean": sum(shares.values()) / len(shares),
+    }
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "eval_orbit.json", report)
+    save_image(out / "orbit.png", torch.cat(rows, dim=0))
+    return report

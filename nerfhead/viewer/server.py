@@ -75,7 +75,8 @@ class ViewerServer:
         self.config = config
         self.speech = _speech_policy(config, self.out_dir, renderable)
         """The speech policy uploads are driven by (the same as ``nerfhead drive RUN``)."""
-        self.speech_network = self.speech.network
+        net = self.speech.network
+        self.speech_network: Path | None = Path(net) if isinstance(net, (str, os.PathLike)) else None
         """The speech network uploads are driven by (None: the viseme rules)."""
         self.state = ViewerState(renderable.default_drive())
         self.render_counts: dict[int, int] = {}
