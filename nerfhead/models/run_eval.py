@@ -288,8 +288,8 @@ def evaluate_orbit(
     The capture's camera orbits the head by each of ``angles`` (degrees, about the head's up axis) at
     ``n_timesteps`` training timesteps spread over the fit; head pixels are those the avatar covers (alpha >
     0.5, colour un-premultiplied). Their **colour-outlier share** is the share whose chroma (Cb, Cr) lies
-    outside the 99.9th percentile (Mahalanobis distance) of the training frames' head pixels (inside the
-    masks): 0.1% for pixels like the video's, more for speckles or the wall's colour stuck to the head.
+    outside the 99.9th percentile (Mahalanobis distance) of the training frames' head pixels (real pixels
+    inside the mask and under the avatar's head at the capture's camera): 0.1% for pixels like the video's, more for speckles or the wall's colour stuck to the head.
     Writes ``eval_orbit.json`` and ``orbit.png`` (one row per timestep: each angle, with outliers in magenta
     below).
     """
@@ -310,16 +310,20 @@ def evaluate_orbit(
         train[round(i * (len(train) - 1) / max(n_timesteps - 1, 1))]
         for i in range(min(n_timesteps, len(train)))
     ]
-    head = []
-    for t in train:
-        for f in capture.frames_at(t):
-            img, m = capture.image(f), capture.mask(f)
-            if m is not None:
-                head.append(img[m > 0.5])
-    ref = ChromaModel(torch.cat(head))
     model = load_avatar(run_dir, device=device)
     drive = capture.drive.to(device, torch.float32)
+    cams = capture.cameras.to(device, torch.float32)
     black = torch.zeros(3, device=device)
+    # reference: the real head pixels of up to 12 training frames (inside the mask and under the avatar's head)
+    head = []
+    for t in [train[round(i * (len(train) - 1) / 11)] for i in range(min(12, len(train)))]:
+        for f in capture.frames_at(t):
+            m = capture.mask(f)
+            if m is None:
+                continue
+            cover = model.render(cams[capture.frames[f].camera], drive[t], black).alpha[0, ..., 0].cpu()
+            head.append(capture.image(f)[(m > 0.5) & (cover > 0.5)])
+    ref = ChromaModel(torch.cat(head))
     per_angle: dict[str, list[float]] = {str(a): [] for a in angles}
     rows = []
     for t in ts:

@@ -107,6 +107,9 @@ class SplatFitConfig:
     split: SplitPolicy = field(default_factory=SplitPolicy)
     """How a monocular capture (one frame per timestep, no stored split) is split by time: held-out blocks
     inside speech (default) or the last fraction ("tail"); ``fraction`` 0 trains on every timestep."""
+    monocular_sh_degree: int = 1
+    """Largest SH degree on a monocular capture: one view cannot constrain view-dependent colour (higher
+    degrees learn whatever explains that view and show speckles from others)."""
     backdrop: bool = True
     """Monocular captures from one fixed camera: learn its background as an image behind the head (full-frame
     fit and evaluation); off: composite the images over the background colour with their masks, as for a rig."""
@@ -218,6 +221,8 @@ class SplatFit:
         self.cache_bytes = int(cfg.image_cache_gb * 2**30)
         if model is None:
             mcfg = cfg.model
+            if self.monocular and mcfg.sh_degree > cfg.monocular_sh_degree:  # one view cannot constrain SH
+                mcfg = replace(mcfg, sh_degree=cfg.monocular_sh_degree)
             if self.full_frame:
                 mcfg = replace(
                     mcfg, backdrop_size=(int(capture.cameras.width[0]), int(capture.cameras.height[0]))
@@ -226,6 +231,8 @@ class SplatFit:
             if self.full_frame:
                 model.set_backdrop(self.median_background(), capture.cameras.viewmat[0], capture.cameras.K[0])
         self.model = model.to(self.device)
+        if self.model.deform is not None:  # the deformation net holds still outside the training expressions
+            self.model.deform.set_expression_range(self.drive.expression[self.train_timesteps])
         # the background the fit renders over: None lets the backdrop's camera show the backdrop
         self.render_bg: Tensor | None = None if self.full_frame else self.bg
         self.strategy = cfg.strategy
