@@ -14,6 +14,8 @@ def main(
     out: Path | None = None,
     device: str = "auto",
     driver: str = "auto",
+    calibrate: bool = True,
+    normalise: bool = True,
 ) -> None:
     """Render RUN's held-out timesteps at the capture's camera and tracked head pose with (a) the tracked drive
     and (b) the speech drive predicted from the capture's audio (the speech policy of `nerfhead drive`,
@@ -27,10 +29,15 @@ def main(
         out: folder for eval_lipsync.json and lipsync.png (default: the run folder).
         device: auto, cpu or cuda.
         driver: speech driver: auto, network or rules (as `nerfhead drive --driver`).
+        calibrate: calibrate the driver to the person (off: the driver's raw expression, as before the speech
+            policy had a calibration).
+        normalise: normalise the clip's loudness before the driver.
     """
     from nerfhead.cli.fit import resolve_device
     from nerfhead.models.run_eval import evaluate_lipsync
 
-    rep = evaluate_lipsync(run, out, device=resolve_device(device), driver=driver)
+    rep = evaluate_lipsync(
+        run, out, device=resolve_device(device), driver=driver, calibrate=calibrate, normalise=normalise
+    )
     keys = ("split_policy", "driver", "calibrated", "real_gap_px", "tracked", "speech", "frozen")
     print(json.dumps({k: rep[k] for k in (*keys, "speech_over_tracked_lmd")}, indent=2))

@@ -11,19 +11,20 @@ import tyro
 
 def main(
     run: Annotated[Path, tyro.conf.Positional],
-    angles: tuple[float, ...] = (-35.0, 35.0),
+    angles: tuple[float, ...] = (-35.0, 0.0, 35.0),
     timesteps: int = 4,
     out: Path | None = None,
     device: str = "auto",
 ) -> None:
     """Orbit the capture's camera about the head of RUN by each angle at a few training timesteps and report
-    the colour-outlier share: the share of rendered head pixels (alpha > 0.5) whose chroma lies outside the
-    99.9th percentile of the training frames' head pixels (so 0.1% for pixels like the video's). Writes
+    the colour-outlier share: the share of rendered head pixels (alpha > 0.5) whose chroma (Cb, Cr) lies
+    outside the 99.9% highest-density region of the training frames' head pixels (so about 0.1% for pixels
+    like the video's: the 0° view is the control); max and mean are over the angles other than 0. Writes
     eval_orbit.json and orbit.png (renders, and below them the outliers in magenta).
 
     Args:
         run: run folder written by `nerfhead fit` on a capture with masks (e.g. a tracked video).
-        angles: orbit angles in degrees about the head's up axis.
+        angles: orbit angles in degrees about the head's up axis (0: the capture's own view, the control).
         timesteps: training timesteps rendered, spread over the fit.
         out: folder for eval_orbit.json and orbit.png (default: the run folder).
         device: auto, cpu or cuda.

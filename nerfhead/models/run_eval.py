@@ -137,6 +137,8 @@ def evaluate_lipsync(
     out_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     driver: str = "auto",
+    calibrate: bool = True,
+    normalise: bool = True,
 ) -> dict[str, Any]:
     """Lip sync of renders on a monocular run's held-out timesteps (speaking blocks by default).
 
@@ -153,7 +155,7 @@ def evaluate_lipsync(
     import numpy as np
 
     from nerfhead.audio.io import load_audio
-    from nerfhead.audio.speech import Speech, SpeechConfig
+    from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig
     from nerfhead.data.images import save_image
     from nerfhead.data.loaders import load_capture
     from nerfhead.engine.evaluate import face_points, inner_lip_gap, lip_sync_scores
@@ -175,7 +177,13 @@ def evaluate_lipsync(
     full = bool(spec.get("full_frame", False))
     bg = torch.tensor(spec.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32, device=device)
     cams = capture.cameras.to(device, torch.float32)
-    speech = Speech.for_run(run_dir, SpeechConfig(driver=driver, pose="tracked"))  # type: ignore[arg-type]
+    cfg = SpeechConfig(
+        driver=driver,  # type: ignore[arg-type]
+        pose="tracked",
+        calibration=CalibrationConfig(enabled=calibrate),
+        normalise=normalise,
+    )
+    speech = Speech.for_run(run_dir, cfg)
     wave, sr = load_audio(capture.audio_path, 16000)
     fps = float(capture.drive.fps)
     said = speech.drive(wave, sr, fps)
@@ -242,24 +250,31 @@ def chroma(rgb: Tensor) -> Tensor:
 
 
 class ChromaModel:
-    """The chroma distribution of a set of pixels: mean, covariance and the 99.9th percentile of the
-    Mahalanobis distance of the pixels themselves (:meth:`outside` of those pixels is 0.1% by construction)."""
+    """The chroma distribution of a set of pixels as a 2D histogram of (Cb, Cr) over [-0.5, 0.5]^2 and its
+    99.9% highest-density region: the fewest bins that hold 99.9% of the pixels. A pixel whose chroma falls
+    outside that region is a colour outlier (0.1% of the pixels themselves, by construction)."""
 
-    def __init__(self, rgb: Tensor, quantile: float = 0.999):
+    def __init__(self, rgb: Tensor, share: float = 0.999, bins: int = 48):
+        self.bins = bins
+        h = torch.bincount(self.bin(rgb), minlength=bins * bins).double()
+        order = h.argsort(descending=True)
+        k = int((h[order].cumsum(0) / h.sum().clamp_min(1) < share).sum()) + 1
+        self.inside = torch.zeros(bins * bins, dtype=torch.bool)
+        self.inside[order[:k]] = True
+
+    def bin(self, rgb: Tensor) -> Tensor:
+        """Histogram bin of each pixel of ``rgb`` [..., 3]."""
         c = chroma(rgb.double().reshape(-1, 3))
-        self.mean = c.mean(0)
-        cov = torch.cov(c.T) + 1e-8 * torch.eye(2, dtype=c.dtype)
-        self.inv = torch.linalg.inv(cov)
-        d = self.distance(rgb)
-        self.threshold = float(torch.quantile(d[torch.randperm(d.numel())[:1_000_000]], quantile))
+        i = ((c + 0.5) * self.bins).long().clamp(0, self.bins - 1)
+        return i[:, 0] * self.bins + i[:, 1]
 
-    def distance(self, rgb: Tensor) -> Tensor:
-        c = chroma(rgb.double().reshape(-1, 3)) - self.mean
-        return ((c @ self.inv) * c).sum(-1).sqrt()
+    def is_outlier(self, rgb: Tensor) -> Tensor:
+        """[N] bool: the pixel's chroma lies outside the 99.9% region."""
+        return ~self.inside[self.bin(rgb)]
 
     def outside(self, rgb: Tensor) -> float:
-        """Share of ``rgb`` [N, 3] pixels whose chroma lies beyond the threshold."""
-        return float((self.distance(rgb) > self.threshold).double().mean()) if rgb.numel() else float("nan")
+        """Share of ``rgb`` [N, 3] pixels whose chroma lies outside the 99.9% region."""
+        return float(self.is_outlier(rgb).double().mean()) if rgb.numel() else float("nan")
 
 
 def orbit_camera(cameras, index: int, centre: Tensor, axis: Tensor, degrees: float):
@@ -278,7 +293,7 @@ def orbit_camera(cameras, index: int, centre: Tensor, axis: Tensor, degrees: flo
 @torch.no_grad()
 def evaluate_orbit(
     run_dir: str | os.PathLike,
-    angles: tuple[float, ...] = (-35.0, 35.0),
+    angles: tuple[float, ...] = (-35.0, 0.0, 35.0),
     n_timesteps: int = 4,
     out_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -288,7 +303,7 @@ def evaluate_orbit(
     The capture's camera orbits the head by each of ``angles`` (degrees, about the head's up axis) at
     ``n_timesteps`` training timesteps spread over the fit; head pixels are those the avatar covers (alpha >
     0.5, colour un-premultiplied). Their **colour-outlier share** is the share whose chroma (Cb, Cr) lies
-    outside the 99.9th percentile (Mahalanobis distance) of the training frames' head pixels (real pixels
+    outside the 99.9% highest-density region (:class:`ChromaModel`) of the training frames' head pixels (real pixels
     inside the mask and under the avatar's head at the capture's camera): 0.1% for pixels like the video's, more for speckles or the wall's colour stuck to the head.
     Writes ``eval_orbit.json`` and ``orbit.png`` (one row per timestep: each angle, with outliers in magenta
     below).
@@ -342,20 +357,21 @@ def evaluate_orbit(
             colour = (rgb[sel] / alpha[sel, None]).clamp(0, 1)
             per_angle[str(a)].append(ref.outside(colour))
             bad = torch.zeros_like(alpha, dtype=torch.bool)
-            bad[sel] = ref.distance(colour) > ref.threshold
+            bad[sel] = ref.is_outlier(colour)
             marked = rgb.clone()
             marked[bad] = torch.tensor([1.0, 0.0, 1.0])
             row.append(torch.cat([rgb, marked], dim=0))
         rows.append(torch.cat(row, dim=1))
     shares = {a: sum(v) / len(v) for a, v in per_angle.items()}
+    novel = [v for a, v in shares.items() if float(a) != 0.0] or list(shares.values())
     report = {
         "run": str(run_dir),
         "angles_deg": list(angles),
         "timesteps": ts,
-        "threshold_mahalanobis": ref.threshold,
+        "region_bins": int(ref.inside.sum()),
         "outlier_share": shares,
-        "outlier_share_max": max(shares.values()),
-        "outlier_share_mean": sum(shares.values()) / len(shares),
+        "outlier_share_max": max(novel),
+        "outlier_share_mean": sum(novel) / len(novel),
     }
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)

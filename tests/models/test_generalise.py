@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from nerfhead.data.expressions import EXPRESSION_INDEX
@@ -79,3 +80,20 @@ def test_monocular_fits_use_low_sh_and_the_training_expression_range(tmp_path):
     assert torch.allclose(
         task.model.deform.expr_high[JAW], (e[:, JAW].max() * 1.1 - e[:, JAW].min() * 0.1).clamp(0, 1)
     )
+
+
+def test_colour_outlier_measure():
+    """The 99.9% chroma region of skin-like pixels holds about 99.9% of such pixels; the wall's blue lies
+    outside it (the case that must fail)."""
+    from nerfhead.models.run_eval import ChromaModel
+
+    g = torch.Generator().manual_seed(0)
+    skin = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.4 * torch.rand(20000, 1, generator=g))
+    skin = (skin + 0.03 * torch.randn(20000, 3, generator=g)).clamp(0, 1)
+    ref = ChromaModel(skin)
+    assert ref.outside(skin) <= 0.0011
+    more = (torch.tensor([0.80, 0.60, 0.50]) * 0.8 + 0.03 * torch.randn(5000, 3, generator=g)).clamp(0, 1)
+    assert ref.outside(more) < 0.005
+    wall = torch.tensor([[0.35, 0.55, 0.85]]).expand(100, 3)
+    assert ref.outside(wall) == 1.0
+    assert ref.outside(torch.cat([more, wall])) == pytest.approx(100 / 5100, abs=0.005)
