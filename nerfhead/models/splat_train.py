@@ -107,6 +107,9 @@ class SplatFitConfig:
     split: SplitPolicy = field(default_factory=SplitPolicy)
     """How a monocular capture (one frame per timestep, no stored split) is split by time: held-out blocks
     inside speech (default) or the last fraction ("tail"); ``fraction`` 0 trains on every timestep."""
+    monocular_outside_weight: float = 1.0
+    """Fixed-camera monocular fits (with a backdrop): weight of the mean rendered head alpha outside the masks,
+    so the head's Gaussians leave the wall to the backdrop instead of learning its colour at the silhouette."""
     monocular_sh_degree: int = 1
     """Largest SH degree on a monocular capture: one view cannot constrain view-dependent colour (higher
     degrees learn whatever explains that view and show speckles from others)."""
@@ -339,6 +342,8 @@ class SplatFit:
             a = (out.alpha - mask).abs().mean()
             loss = loss + lc.alpha_weight * a
             scalars["alpha"] = float(a.detach())
+            if self.full_frame and self.cfg.monocular_outside_weight > 0:  # head and backdrop kept apart
+                loss = loss + self.cfg.monocular_outside_weight * (out.alpha * (1.0 - mask)).mean()
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
         off = metas[0].get("offsets")
