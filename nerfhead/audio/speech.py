@@ -174,7 +174,7 @@ class CalibrationConfig:
     """Largest per-coefficient gain ``a``."""
     shrink: float = 1e-3
     """Ridge term added to each coefficient's prediction variance (a flat prediction gets the mean)."""
-    mouth_variance: float = 0.95
+    mouth_variance: float = 0.8
     """Share of the tracked mouth-coefficient variance the kept principal components explain."""
     range_margin: float = 0.1
     """Each coefficient stays within the tracked [min, max] widened by this share of its range."""
