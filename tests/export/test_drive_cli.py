@@ -161,3 +161,17 @@ def test_drive_and_viewer_speak_a_clip_with_the_same_drive(run, tmp_path, run_cl
     torch.testing.assert_close(shown.translation, cli.translation, atol=1e-6, rtol=0)
     base = Drive.load_npz(run / "drive.npz")
     torch.testing.assert_close(shown.translation[0], base.translation.float().mean(0))  # the capture's mean
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["eval-lipsync"], "avatar.json"),  # a rig run: no held-out timesteps to lip-sync
+        (["eval-orbit", "--angles", "500"], "--angles"),
+    ],
+)
+def test_eval_verbs_bad_inputs_are_one_line(run, run_cli, args, names):
+    code, _, err = run_cli(args[0], run, *args[1:])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert names in lines[0]
