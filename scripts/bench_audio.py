@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from nerfhead.audio import AudioStreamDriver, RuleDriverConfig, RuleVisemeDriver, load_audio  # noqa: E402
 from nerfhead.audio.network import load_network  # noqa: E402
+from nerfhead.audio.speech import prior_path  # noqa: E402
 from nerfhead.audio.stream import NetworkStreamDriver  # noqa: E402
-from nerfhead.audio.train import prior_path  # noqa: E402
 from nerfhead.audio.visemes import pocketsphinx_available  # noqa: E402
 
 

@@ -68,7 +68,7 @@ def default_num_frames(n_samples: int, sr: int, fps: float) -> int:
     return max(1, math.ceil(n_samples * fps / sr - 1e-9))
 
 
-class _Blinks:
+class Blinks:
     """Deterministic blink schedule (seeded), evaluated at any times; extends itself lazily."""
 
     close_s, hold_s, open_s = 0.06, 0.04, 0.15
@@ -110,7 +110,7 @@ def _head_rotation(t: np.ndarray, jaw: np.ndarray, amplitude: float, seed: int) 
 
 
 def _finish(
-    expr: np.ndarray, t: np.ndarray, cfg: RuleDriverConfig, blinks: _Blinks | None, fps: float
+    expr: np.ndarray, t: np.ndarray, cfg: RuleDriverConfig, blinks: Blinks | None, fps: float
 ) -> Drive:
     """Add blinks and head pose to mouth curves at video rate and wrap them in a Drive."""
     expr = expr.copy()
@@ -177,7 +177,7 @@ class RuleVisemeDriver:
         curves = self.feature_curves(wav)
         expr = resample_to_frames(torch.from_numpy(curves), fps, T, self.config.mel.frame_rate).numpy()
         t = np.arange(T, dtype=np.float64) / fps
-        blinks = _Blinks(self.config.blink_interval_s, self.config.seed) if self.config.blinks else None
+        blinks = Blinks(self.config.blink_interval_s, self.config.seed) if self.config.blinks else None
         return _finish(expr, t, self.config, blinks, fps)
 
     def feature_curves(self, waveform: np.ndarray) -> np.ndarray:
@@ -200,13 +200,20 @@ class RuleVisemeDriver:
         return out
 
     def _waveform(self, audio: str | os.PathLike | np.ndarray | Tensor, sr: int | None) -> np.ndarray:
-        target = self.config.mel.sample_rate
-        if isinstance(audio, (str, os.PathLike)):
-            return load_audio(audio, target)[0]
-        wav = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio)
-        if wav.ndim != 1:
-            raise ValueError(f"waveform must be mono [S], got shape {wav.shape}")
-        return resample(wav.astype(np.float32), sr or target, target)
+        return mono_waveform(audio, sr, self.config.mel.sample_rate)
+
+
+def mono_waveform(
+    audio: str | os.PathLike | np.ndarray | Tensor, sr: int | None, target: int = 16000
+) -> np.ndarray:
+    """A speech input as a mono float32 waveform at ``target`` Hz: a file is decoded (:func:`load_audio`), an
+    array [S] at ``sr`` (default ``target``) is resampled."""
+    if isinstance(audio, (str, os.PathLike)):
+        return load_audio(audio, target)[0]
+    wav = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio)
+    if wav.ndim != 1:
+        raise ValueError(f"waveform must be mono [S], got shape {wav.shape}")
+    return resample(wav.astype(np.float32), sr or target, target)
 
 
 class AudioStreamDriver:
@@ -245,7 +252,7 @@ class AudioStreamDriver:
         self._curve_base = 0
         self._n_curves = 0
         self._next_frame = 0
-        self._blinks = _Blinks(config.blink_interval_s, config.seed) if config.blinks else None
+        self._blinks = Blinks(config.blink_interval_s, config.seed) if config.blinks else None
         self._done = False
 
     @property

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nerfhead.audio.train import FinetuneConfig, NetworkDriver, calibrate, finetune, pearson, prior_path
+from nerfhead.audio.features import normalise_loudness
+from nerfhead.audio.speech import RUN_NETWORK, NetworkDriver, prior_path
+from nerfhead.audio.train import FinetuneConfig, calibrate, finetune, pearson
 from nerfhead.data.expressions import EXPRESSION_INDEX
 
 LIP_RADIUS_M = 0.005
@@ -162,7 +164,7 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
         raise InputError(None, "the capture has no audio track (nerfhead synth --audio, or track a video)")
     if capture.drive is None:
         raise InputError(None, "the capture has no Drive (track it first: nerfhead track)")
-    wav, _ = load_audio(capture.audio_path, 16000)
+    wav = normalise_loudness(load_audio(capture.audio_path, 16000)[0])  # as the speech policy feeds drivers
     T = capture.num_timesteps
     prior = load_network(prior_path(cfg.phonetic))
     gap = math.ceil(prior.config.look_ahead_s * capture.fps)
@@ -260,7 +262,7 @@ def save_run_network(
     """
     import dataclasses
 
-    from nerfhead.audio.train import RUN_NETWORK, finetune_on_capture
+    from nerfhead.audio.train import finetune_on_capture
 
     ft = cfg.finetune
     chosen = "finetuned"

@@ -245,3 +245,34 @@ def resample_to_frames(
     i0, i1 = i0.to(curves.device), i1.to(curves.device)
     a, b = curves.index_select(-2, i0), curves.index_select(-2, i1)
     return a + (b - a) * w
+
+
+REFERENCE_DBFS = -17.0
+"""Loudness speech is normalised to: the 95th percentile of its 25 ms frame RMS, in dBFS (about the level of the
+bundled speech clips the prior was trained on)."""
+
+
+def speech_level(waveform: np.ndarray, frame: int = 400) -> float:
+    """Linear RMS of the loud frames of a clip: the 95th percentile of the RMS of ``frame``-sample frames (gain
+    invariant: scaling the clip by g scales it by g); 0 for a silent clip."""
+    w = np.asarray(waveform, np.float64).reshape(-1)
+    if w.size == 0:
+        return 0.0
+    n = w.size // frame
+    fr = w[: n * frame].reshape(n, frame) if n else w[None]
+    return float(np.percentile(np.sqrt(np.mean(np.square(fr), axis=1)), 95))
+
+
+def normalise_loudness(
+    waveform: np.ndarray, reference_dbfs: float = REFERENCE_DBFS, max_gain_db: float = 60.0
+):
+    """The clip scaled so its :func:`speech_level` is ``reference_dbfs`` (gain capped at ``max_gain_db``): a
+    quiet recording (speech peaking at -48 dBFS) and the same clip normalised give the same features. A silent
+    clip is returned as it is. Applied before every speech driver (:mod:`nerfhead.audio.speech`) and to a
+    capture's audio before fine-tuning."""
+    w = np.asarray(waveform, np.float32)
+    level = speech_level(w)
+    if level <= 1e-9:
+        return w
+    gain = min(10.0 ** (reference_dbfs / 20.0) / level, 10.0 ** (max_gain_db / 20.0))
+    return (w.astype(np.float64) * gain).astype(np.float32)

@@ -53,7 +53,7 @@ class NetworkStreamDriver:
         blinks: bool = True,
         seed: int = 0,
     ):
-        from nerfhead.audio.driver import _Blinks
+        from nerfhead.audio.driver import Blinks
 
         self.network = network if isinstance(network, AudioToDrive) else load_network(network)
         if self.network.config.phonetic:
@@ -70,7 +70,7 @@ class NetworkStreamDriver:
         self._feats = np.zeros((0, self.mel.n_mels), np.float32)  # feature frames from index _base on
         self._base = 0
         self._next_frame = 0
-        self._blinks = _Blinks((2.0, 5.0), seed) if blinks else None
+        self._blinks = Blinks((2.0, 5.0), seed) if blinks else None
         self._done = False
 
     @property

@@ -1,5 +1,6 @@
 """Training of :class:`~nerfhead.audio.network.AudioToDrive`: the generic prior (speech clips with rule targets)
-and per-avatar fine-tuning (a capture's audio and Drive), plus :class:`NetworkDriver`, the learned speech driver.
+and per-avatar fine-tuning (a capture's audio and Drive). Inference (:class:`NetworkDriver`) is in
+:mod:`nerfhead.audio.speech`.
 
 Prior: every clip (and speed / noise augmented copies) is turned into log-mel frames and, as targets, the
 phoneme → viseme → ARKit rule curves of :class:`~nerfhead.audio.driver.RuleVisemeDriver` at the same 100 Hz
@@ -11,76 +12,21 @@ fits the training timesteps' audio windows to their Drive frames, with an L2 pul
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from nerfhead.audio.features import LogMelConfig, log_mel
-from nerfhead.audio.network import N_VISEMES, AudioToDrive, AudioToDriveConfig, load_network, windows_at
-from nerfhead.audio.visemes import MOUTH_COLUMNS, VISEME_SHAPES, PhonemeRecognizer
-from nerfhead.data.drive import Drive
+from nerfhead.audio.features import normalise_loudness
+from nerfhead.audio.network import AudioToDrive, AudioToDriveConfig, load_network, windows_at
+from nerfhead.audio.speech import NetworkDriver, audio_features, prior_path
+from nerfhead.audio.visemes import MOUTH_COLUMNS, PhonemeRecognizer
 from nerfhead.data.expressions import EXPRESSION_INDEX, NUM_EXPRESSIONS
 
-PRIOR_DIR = Path(__file__).resolve().parents[2] / "scenes" / "assets" / "audio_prior"
-"""Folder of the bundled prior weights (``prior.safetensors``; ``prior_phonetic.safetensors`` if shipped)."""
-RUN_NETWORK = "audio_to_drive.safetensors"
-"""File name of a run's fine-tuned network (``RUN/audio_to_drive.safetensors``)."""
-VISEME_ORDER: tuple[str, ...] = tuple(VISEME_SHAPES)
-"""Viseme channel order of the phonetic front end."""
-assert len(VISEME_ORDER) == N_VISEMES
 _JAW = EXPRESSION_INDEX["jawOpen"]
-
-
-def prior_path(phonetic: bool = False) -> Path:
-    """Path of the bundled prior (log-mel only, or log-mel + phonetic visemes)."""
-    return PRIOR_DIR / ("prior_phonetic.safetensors" if phonetic else "prior.safetensors")
-
-
-def speech_network(run: str | os.PathLike | None) -> Path | None:
-    """The speech network for a run (``nerfhead drive RUN``, the viewer's speech upload): the run's fine-tuned
-    ``RUN/audio_to_drive.safetensors``, else the bundled log-mel prior, else None."""
-    for p in (*([Path(run) / RUN_NETWORK] if run is not None else []), prior_path(False)):
-        if p.is_file():
-            return p
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ features
-
-
-def viseme_channels(waveform: np.ndarray, n_frames: int, recognizer: PhonemeRecognizer) -> np.ndarray:
-    """One-hot viseme of the recognised phone covering each feature frame: [n_frames, 15] float32."""
-    segs = recognizer(waveform)
-    out = np.zeros((n_frames, N_VISEMES), np.float32)
-    out[:, 0] = 1.0  # silence where no phone covers a frame
-    index = {v: i for i, v in enumerate(VISEME_ORDER)}
-    for s in segs:
-        a, b = max(0, round(s.start * 100)), min(n_frames, round(s.end * 100))
-        if b > a:
-            out[a:b] = 0.0
-            out[a:b, index[s.viseme]] = 1.0
-    return out
-
-
-def audio_features(
-    waveform: np.ndarray,
-    config: AudioToDriveConfig,
-    recognizer: PhonemeRecognizer | None = None,
-    mel: LogMelConfig = LogMelConfig(),
-) -> Tensor:
-    """Network input frames of a 16 kHz mono clip: [1 + S // 160, in_dim] float32 (log-mel, + visemes)."""
-    feats = log_mel(np.asarray(waveform, np.float32), mel)
-    if not config.phonetic:
-        return feats
-    rec = recognizer or PhonemeRecognizer()
-    vis = viseme_channels(waveform, feats.shape[0], rec)
-    return torch.cat([feats, torch.from_numpy(vis)], dim=1)
 
 
 # ------------------------------------------------------------------------------------------------ prior
@@ -343,63 +289,6 @@ def finetune(
     return net.eval()
 
 
-# -------------------------------------------------------------------------------------------- the driver
-
-
-class NetworkDriver:
-    """Speech clip → Drive with an :class:`AudioToDrive` network (seeded blinks added like the rule driver).
-
-    Args:
-        network: the network, or a path to its safetensors file.
-        blinks: add seeded eye blinks over the predicted eyelids.
-        seed: blink seed.
-    """
-
-    def __init__(self, network: AudioToDrive | str | os.PathLike, blinks: bool = True, seed: int = 0):
-        self.network = network if isinstance(network, AudioToDrive) else load_network(network)
-        self.blinks = blinks
-        self.seed = seed
-        self._recognizer: PhonemeRecognizer | None = None
-
-    def features(self, waveform: np.ndarray) -> Tensor:
-        """Input frames of a 16 kHz clip (runs the phone recogniser when the network is phonetic)."""
-        if self.network.config.phonetic and self._recognizer is None:
-            self._recognizer = PhonemeRecognizer()
-        return audio_features(waveform, self.network.config, self._recognizer)
-
-    def predict_at(self, features: Tensor, times: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
-        """Expression [N, 53] and rotation residual [N, 3] at audio times [N] seconds."""
-        t = torch.as_tensor(times, dtype=torch.float64)
-        return self.network.predict(windows_at(features, t * 100.0, self.network.config.window))
-
-    def drive(
-        self,
-        audio: str | os.PathLike | np.ndarray | Tensor,
-        fps: float,
-        n_frames: int | None = None,
-        sr: int | None = None,
-    ) -> Drive:
-        """Same contract as :meth:`nerfhead.audio.driver.RuleVisemeDriver.drive`; rotation is the residual."""
-        from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver, _Blinks, default_num_frames
-
-        wav = RuleVisemeDriver(RuleDriverConfig(mode="energy"))._waveform(audio, sr)
-        T = default_num_frames(wav.size, 16000, fps) if n_frames is None else int(n_frames)
-        t = np.arange(T, dtype=np.float64) / fps
-        expr, rot = self.predict_at(self.features(wav), t)
-        e = expr.double().numpy()
-        if self.blinks:
-            b = _Blinks((2.0, 5.0), self.seed)(t)
-            for c in (EXPRESSION_INDEX["eyeBlink_L"], EXPRESSION_INDEX["eyeBlink_R"]):
-                e[:, c] = np.maximum(e[:, c], b)
-        return Drive(
-            rotation=rot.float(),
-            translation=torch.zeros(T, 3),
-            expression=torch.from_numpy(np.clip(e, 0.0, 1.0).astype(np.float32)),
-            latent=None,
-            fps=fps,
-        )
-
-
 def capture_training_data(
     capture, timesteps: Sequence[int] | Tensor, driver: NetworkDriver, features: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -433,7 +322,7 @@ def finetune_on_capture(
     if capture.drive is None:
         raise InputError(None, "the capture has no Drive (track it first: nerfhead track)")
     t0 = time.perf_counter()
-    wav, _ = load_audio(capture.audio_path, 16000)
+    wav = normalise_loudness(load_audio(capture.audio_path, 16000)[0])  # as the speech policy feeds it
     net = start if start is not None else load_network(prior_path(phonetic))
     driver = NetworkDriver(net)
     feats = driver.features(wav)

@@ -18,16 +18,16 @@ def run_drive(
     device: str = "auto",
     chunk: int = 8,
     driver: str = "auto",
+    pose: str = "hold",
+    calibrate: bool = True,
 ) -> dict:
     """The work of ``nerfhead drive``; returns a summary (paths, frame count, seconds)."""
     import time
 
     import torch
 
-    from nerfhead.audio.driver import RuleVisemeDriver
     from nerfhead.audio.io import load_audio
-    from nerfhead.audio.train import speech_network
-    from nerfhead.data.drive import Drive
+    from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig, check_config
     from nerfhead.errors import InputError
     from nerfhead.export.curves import write_curves_csv
     from nerfhead.export.talk import (
@@ -47,30 +47,14 @@ def run_drive(
         raise InputError("--res", f"resolution {res} out of range [16, 4096]")
     if not fps > 0:
         raise InputError("--fps", f"fps must be positive, got {fps}")
-    if driver not in ("auto", "rules", "network"):
-        raise InputError("--driver", f"driver must be auto, rules or network, got {driver!r}")
+    cfg = SpeechConfig(driver=driver, pose=pose, calibration=CalibrationConfig(enabled=calibrate))  # type: ignore[arg-type]
+    check_config(cfg)
     wave, sr = load_audio(audio)  # validates the file (one clean line on bad audio)
     avatar = load_avatar(run, device=dev)
-    net_path = speech_network(run) if driver != "rules" else None
-    if driver == "network" and net_path is None:
-        raise InputError(
-            run, "no speech network: neither RUN/audio_to_drive.safetensors nor the bundled prior"
-        )
-    if net_path is not None:
-        from nerfhead.audio.train import NetworkDriver
-
-        speech = NetworkDriver(net_path).drive(wave, fps=fps, sr=sr)
-    else:
-        speech = RuleVisemeDriver().drive(wave, fps=fps, sr=sr)
-    base_path = run / "drive.npz"
-    base = Drive.load_npz(base_path) if base_path.is_file() else Drive.neutral(1, fps)
-    # Speech moves the face; the head keeps the capture's mean pose (the first frame's rotation).
-    T = len(speech)
-    drive = speech.replace(
-        rotation=base.rotation[:1].float().expand(T, 3).clone() + speech.rotation.float(),
-        translation=head_centre(base)[None].expand(T, 3).clone(),
-    )
-    target = head_centre(base)
+    speech = Speech.for_run(run, cfg)
+    drive = speech.drive(wave, sr, fps)
+    T = len(drive)
+    target = head_centre(drive)
     if camera == "fixed":
         camera_at = constant_camera(fixed_camera(target, res))
     elif camera == "orbit":
@@ -89,7 +73,9 @@ def run_drive(
         "curves": str(curves),
         "drive": str(out.with_name("drive.npz")),
         "frames": T,
-        "driver": str(net_path) if net_path is not None else "rules",
+        "driver": speech.driver_name,
+        "calibrated": speech.calibration() is not None,
+        "pose": pose,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -103,6 +89,8 @@ def main(
     fps: float = 25.0,
     device: str = "auto",
     driver: str = "auto",
+    pose: str = "hold",
+    calibrate: bool = True,
 ) -> None:
     """Render the avatar in RUN speaking AUDIO: an H.264 + AAC mp4 plus curves.csv (ARKit, Live Link Face
     layout) and drive.npz next to it.
@@ -118,7 +106,18 @@ def main(
         driver: speech to Drive: "network" (RUN/audio_to_drive.safetensors from `nerfhead eval-drive CAPTURE
             --save-run RUN`, else the bundled prior), "rules" (phoneme/energy viseme rules), or "auto" (network
             when one is found, else rules).
+        pose: head pose: "hold" (the capture's first rotation plus the network's small rotation residual, at
+            the mean position) or "tracked" (the capture's tracked head pose at each frame's time: with the
+            capture's own audio and camera, the render lines up with the video).
+        calibrate: map the driver's expression into the person's (regression on the capture's audio at the
+            fit's training frames, the mouth kept in the subspace and range the capture used).
     """
     import json
 
-    print(json.dumps(run_drive(run, audio, out, camera, res, fps, device, driver=driver)))
+    print(
+        json.dumps(
+            run_drive(
+                run, audio, out, camera, res, fps, device, driver=driver, pose=pose, calibrate=calibrate
+            )
+        )
+    )

@@ -16,7 +16,10 @@ def main(
     device: str = "auto",
 ) -> None:
     """Render the run's held-out cameras at every timestep and compare with the capture; writes eval.json
-    (mean, per camera, per timestep) and eval_grid.png (ground truth | render | error x4).
+    (mean, per camera, per timestep) and eval_grid.png (ground truth | render | error x4). A monocular run is
+    scored on its held-out timesteps (speaking blocks by default). With ``--capture`` naming another capture
+    of the same performance (e.g. ``nerfhead synth --rig nersemble16`` for a ``--rig mono`` fit) every camera
+    is evaluated and ``per_angle`` reports PSNR by camera yaw (0, ±15, ±30, ±45 degrees).
 
     Args:
         run: run folder written by ``nerfhead fit``.
@@ -28,4 +31,5 @@ def main(
     from nerfhead.models.run_eval import evaluate_run
 
     m = evaluate_run(run, capture, out, device=resolve_device(device))
-    print(json.dumps({"split": m["split"], **m["mean"], "per_camera": m["per_camera"]}, indent=2))
+    extra = {k: m[k] for k in ("per_angle", "split_policy") if k in m}
+    print(json.dumps({"split": m["split"], **m["mean"], "per_camera": m["per_camera"], **extra}, indent=2))

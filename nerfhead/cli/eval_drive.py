@@ -45,7 +45,7 @@ def run_eval_drive(
 
         if not pocketsphinx_available():
             raise InputError("--phonetic", "needs pocketsphinx", hint="pip install 'nerfhead[audio]'")
-        from nerfhead.audio.train import prior_path
+        from nerfhead.audio.speech import prior_path
 
         if not prior_path(True).is_file():
             raise InputError(

@@ -209,7 +209,9 @@ def main(
         model: splat (Gaussians bound to the ICT mesh) or nerf (deformation field + hash ensemble).
         preset: named settings: default (a CPU budget: the splat head stops after 7.5 minutes, the NeRF head
             after 11; enough for a 128x128 rig capture or a tracked 360x288 video), fast (smoke test), quality
-            (long GPU schedule). A one-camera capture holds out its last 20% of timesteps.
+            (long GPU schedule). A one-camera capture holds out 20% of its timesteps in three blocks inside
+            speech (from its audio; the last 20% without audio; ``--set split.kind=\"tail\"`` for the old
+            policy), with both models.
         resume: continue the run in OUT from its newest checkpoint (with its saved settings).
         steps: override the preset's number of steps.
         max_minutes: override the preset's time budget (0: none).

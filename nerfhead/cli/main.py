@@ -25,6 +25,8 @@ VERBS: dict[str, str] = {
     "eval": "nerfhead.cli.eval:main",
     "drive": "nerfhead.cli.drive:main",
     "eval-drive": "nerfhead.cli.eval_drive:main",
+    "eval-lipsync": "nerfhead.cli.eval_lipsync:main",
+    "eval-orbit": "nerfhead.cli.eval_orbit:main",
     "view": "nerfhead.cli.view:main",
     "export": "nerfhead.cli.export:group_help",
 }

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,6 +22,9 @@ from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.data.images import ImageCache, read_image_size
 from nerfhead.errors import InputError
+
+if TYPE_CHECKING:
+    from nerfhead.data.split import Split, SplitPolicy
 
 
 @dataclass(frozen=True)
@@ -326,18 +329,22 @@ class Capture:
 
     def time_split(self, train_fraction: float = 0.9) -> tuple[list[int], list[int]]:
         """(train, test) timestep indices of a split by time: the first ``round(train_fraction * T)`` timesteps
-        (at least one, at most T - 1) train, the rest are held out (a monocular capture's evaluation split).
+        (at least one, at most T - 1) train, the rest are held out (the "tail" policy of :meth:`split`).
 
         Raises:
             InputError: ``train_fraction`` outside (0, 1) or a capture of a single timestep.
         """
-        T = self.num_timesteps
-        if not 0.0 < train_fraction < 1.0:
-            raise InputError(None, f"train_fraction must be in (0, 1), got {train_fraction}")
-        if T < 2:
-            raise InputError(None, "a split by time needs at least 2 timesteps (the capture has 1)")
-        n = min(max(round(train_fraction * T), 1), T - 1)
-        return list(range(n)), list(range(n, T))
+        from nerfhead.data.split import tail_split
+
+        return tail_split(self.num_timesteps, train_fraction)
+
+    def split(self, policy: SplitPolicy | None = None) -> Split:
+        """The train / evaluation split every model's training task and ``nerfhead eval`` use: by the stored
+        cameras, or, for a monocular capture, by time under ``policy`` (default: held-out blocks inside speech,
+        :mod:`nerfhead.data.split`)."""
+        from nerfhead.data.split import SplitPolicy, split_capture
+
+        return split_capture(self, policy if policy is not None else SplitPolicy())
 
     def split_by_time(
         self, train_fraction: float = 0.9, train_timesteps: Sequence[int] | None = None

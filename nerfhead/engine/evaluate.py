@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -117,3 +118,58 @@ def grid_image(pairs: list[tuple[Tensor, Tensor]], error_gain: float = 4.0) -> T
         err = ((gt - pred).abs().mean(-1, keepdim=True) * error_gain).clamp(0, 1).expand_as(gt)
         rows.append(torch.cat([gt, pred, err], dim=1))
     return torch.cat(rows, dim=0)
+
+
+# ------------------------------------------------------------------------------------- lip sync of renders
+
+LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409)
+"""MediaPipe Face Mesh outer-lip contour (20 points)."""
+LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+"""MediaPipe Face Mesh inner-lip contour (20 points)."""
+LIPS = LIPS_OUTER + LIPS_INNER
+INNER_LIP_PAIR = (13, 14)
+"""Mid points of the upper and lower inner lip: their distance is the inner-lip gap."""
+
+
+def lip_distance(real: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per-frame landmark distance (LMD) of the lips: the mean Euclidean distance (pixels) between the 40 lip
+    landmarks of two [N, P, 2] Face Mesh point sets, each frame's set centred on its own mean (as the
+    talking-head papers report it). [N] (NaN where either set is missing)."""
+    a, b = real[:, LIPS], other[:, LIPS]
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    return np.linalg.norm(a - b, axis=-1).mean(1)
+
+
+def inner_lip_gap(points: np.ndarray) -> np.ndarray:
+    """[N] distance (pixels) between the inner upper and lower lip mid points of [N, P, 2] Face Mesh points."""
+    return np.linalg.norm(points[:, INNER_LIP_PAIR[0]] - points[:, INNER_LIP_PAIR[1]], axis=-1)
+
+
+def lip_sync_scores(real: np.ndarray, render: np.ndarray) -> dict[str, float]:
+    """LMD (mean over the frames where both faces were found), the inner-lip gap ratio (mean render gap / mean
+    real gap over those frames) and the frames used, of renders against the real frames ([N, P, 2] each)."""
+    ok = np.isfinite(real).all((1, 2)) & np.isfinite(render).all((1, 2))
+    if not ok.any():
+        return {"lmd": float("nan"), "gap_ratio": float("nan"), "gap_px": float("nan"), "frames": 0}
+    gap_real, gap = float(inner_lip_gap(real[ok]).mean()), float(inner_lip_gap(render[ok]).mean())
+    return {
+        "lmd": float(lip_distance(real[ok], render[ok]).mean()),
+        "gap_ratio": gap / gap_real if gap_real > 0 else float("nan"),
+        "gap_px": gap,
+        "frames": int(ok.sum()),
+    }
+
+
+def face_points(images: list[np.ndarray] | list[Tensor]) -> np.ndarray:
+    """Face Mesh points [N, 478, 2] (pixels) of each image (NaN where no face is found), each image on its own
+    (static mode: a render and a real frame are measured alike)."""
+    from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig
+
+    out = []
+    with FaceMeshDetector(LandmarkConfig(static=True)) as det:
+        for img in images:
+            a = img.detach().cpu().numpy() if isinstance(img, Tensor) else np.asarray(img)
+            p = det(a)
+            out.append(np.full((det.num_points, 2), np.nan, np.float32) if p is None else p)
+    return np.stack(out)

@@ -4,7 +4,8 @@ A hash grid encodes each Gaussian's canonical position (on the neutral mesh, nor
 Drive's 53 expression coefficients and head rotation (axis-angle: shading under world-fixed light changes with
 pose) are projected to a short code; a one-hidden-layer MLP maps both to a per-Gaussian offset of the local mean
 (in triangle units, so it moves with its triangle) and an RGB residual added to the SH DC term. The output
-layer starts at zero, so a fresh network changes nothing.
+layer starts at zero, so a fresh network changes nothing. Outside the training expressions it holds still: its
+expression input is clamped to the range the fit saw and its outputs are soft-limited (tanh).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class DeformConfig(SpannedGrid):
     """Width of the linear projection of the 53 expression coefficients and the 3 rotation components."""
     hidden: int = 32
     """Hidden width of the MLP."""
+    max_offset: float = 1.0
+    """Offsets are soft-limited to this (triangle units, ``m * tanh(o / m)``): an expression the fit never saw
+    cannot throw Gaussians off their triangles."""
+    max_rgb: float = 0.5
+    """Colour residuals are soft-limited to this (``m * tanh(c / m)``)."""
+    expression_margin: float = 0.1
+    """The expression the network reads is clamped to the training range widened by this share of it (set by
+    the training task, :meth:`DeformNet.set_expression_range`); the mesh still follows the full expression."""
 
 
 class DeformNet(nn.Module):
@@ -61,6 +70,25 @@ class DeformNet(nn.Module):
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.zero_()
+        self.register_buffer("expr_low", torch.zeros(NUM_EXPRESSIONS))
+        self.register_buffer("expr_high", torch.ones(NUM_EXPRESSIONS))
+
+    expr_low: Tensor
+    expr_high: Tensor
+
+    @torch.no_grad()
+    def set_expression_range(self, expression: Tensor) -> None:
+        """Clamp the network's expression input to the range of ``expression`` [N, 53] (the training frames'),
+        widened by ``expression_margin`` of it on both sides."""
+        lo, hi = expression.min(0).values.float(), expression.max(0).values.float()
+        m = self.cfg.expression_margin * (hi - lo)
+        self.expr_low.copy_((lo - m).clamp(0.0, 1.0))
+        self.expr_high.copy_((hi + m).clamp(0.0, 1.0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        for k in ("expr_low", "expr_high"):  # checkpoints from before the range: no clamp
+            state_dict.setdefault(prefix + k, getattr(self, k).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, unit_positions: Tensor, expression: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor]:
         """Offsets and colour residuals for T timesteps.
@@ -74,6 +102,10 @@ class DeformNet(nn.Module):
             (offsets [T, N, 3] in triangle units, rgb residuals [T, N, 3]).
         """
         feat = self.grid(unit_positions.clamp(0.0, 1.0)).to(expression.dtype)  # [N, G]
-        code = self.hidden_code(self.expr(torch.cat([expression, rotation.to(expression)], dim=-1)))  # [T, H]
+        e = torch.minimum(
+            torch.maximum(expression, self.expr_low.to(expression)), self.expr_high.to(expression)
+        )
+        code = self.hidden_code(self.expr(torch.cat([e, rotation.to(expression)], dim=-1)))  # [T, H]
         o = self.out(torch.relu(self.hidden_pos(feat)[None] + code[:, None]))  # [T, N, 6]
-        return o[..., :3], o[..., 3:]
+        mo, mc = self.cfg.max_offset, self.cfg.max_rgb
+        return mo * torch.tanh(o[..., :3] / mo), mc * torch.tanh(o[..., 3:] / mc)

@@ -20,6 +20,7 @@ from torch import Tensor
 import nerfhead
 from nerfhead.components.occupancy_grid import OccupancyGrid
 from nerfhead.data.capture import Capture
+from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
 from nerfhead.engine.metrics import psnr
 from nerfhead.engine.targets import capture_background, target_image
@@ -81,6 +82,9 @@ class NerfFitConfig:
     hair and clothing the parametric head does not have; 0: no prior."""
     eval_views: int = 4
     """Held-out (camera, timestep) pairs in the quick evaluation during training."""
+    split: SplitPolicy = field(default_factory=SplitPolicy)
+    """How a monocular capture (one frame per timestep, no stored split) is split by time, as the splat head
+    does (:meth:`nerfhead.data.capture.Capture.split`)."""
 
 
 def _default() -> NerfFitConfig:
@@ -205,14 +209,10 @@ class NerfFit:
         if cfg.fit_aabb:
             cfg = replace(cfg, model=replace(cfg.model, aabb=head_box(capture, cfg.aabb_padding)))
         self.capture, self.cfg, self.device = capture, cfg, torch.device(device)
-        n = capture.num_cameras
-        self.train_cameras = (
-            list(capture.train_cameras) if capture.train_cameras is not None else list(range(n))
-        )
-        held = capture.test_cameras
-        if held is None:
-            held = tuple(c for c in range(n) if c not in set(self.train_cameras))
-        self.test_cameras = list(held)
+        split = capture.split(cfg.split)
+        self.split_policy = split.policy
+        self.train_cameras, self.test_cameras = split.train_cameras, split.test_cameras
+        self.train_timesteps, self.test_timesteps = split.train_timesteps, split.test_timesteps
         self.drive = capture.drive.to(self.device, torch.float32)
         self.cameras = cams.to(self.device, torch.float32)
         self.bg = torch.tensor(capture_background(capture), dtype=torch.float32, device=self.device)
@@ -225,8 +225,8 @@ class NerfFit:
             self.prior = surface_occupancy(capture, self.model.grid, cfg.occupancy_prior).to(self.device)
             self.model.grid.set_binary(self.prior)
         # every training pixel in memory: [F, H*W, 3] colours, [F, H*W] masks
-        train = set(self.train_cameras)
-        self.frames = [i for i, f in enumerate(capture.frames) if f.camera in train]
+        train, train_t = set(self.train_cameras), set(self.train_timesteps)
+        self.frames = [i for i, f in enumerate(capture.frames) if f.camera in train and f.timestep in train_t]
         if not self.frames:
             raise InputError(None, "the capture has no training frames")
         imgs, masks = [], []
@@ -240,9 +240,9 @@ class NerfFit:
         self.frame_time = torch.tensor([capture.frames[i].timestep for i in self.frames], device=self.device)
         self.h, self.w = int(cams.height[0]), int(cams.width[0])
         self.cond = self.model.conditioning(self.drive)
-        T = capture.num_timesteps
-        k = min(cfg.eval_views, len(self.test_cameras) * T)
-        pairs = [(c, t) for t in range(T) for c in self.test_cameras if capture.frame_index(c, t) is not None]
+        ts = self.test_timesteps if self.test_timesteps is not None else range(capture.num_timesteps)
+        pairs = [(c, t) for t in ts for c in self.test_cameras if capture.frame_index(c, t) is not None]
+        k = min(cfg.eval_views, len(pairs))
         self.eval_views = [pairs[round(i * (len(pairs) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
 
     # ------------------------------------------------------------ Trainable
@@ -330,6 +330,9 @@ class NerfFit:
             "fit": to_dict(self.cfg),
             "train_cameras": self.train_cameras,
             "test_cameras": self.test_cameras,
+            "train_timesteps": self.train_timesteps,
+            "test_timesteps": self.test_timesteps,
+            "split_policy": self.split_policy,
             "background": self.bg.tolist(),
         }
 

@@ -32,13 +32,20 @@ from nerfhead.models.avatar import RenderOutput, pair_indices
 from nerfhead.models.deform import DeformConfig, DeformNet
 from nerfhead.parametric.ict import PART_ID, ICTHead
 from nerfhead.splats.binding import TriangleFrames, WorldGaussians, bind_to_world, triangle_frames
-from nerfhead.splats.gaussians import SH_C0, SplatParams
+from nerfhead.splats.gaussians import SH_C0, SplatParams, rgb_to_sh0
 
 KIND = "splat_head"
 
-DEFAULT_PARTS = ("face", "head_and_neck", "eyeball_left", "eyeball_right")
-"""ICT parts that carry Gaussians by default: the skin and the eyeballs (not the mouth interior, teeth, eye
-sockets, lacrimal fluid, occlusion shells or lashes)."""
+INTERIOR_COLOURS: dict[str, tuple[float, float, float]] = {
+    "mouth_socket": (0.30, 0.12, 0.12),
+    "teeth": (0.85, 0.83, 0.78),
+    "gums_and_tongue": (0.65, 0.30, 0.30),
+}
+"""The mouth interior's parts and their initial colours: a dark cavity, off-white teeth, pink gums and tongue,
+so an open mouth is plausible where the video never showed it (the fit learns them where it did)."""
+DEFAULT_PARTS = ("face", "head_and_neck", "eyeball_left", "eyeball_right", *INTERIOR_COLOURS)
+"""ICT parts that carry Gaussians by default: the skin, the eyeballs and the mouth interior (socket, teeth, gums
+and tongue; not the eye sockets, lacrimal fluid, occlusion shells or lashes)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class SplatHeadConfig:
     """Gaussians placed on each triangle at initialisation."""
     triangle_stride: int = 1
     """Use every this-many-th triangle of the parts at initialisation (larger Gaussians cover the gaps)."""
+    interior_stride: int = 4
+    """The same for the mouth-interior parts (``INTERIOR_COLOURS``), which the video shows little of."""
     init_scale: float = 0.5
     """Initial in-plane scale, in units of the triangle scale."""
     init_normal_scale: float = 0.1
@@ -110,9 +119,14 @@ class SplatHead(nn.Module):
         )
         self.register_buffer("background", bg.clone())
 
-        part_ids = torch.tensor([PART_ID[p] for p in cfg.parts], dtype=torch.int64)
         stride = max(1, int(cfg.triangle_stride))
-        tris = torch.isin(self.ict.face_part, part_ids).nonzero()[:, 0][::stride]
+        inner = [p for p in cfg.parts if p in INTERIOR_COLOURS]
+        outer = torch.tensor([PART_ID[p] for p in cfg.parts if p not in INTERIOR_COLOURS], dtype=torch.int64)
+        tris = torch.isin(self.ict.face_part, outer).nonzero()[:, 0][::stride]
+        n_outer = int(tris.shape[0])
+        inner_stride = max(1, int(cfg.interior_stride)) * stride
+        inner_tris = [(self.ict.face_part == PART_ID[p]).nonzero()[:, 0][::inner_stride] for p in inner]
+        tris = torch.cat([tris, *inner_tris])
         n = max(1, int(cfg.gaussians_per_triangle))
         binding = tris.repeat_interleave(n)
         s = math.sqrt(stride / n)
@@ -124,6 +138,13 @@ class SplatHead(nn.Module):
             opacity=cfg.init_opacity,
             rgb=cfg.init_grey,
         )
+        with torch.no_grad():  # the mouth interior: smaller strides' Gaussians grow with theirs; its colours
+            a = n_outer * n
+            for p, t in zip(inner, inner_tris, strict=True):
+                b = a + int(t.shape[0]) * n
+                self.splats.params["scales"][a:b, :2] += 0.5 * math.log(inner_stride / stride)
+                self.splats.params["sh0"][a:b] = rgb_to_sh0(torch.tensor(INTERIOR_COLOURS[p]))
+                a = b
         if n > 1:
             self._spread_on_triangles(n)
         self.deform = DeformNet(cfg.deform, backend=cfg.backend) if cfg.deform.enabled else None

@@ -7,7 +7,8 @@ Gaussian bound to a triangle. The Drive is the capture's per-timestep drive (gro
 tracked for videos).
 
 Monocular captures (one frame per timestep and no stored split, e.g. a tracked video) are split by time: the
-last ``monocular_holdout`` of the timesteps are held out and evaluated. With ``backdrop`` a fixed camera's
+held-out timesteps of the ``split`` policy are evaluated (default: blocks inside speech, see
+:mod:`nerfhead.data.split`). With ``backdrop`` a fixed camera's
 background (backdrop, torso, everything the head mesh does not carry) is a learned image, initialised with the
 per-pixel median of the training frames outside the masks, and the fit and evaluation compare full frames.
 """
@@ -24,6 +25,7 @@ from torch import Tensor
 
 import nerfhead
 from nerfhead.data.capture import Capture
+from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
 from nerfhead.engine.losses import photometric_loss
 from nerfhead.engine.metrics import psnr
@@ -102,9 +104,15 @@ class SplatFitConfig:
     """Held-out (camera, timestep) pairs in the quick evaluation during training."""
     image_cache_gb: float = 2.0
     """Decoded training images kept in memory (GiB); beyond it frames are decoded again when drawn."""
-    monocular_holdout: float = 0.2
-    """Monocular captures (one frame per timestep, no stored split): hold out this last fraction of the
-    timesteps for evaluation (0 trains on every timestep and evaluates on the training frames)."""
+    split: SplitPolicy = field(default_factory=SplitPolicy)
+    """How a monocular capture (one frame per timestep, no stored split) is split by time: held-out blocks
+    inside speech (default) or the last fraction ("tail"); ``fraction`` 0 trains on every timestep."""
+    monocular_outside_weight: float = 1.0
+    """Fixed-camera monocular fits (with a backdrop): weight of the mean rendered head alpha outside the masks,
+    so the head's Gaussians leave the wall to the backdrop instead of learning its colour at the silhouette."""
+    monocular_sh_degree: int = 1
+    """Largest SH degree on a monocular capture: one view cannot constrain view-dependent colour (higher
+    degrees learn whatever explains that view and show speckles from others)."""
     backdrop: bool = True
     """Monocular captures from one fixed camera: learn its background as an image behind the head (full-frame
     fit and evaluation); off: composite the images over the background colour with their masks, as for a rig."""
@@ -199,25 +207,13 @@ class SplatFit:
         self.cfg = cfg
         self.device = torch.device(device)
         n = capture.num_cameras
-        self.train_cameras = (
-            list(capture.train_cameras) if capture.train_cameras is not None else list(range(n))
-        )
-        held = capture.test_cameras
-        if held is None:
-            held = (
-                tuple(c for c in range(n) if c not in set(self.train_cameras))
-                if capture.train_cameras
-                else ()
-            )
-        self.test_cameras = list(held)
         T = capture.num_timesteps
-        self.train_timesteps = list(range(T))
-        self.test_timesteps: list[int] | None = None  # None: every timestep of the test cameras
-        self.monocular = is_monocular(capture)
-        if self.monocular and 0.0 < cfg.monocular_holdout < 1.0 and T >= 2:
-            self.train_timesteps, self.test_timesteps = capture.time_split(1.0 - cfg.monocular_holdout)
-            self.train_cameras = _cameras_at(capture, self.train_timesteps)
-            self.test_cameras = _cameras_at(capture, self.test_timesteps)
+        split = capture.split(cfg.split)
+        self.split_policy = split.policy
+        self.train_cameras, self.test_cameras = split.train_cameras, split.test_cameras
+        self.train_timesteps = split.train_timesteps
+        self.test_timesteps = split.test_timesteps  # None: every timestep of the test cameras
+        self.monocular = split.monocular
         self.full_frame = self.monocular and cfg.backdrop and n == 1  # a backdrop needs a fixed camera
         self.drive = capture.drive.to(self.device, torch.float32)
         self.cameras = capture.cameras.to(self.device, torch.float32)
@@ -228,6 +224,8 @@ class SplatFit:
         self.cache_bytes = int(cfg.image_cache_gb * 2**30)
         if model is None:
             mcfg = cfg.model
+            if self.monocular and mcfg.sh_degree > cfg.monocular_sh_degree:  # one view cannot constrain SH
+                mcfg = replace(mcfg, sh_degree=cfg.monocular_sh_degree)
             if self.full_frame:
                 mcfg = replace(
                     mcfg, backdrop_size=(int(capture.cameras.width[0]), int(capture.cameras.height[0]))
@@ -236,6 +234,8 @@ class SplatFit:
             if self.full_frame:
                 model.set_backdrop(self.median_background(), capture.cameras.viewmat[0], capture.cameras.K[0])
         self.model = model.to(self.device)
+        if self.model.deform is not None:  # the deformation net holds still outside the training expressions
+            self.model.deform.set_expression_range(self.drive.expression[self.train_timesteps])
         # the background the fit renders over: None lets the backdrop's camera show the backdrop
         self.render_bg: Tensor | None = None if self.full_frame else self.bg
         self.strategy = cfg.strategy
@@ -342,6 +342,8 @@ class SplatFit:
             a = (out.alpha - mask).abs().mean()
             loss = loss + lc.alpha_weight * a
             scalars["alpha"] = float(a.detach())
+            if self.full_frame and self.cfg.monocular_outside_weight > 0:  # head and backdrop kept apart
+                loss = loss + self.cfg.monocular_outside_weight * (out.alpha * (1.0 - mask)).mean()
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
         off = metas[0].get("offsets")
@@ -404,22 +406,10 @@ class SplatFit:
             "test_cameras": self.test_cameras,
             "train_timesteps": self.train_timesteps,
             "test_timesteps": self.test_timesteps,
+            "split_policy": self.split_policy,
             "full_frame": self.full_frame,
             "background": self.bg.tolist(),
         }
-
-
-def is_monocular(capture: Capture) -> bool:
-    """True for a capture with one frame per timestep and no stored camera split: a video from one camera,
-    fixed (a tracked video: one camera) or moving (one camera pose per frame, e.g. ``nerfhead synth --rig
-    mono``)."""
-    stored = capture.train_cameras is not None or capture.test_cameras is not None
-    return not stored and len(capture) == capture.num_timesteps
-
-
-def _cameras_at(capture: Capture, timesteps: list[int]) -> list[int]:
-    """Sorted indices of the cameras with a frame at any of ``timesteps``."""
-    return sorted({capture.frames[f].camera for t in timesteps for f in capture.frames_at(t)})
 
 
 FitConfig = SplatFitConfig

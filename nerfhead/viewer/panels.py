@@ -20,6 +20,7 @@ from nerfhead.viewer.camera import ViewCamera, render_size
 if TYPE_CHECKING:
     import numpy as np
 
+    from nerfhead.audio.speech import Speech
     from nerfhead.data.drive import Drive
     from nerfhead.viewer.config import ViewerConfig
     from nerfhead.viewer.loop import RenderStats
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 
 class PanelHost(Protocol):
     """What the panels need of the viewer (:class:`~nerfhead.viewer.server.ViewerServer` provides it): settings,
-    the head, the export folder, the speech network and rendering of a view."""
+    the head, the export folder, the speech policy and rendering of a view."""
 
     config: ViewerConfig
     renderable: Renderable
     out_dir: Path
-    speech_network: Path | None
+    speech: Speech
 
     def render_view(
         self, view: ViewCamera, size: tuple[int, int] | None = None, drive: Drive | None = None
@@ -173,9 +174,7 @@ class Panels:
         note = self._notify(event, "Loading speech", f.name, loading=True)
         try:
             wave, notes = speech.decode_upload(f.name, f.content)
-            drive = speech.speech_drive(
-                wave, self.state.fps, mode=self.viewer.config.speech_mode, network=self.viewer.speech_network
-            )
+            drive = self.viewer.speech.drive(wave, speech.SAMPLE_RATE, self.state.fps)
         except InputError as e:
             self._finish_note(note, "Could not load speech", e.one_line().removeprefix("error: "), "red")
             return

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,18 +30,27 @@ from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.renderable import Renderable
 from nerfhead.viewer.state import ViewerState
 
+if TYPE_CHECKING:
+    from nerfhead.audio.speech import Speech
 
-def _speech_network(driver: str, run: Path) -> Path | None:
-    from nerfhead.audio.train import speech_network
 
-    if driver not in ("auto", "network", "rules"):
-        raise ValueError(f"speech_driver must be auto, network or rules, got {driver!r}")
-    if driver == "rules":
-        return None
-    net = speech_network(run)
-    if net is None and driver == "network":
-        raise ValueError(f"no speech network: neither {run}/audio_to_drive.safetensors nor the bundled prior")
-    return net
+def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
+    """The speech policy uploads are driven by: :class:`nerfhead.audio.speech.Speech` for the run, as
+    ``nerfhead drive RUN`` builds it (a run without drive.npz poses speech like the renderable's timeline)."""
+    from nerfhead.audio.speech import PersonData, Speech, SpeechConfig, check_config, person_of_run
+    from nerfhead.errors import InputError
+
+    if config.speech_driver not in ("auto", "network", "rules"):
+        raise ValueError(f"speech_driver must be auto, network or rules, got {config.speech_driver!r}")
+    cfg = SpeechConfig(driver=config.speech_driver, rules_mode=config.speech_mode)  # type: ignore[arg-type]
+    try:
+        check_config(cfg)
+        if person_of_run(run) is not None:
+            return Speech.for_run(run, cfg)
+        pol = Speech.for_run(run, cfg)
+    except InputError as e:
+        raise ValueError(e.what) from None
+    return Speech(pol.network, PersonData(renderable.default_drive()), cfg)
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
@@ -64,7 +73,10 @@ class ViewerServer:
         self.renderable = renderable
         self.out_dir = Path(out_dir)
         self.config = config
-        self.speech_network = _speech_network(config.speech_driver, self.out_dir)
+        self.speech = _speech_policy(config, self.out_dir, renderable)
+        """The speech policy uploads are driven by (the same as ``nerfhead drive RUN``)."""
+        net = self.speech.network
+        self.speech_network: Path | None = Path(net) if isinstance(net, (str, os.PathLike)) else None
         """The speech network uploads are driven by (None: the viseme rules)."""
         self.state = ViewerState(renderable.default_drive())
         self.render_counts: dict[int, int] = {}

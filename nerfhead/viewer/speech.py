@@ -97,13 +97,9 @@ def speech_drive(
     ``mode`` (rules only): "auto" (phonetic with pocketsphinx when installed, else energy), "phonetic" or
     "energy".
     """
-    if network is not None:
-        from nerfhead.audio.train import NetworkDriver
+    from nerfhead.audio.speech import Speech, SpeechConfig
 
-        return NetworkDriver(network).drive(wave, fps=fps, sr=sr)
-    from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
-
-    return RuleVisemeDriver(RuleDriverConfig(mode=mode)).drive(wave, fps=fps, sr=sr)  # type: ignore[arg-type]
+    return Speech(network, None, SpeechConfig(rules_mode=mode)).drive(wave, sr, fps)  # type: ignore[arg-type]
 
 
 def make_clip(name: str, wave: np.ndarray, sr: int = SAMPLE_RATE) -> SpeechClip:

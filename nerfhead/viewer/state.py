@@ -166,16 +166,17 @@ class ViewerState:
         self._changed(False)
 
     def set_speech(self, drive: Drive, clip: SpeechClip) -> None:
-        """Replace the timeline with a speech drive (expression from ``drive``; pose and latent held at the
-        first timestep of the original timeline) and remember the clip for playback."""
+        """Replace the timeline with a speech drive (expression and head pose from ``drive``, as the speech
+        policy composed them; latent held at the first timestep of the original timeline) and remember the clip
+        for playback."""
         with self._lock:
             self.pause()
             T = len(drive)
             b = self._base[0]
             latent = None if b.latent is None else b.latent.expand(T, -1).clone()
             self._drive = Drive(
-                b.rotation.expand(T, 3).clone(),
-                b.translation.expand(T, 3).clone(),
+                drive.rotation.to("cpu", torch.float32).clone(),
+                drive.translation.to("cpu", torch.float32).clone(),
                 drive.expression.to("cpu", torch.float32).clamp(0, 1),
                 latent,
                 drive.fps,

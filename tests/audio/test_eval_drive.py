@@ -68,7 +68,7 @@ def test_eval_drive_writes_report(tmp_path, run_cli):
     assert 0.6 < ceil["opening_variance_share"] <= 1.0
     # --save-run: the network fine-tuned on all timesteps, calibrated to this drive, where `drive RUN` looks
     from nerfhead.audio.network import load_network
-    from nerfhead.audio.train import speech_network
+    from nerfhead.audio.speech import speech_network
 
     assert speech_network(run) == Path(rep["saved_network"]) == run / "audio_to_drive.safetensors"
     net = load_network(run / "audio_to_drive.safetensors")

@@ -11,14 +11,8 @@ import pytest
 import torch
 
 from nerfhead.audio.network import AudioToDrive, AudioToDriveConfig, load_network, windows_at
-from nerfhead.audio.train import (
-    FinetuneConfig,
-    audio_features,
-    finetune,
-    pearson,
-    prior_path,
-    rule_targets,
-)
+from nerfhead.audio.speech import audio_features, prior_path
+from nerfhead.audio.train import FinetuneConfig, finetune, pearson, rule_targets
 from nerfhead.data.expressions import EXPRESSION_INDEX
 from nerfhead.errors import InputError
 
@@ -137,7 +131,7 @@ def test_finetuning_lowers_held_out_error():
 def test_network_driver_and_run_network_choice(tmp_path):
     """The learned driver turns a clip into a Drive whose jaw moves with the speech and rests in silence; the
     drive verb picks the run's fine-tuned network over the bundled prior."""
-    from nerfhead.audio.train import RUN_NETWORK, NetworkDriver, speech_network
+    from nerfhead.audio.speech import RUN_NETWORK, NetworkDriver, speech_network
 
     sr, fps = 16000, 25.0
     from nerfhead.audio.io import load_audio

@@ -10,8 +10,8 @@ import torch
 from nerfhead.assets import asset_path
 from nerfhead.audio.io import load_audio
 from nerfhead.audio.network import AudioToDrive, AudioToDriveConfig, load_network
+from nerfhead.audio.speech import NetworkDriver, prior_path
 from nerfhead.audio.stream import NetworkStreamDriver
-from nerfhead.audio.train import NetworkDriver, prior_path
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
 from tests.audio.streaming import stream_clip

@@ -113,7 +113,7 @@ def test_drive_orbit_and_camera_path(run, tmp_path, run_cli):
     assert frames[0].shape == (28, 36, 3)
 
 
-@pytest.mark.parametrize("what", ["garbage", "missing", "camera"])
+@pytest.mark.parametrize("what", ["garbage", "missing", "camera", "pose"])
 def test_drive_bad_inputs_are_one_line(run, tmp_path, run_cli, what):
     clip = REPO / "scenes/assets/audio" / CLIPS[0]
     args = ["drive", run, "--audio", clip, "--out", tmp_path / "t.mp4"]
@@ -123,11 +123,55 @@ def test_drive_bad_inputs_are_one_line(run, tmp_path, run_cli, what):
         args[3] = bad
     elif what == "missing":
         args[3] = tmp_path / "nowhere.ogg"
+    elif what == "pose":
+        args += ["--pose", "free"]
     else:
         (tmp_path / "cam.json").write_text("{not json")
         args += ["--camera", tmp_path / "cam.json"]
     code, _, err = run_cli(*args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert {"garbage": "speech.wav", "missing": "nowhere.ogg", "camera": "cam.json"}[what] in lines[0]
+    assert {"garbage": "speech.wav", "missing": "nowhere.ogg", "camera": "cam.json", "pose": "--pose"}[
+        what
+    ] in lines[0]
     assert not (tmp_path / "t.mp4").exists()
+
+
+def test_drive_and_viewer_speak_a_clip_with_the_same_drive(run, tmp_path, run_cli):
+    """One speech policy: the drive `nerfhead drive RUN` writes is the timeline the viewer plays for the same
+    clip uploaded (expression, head rotation and position)."""
+    import torch
+
+    from nerfhead.viewer.mock import MockHead
+    from nerfhead.viewer.server import ViewerConfig, ViewerServer
+    from nerfhead.viewer.speech import SAMPLE_RATE, decode_upload, make_clip
+
+    clip = REPO / "scenes/assets/audio" / CLIPS[0]
+    out = tmp_path / "talk.mp4"
+    code, _, err = run_cli("drive", run, "--audio", clip, "--out", out, "--res", "32")
+    assert code == 0, err
+    cli = Drive.load_npz(out.with_name("drive.npz"))
+    viewer = ViewerServer(MockHead(frames=20), run, ViewerConfig(port=0, speech_driver="auto"))
+    wave, _ = decode_upload(clip.name, clip.read_bytes())
+    viewer.state.set_speech(viewer.speech.drive(wave, SAMPLE_RATE, FPS), make_clip(clip.name, wave))
+    shown = viewer.state.drive
+    assert len(shown) == len(cli)
+    torch.testing.assert_close(shown.expression, cli.expression, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shown.rotation, cli.rotation, atol=1e-6, rtol=0)
+    torch.testing.assert_close(shown.translation, cli.translation, atol=1e-6, rtol=0)
+    base = Drive.load_npz(run / "drive.npz")
+    torch.testing.assert_close(shown.translation[0], base.translation.float().mean(0))  # the capture's mean
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["eval-lipsync"], "avatar.json"),  # a rig run: no held-out timesteps to lip-sync
+        (["eval-orbit", "--angles", "500"], "--angles"),
+    ],
+)
+def test_eval_verbs_bad_inputs_are_one_line(run, run_cli, args, names):
+    code, _, err = run_cli(args[0], run, *args[1:])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert names in lines[0]

@@ -14,9 +14,10 @@ import torch
 
 from nerfhead.data.capture import Capture, Frame
 from nerfhead.data.images import save_image, save_mask
+from nerfhead.data.split import is_monocular
 from nerfhead.engine.config import TrainerConfig
 from nerfhead.models.splat_head import SplatHead
-from nerfhead.models.splat_train import SplatFit, SplatFitConfig, head_for_capture, is_monocular
+from nerfhead.models.splat_train import SplatFit, SplatFitConfig, head_for_capture
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy
 from tests.models.tiny_capture import make_teacher, one_thread, tiny_cameras, tiny_drive, tiny_head_config

@@ -308,14 +308,14 @@ def test_speech_upload_uses_the_learned_network(tmp_path: Path):
 
     from nerfhead.audio.io import load_audio
     from nerfhead.audio.network import load_network
-    from nerfhead.audio.train import NetworkDriver, prior_path
+    from nerfhead.audio.speech import Speech, prior_path
 
     wave, _ = load_audio(SPEECH, 16000)
     cfg = dataclasses.replace(CONFIG, speech_driver="auto")
     run = tmp_path / "run"
     v = ViewerServer(MockHead(frames=20), run, cfg)  # not started: the upload handler needs no browser
     assert v.speech_network == prior_path()
-    want = NetworkDriver(prior_path()).drive(wave, 25.0)
+    want = Speech(prior_path()).drive(wave, 16000, 25.0)
     got = speech_drive(wave, 25.0, network=v.speech_network)
     torch.testing.assert_close(got.expression, want.expression)
     assert float(got.expression[:, JAW].std()) > 0.05  # the mouth moves with the speech

@@ -1,0 +1,112 @@
+"""The one speech policy (nerfhead.audio.speech): loudness-invariant drives, calibration into the person's
+expression distribution, pose composition, and one drive for `nerfhead drive` and the viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from nerfhead.assets import asset_path
+from nerfhead.audio.io import load_audio
+from nerfhead.audio.speech import (
+    MOUTH_COLUMNS,
+    Calibration,
+    PersonData,
+    Speech,
+    SpeechConfig,
+    check_config,
+    prior_path,
+)
+from nerfhead.data.drive import Drive
+from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.errors import InputError
+
+JAW = EXPRESSION_INDEX["jawOpen"]
+FUNNEL = EXPRESSION_INDEX["mouthFunnel"]
+SR, FPS = 16000, 25.0
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    return load_audio(asset_path("audio/fleurs_en-001.ogg"), SR)[0][: 4 * SR]
+
+
+def _dbfs_peak(w: np.ndarray) -> float:
+    return float(20 * np.log10(np.abs(w).max()))
+
+
+def test_a_quiet_clip_drives_like_the_same_clip_normalised(clip):
+    loud = clip / np.abs(clip).max()  # peak 0 dBFS
+    quiet = (loud * 10 ** (-48 / 20)).astype(np.float32)  # speech peaking at -48 dBFS
+    assert _dbfs_peak(quiet) == pytest.approx(-48.0, abs=0.01)
+    speech = Speech(prior_path())
+    a, b = speech.drive(loud, SR, FPS), speech.drive(quiet, SR, FPS)
+    torch.testing.assert_close(a.expression, b.expression, atol=1e-4, rtol=0)
+    assert float(a.expression[:, JAW].std()) > 0.05  # it talks
+    # the case that must fail: without the normalisation the quiet clip barely moves the mouth
+    raw = Speech(prior_path(), cfg=SpeechConfig(normalise=False))
+    ra, rb = raw.drive(loud, SR, FPS), raw.drive(quiet, SR, FPS)
+    assert float(rb.expression[:, JAW].std()) < 0.5 * float(ra.expression[:, JAW].std())
+
+
+def _person(tmp_path, clip, drive: Drive, train) -> PersonData:
+    wav = tmp_path / "capture.wav"
+    soundfile.write(wav, clip, SR, subtype="FLOAT")
+    return PersonData(drive, wav, torch.arange(len(drive), dtype=torch.float64) / FPS, 0.0, tuple(train))
+
+
+def test_calibration_maps_the_prior_into_the_persons_range(tmp_path, clip):
+    """A person whose jaw opens half as far as the prior predicts, with a resting offset, and who never funnels:
+    the calibrated drive matches them on frames the calibration did not see; the raw prior does not."""
+    raw = Speech(prior_path()).drive(clip, SR, FPS)
+    T = len(raw)
+    tracked = Drive.neutral(T, FPS)
+    tracked.expression[:, JAW] = 0.05 + 0.5 * raw.expression[:, JAW]
+    train = [t for t in range(T) if t % 10 < 7]
+    test = [t for t in range(T) if t % 10 >= 7]
+    speech = Speech(prior_path(), _person(tmp_path, clip, tracked, train))
+    cal = speech.calibration()
+    assert cal is not None and cal.mouth_basis.shape[1] == 1  # one mouth mode used: the jaw
+    got = speech.drive(clip, SR, FPS)
+    err_cal = (got.expression[test, JAW] - tracked.expression[test, JAW]).abs().mean()
+    err_raw = (raw.expression[test, JAW] - tracked.expression[test, JAW]).abs().mean()
+    assert float(err_cal) < 0.01 and float(err_raw) > 5 * float(err_cal)
+    assert float(got.expression[:, FUNNEL].abs().max()) < 1e-6  # outside the capture's mouth subspace
+    assert float(raw.expression[:, FUNNEL].max()) > 0.02  # (the prior does funnel)
+    hi = float(tracked.expression[:, JAW].max())
+    assert float(got.expression[:, JAW].max()) <= hi + 0.1 * hi + 1e-6  # inside the range the fit saw
+    # calibration fitted on the training frames only: a person whose held-out frames differ gives the same one
+    moved = Drive.neutral(T, FPS)
+    moved.expression[:] = tracked.expression
+    moved.expression[test, JAW] = 0.9
+    other = Speech(prior_path(), _person(tmp_path, clip, moved, train)).calibration()
+    assert other is not None and torch.equal(other.scale, cal.scale) and torch.equal(other.shift, cal.shift)
+
+
+def test_calibration_fit_recovers_an_affine_map():
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(200, 53, generator=g)
+    y = (0.2 + 0.5 * p).clamp(0, 1)
+    cal = Calibration.fit(p, y)
+    torch.testing.assert_close(cal.scale, torch.full((53,), 0.5), atol=0.01, rtol=0)
+    assert len(MOUTH_COLUMNS) >= cal.mouth_basis.shape[1] > 1
+    with pytest.raises(ValueError, match="matching"):
+        Calibration.fit(p[:1], y[:1])
+
+
+def test_pose_hold_and_tracked(tmp_path, clip):
+    T = 40
+    base = Drive.neutral(T, FPS)
+    base.rotation[:, 1] = torch.linspace(-0.2, 0.2, T)
+    base.translation[:, 2] = torch.linspace(0.0, 0.04, T)
+    person = PersonData(base, None, torch.arange(T, dtype=torch.float64) / FPS)
+    held = Speech(None, person).drive(clip[:SR], SR, FPS)
+    assert torch.allclose(held.rotation, base.rotation[:1].expand(len(held), 3), atol=1e-6)
+    torch.testing.assert_close(held.translation[0], base.translation.mean(0))
+    tracked = Speech(None, person, SpeechConfig(pose="tracked")).drive(clip[:SR], SR, FPS)
+    torch.testing.assert_close(tracked.rotation, base.rotation[: len(tracked)])
+    torch.testing.assert_close(tracked.translation, base.translation[: len(tracked)])
+    with pytest.raises(InputError, match="hold or tracked"):
+        check_config(SpeechConfig(pose="free"))  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""What keeps a monocular splat head plausible off its training data: the deformation network holds still
+outside the training expressions (clamped input, bounded output), Gaussians on the mouth interior, and a low SH
+degree on monocular captures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.models.deform import DeformConfig, DeformNet
+from nerfhead.models.splat_head import INTERIOR_COLOURS, PART_ID, SplatHead, SplatHeadConfig
+from nerfhead.models.splat_train import SplatFit
+from nerfhead.splats.gaussians import rgb_to_sh0
+from tests.models.test_splat_monocular import tiny_cfg
+from tests.models.tiny_capture import one_thread
+
+JAW = EXPRESSION_INDEX["jawOpen"]
+
+
+def _net() -> DeformNet:
+    torch.manual_seed(0)
+    net = DeformNet(DeformConfig(n_levels=4, log2_hashmap_size=10, hidden=16), backend="torch")
+    with torch.no_grad():
+        net.out.weight.normal_(0.0, 0.5)
+        net.expr.weight.mul_(4.0)
+    return net
+
+
+@torch.no_grad()
+def test_deformation_holds_still_outside_the_training_expressions():
+    net = _net()
+    pos = torch.rand(50, 3, generator=torch.Generator().manual_seed(1))
+    rot = torch.zeros(3, 3)
+    train = torch.zeros(20, 53)
+    train[:, JAW] = torch.linspace(0.0, 0.3, 20)
+    far = torch.zeros(3, 53)
+    far[:, JAW] = torch.tensor([0.33, 0.7, 1.0])  # the edge of the range (0.3 + 10%) and far beyond it
+    before = net(pos, far, rot)[0]
+    assert float((before[2] - before[0]).abs().max()) > 0.05  # unbounded input: the far jaw moves Gaussians
+    net.set_expression_range(train)
+    off, rgb = net(pos, far, rot)
+    torch.testing.assert_close(off[1], off[0])
+    torch.testing.assert_close(off[2], off[0])
+    torch.testing.assert_close(rgb[2], rgb[0])
+    assert float(off.abs().max()) < net.cfg.max_offset and float(rgb.abs().max()) < net.cfg.max_rgb
+    # the range is saved with the model and old checkpoints (without it) still load
+    state = net.state_dict()
+    fresh = _net()
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.expr_high, net.expr_high)
+    old = {k: v for k, v in state.items() if not k.startswith("expr_")}
+    _net().load_state_dict(old)
+
+
+def test_default_head_has_a_mouth_interior():
+    head = SplatHead(SplatHeadConfig(deform=DeformConfig(enabled=False)))
+    part = head.ict.face_part[head.splats.binding]
+    for name, rgb in INTERIOR_COLOURS.items():
+        rows = part == PART_ID[name]
+        assert int(rows.sum()) > 500
+        torch.testing.assert_close(head.splats.params["sh0"][rows][0, 0], rgb_to_sh0(torch.tensor(rgb)))
+    skin = SplatHead(SplatHeadConfig(parts=("face",), deform=DeformConfig(enabled=False)))
+    assert not torch.isin(skin.ict.face_part[skin.splats.binding], torch.tensor([PART_ID["teeth"]])).any()
+
+
+def test_monocular_fits_use_low_sh_and_the_training_expression_range(tmp_path):
+    from tests.models.test_splat_monocular import write_mono_capture
+
+    with one_thread():
+        cap = write_mono_capture(tmp_path, T=5)
+        cfg = tiny_cfg(1)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, sh_degree=3))
+        task = SplatFit(cap, cfg)
+    assert task.model.cfg.sh_degree == 1 and task.avatar_spec()["config"]["sh_degree"] == 1
+    assert task.model.deform is not None
+    e = cap.drive.expression[task.train_timesteps]  # type: ignore[union-attr]
+    assert torch.allclose(
+        task.model.deform.expr_high[JAW], (e[:, JAW].max() * 1.1 - e[:, JAW].min() * 0.1).clamp(0, 1)
+    )
+
+
+def test_colour_outlier_measure():
+    """The 99.9% chroma region of skin-like pixels holds about 99.9% of such pixels; the wall's blue lies
+    outside it (the case that must fail)."""
+    from nerfhead.models.run_eval import ChromaModel
+
+    g = torch.Generator().manual_seed(0)
+    skin = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.4 * torch.rand(20000, 1, generator=g))
+    skin = (skin + 0.03 * torch.randn(20000, 3, generator=g)).clamp(0, 1)
+    ref = ChromaModel(skin)
+    assert ref.outside(skin) <= 0.0011
+    more = (torch.tensor([0.80, 0.60, 0.50]) * 0.8 + 0.03 * torch.randn(5000, 3, generator=g)).clamp(0, 1)
+    assert ref.outside(more) < 0.005
+    wall = torch.tensor([[0.35, 0.55, 0.85]]).expand(100, 3)
+    assert ref.outside(wall) == 1.0
+    assert ref.outside(torch.cat([more, wall])) == pytest.approx(100 / 5100, abs=0.005)
