@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_renderable
 from nerfhead.viewer.camera import look_at_view
-from nerfhead.viewer.live_speech import PipeSource
+from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
 
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
@@ -121,22 +121,6 @@ def pcm(seconds: float, sr: int = 16000) -> bytes:
     reps = int(math.ceil(seconds * sr / wave.size))
     wave = np.tile(wave, reps)[: int(seconds * sr)]
     return (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def feed(fd: int, data: bytes, sr: int = 16000, chunk_s: float = 0.02) -> threading.Thread:
-    """Write s16le ``data`` into pipe ``fd`` at real-time pace, then close it."""
-
-    def run() -> None:
-        step = int(chunk_s * sr) * 2
-        t0 = time.monotonic()
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            for k, i in enumerate(range(0, len(data), step)):
-                time.sleep(max(0.0, t0 + k * chunk_s - time.monotonic()))
-                f.write(data[i : i + step])
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 class Changer:
@@ -247,7 +231,7 @@ def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: f
         viewer.latencies.clear()
         n_before = len(frames.times)
         r, w = os.pipe()
-        writer = feed(w, pcm(live_s))
+        writer = feed_pipe(w, pcm(live_s))
         live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
         writer.join(live_s + 30)
         while live.running:
@@ -293,7 +277,7 @@ def bench_server_render(viewer: ViewerServer, canvas: tuple[int, int], repeats: 
 def bench_live_memory(viewer: ViewerServer, minutes: float) -> dict[str, Any]:
     r, w = os.pipe()
     seconds = minutes * 60
-    writer = feed(w, pcm(seconds))
+    writer = feed_pipe(w, pcm(seconds))
     live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
     samples = []
     t0 = time.monotonic()

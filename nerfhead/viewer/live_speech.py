@@ -157,6 +157,23 @@ def open_source(spec: str, sr: int = 16000, fmt: str = "s16le") -> AudioSource:
     return PipeSource(open(path, "rb"), sr, fmt)  # closed by close()
 
 
+def feed_pipe(fd: int, data: bytes, sr: int = 16000, chunk_s: float = CHUNK_S) -> threading.Thread:
+    """Write raw s16le mono ``data`` into the pipe ``fd`` at real-time pace from a thread, then close it: a
+    recorded clip played as a live source (tests, benchmarks)."""
+
+    def run() -> None:
+        step = round(chunk_s * sr) * 2
+        t0 = time.monotonic()
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            for k, i in enumerate(range(0, len(data), step)):
+                time.sleep(max(0.0, t0 + k * chunk_s - time.monotonic()))
+                f.write(data[i : i + step])
+
+    t = threading.Thread(target=run, name="nerfhead-feed-pipe", daemon=True)
+    t.start()
+    return t
+
+
 class StreamDriver(Protocol):
     """What both streaming speech drivers provide."""
 

@@ -25,7 +25,7 @@ import torch
 
 from nerfhead.data import EXPRESSION_INDEX, Drive
 from nerfhead.viewer import AvatarRenderable, ViewCamera, ViewerConfig, ViewerServer
-from nerfhead.viewer.live_speech import PipeSource
+from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from tests.viewer.chromium import Chromium, Page
 from tests.viewer.test_browser import (  # noqa: F401  (fixtures used by name)
     chromium_path,
@@ -33,7 +33,7 @@ from tests.viewer.test_browser import (  # noqa: F401  (fixtures used by name)
     one_thread,
     wait_for,
 )
-from tests.viewer.test_live_speech import feed_real_time, pcm
+from tests.viewer.test_live_speech import pcm
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -167,7 +167,7 @@ def test_live_speech_moves_the_mouth_in_the_page(viewer: ViewerServer, page: Pag
     assert mouth.sum() > 200
     drawn(viewer, page)
     r, w = os.pipe()
-    writer = feed_real_time(w, pcm(4.0))
+    writer = feed_pipe(w, pcm(4.0))
     live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
     shots: list[np.ndarray] = []
     while live.running and len(shots) < 15:

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from nerfhead.audio.io import load_audio
 from nerfhead.data import EXPRESSION_INDEX
 from nerfhead.errors import InputError
 from nerfhead.viewer import ViewerConfig, ViewerServer
-from nerfhead.viewer.live_speech import LiveSpeech, PipeSource, open_source, stream_driver
+from nerfhead.viewer.live_speech import LiveSpeech, PipeSource, feed_pipe, open_source, stream_driver
 from nerfhead.viewer.mock import MockHead
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,22 +32,6 @@ SECONDS = 3.0
 def pcm(seconds: float = SECONDS) -> bytes:
     wave, _ = load_audio(CLIP, SR)
     return (np.clip(wave[: int(seconds * SR)], -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def feed_real_time(fd: int, data: bytes, chunk_s: float = 0.02) -> threading.Thread:
-    """Write ``data`` (s16le at 16 kHz) into pipe ``fd`` at real-time pace from a thread, then close it."""
-
-    def run() -> None:
-        step = int(chunk_s * SR) * 2
-        t0 = time.monotonic()
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            for k, i in enumerate(range(0, len(data), step)):
-                time.sleep(max(0.0, t0 + k * chunk_s - time.monotonic()))
-                f.write(data[i : i + step])
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def test_live_stream_drives_the_face_in_real_time(tmp_path: Path):
@@ -74,7 +57,7 @@ def test_live_stream_drives_the_face_in_real_time(tmp_path: Path):
 
         v.show_live_frame = spy  # type: ignore[method-assign]
         r, w = os.pipe()
-        writer = feed_real_time(w, data)
+        writer = feed_pipe(w, data)
         live = v.start_speech_stream(PipeSource(os.fdopen(r, "rb"), SR))
         assert isinstance(live, LiveSpeech)
         writer.join(SECONDS + 10)
@@ -137,7 +120,7 @@ def test_cli_speech_stream_from_stdin(tmp_path: Path):
     )
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        writer = feed_real_time(os.dup(proc.stdin.fileno()), pcm(2.0))
+        writer = feed_pipe(os.dup(proc.stdin.fileno()), pcm(2.0))
         proc.stdin.close()
         writer.join(30)
         out = b""
