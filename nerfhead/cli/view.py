@@ -1,4 +1,5 @@
-"""``nerfhead view``: a web viewer for a trained avatar, rendered on this machine for each browser camera."""
+"""``nerfhead view``: a web viewer for a trained avatar: a splat head is drawn by the browser (posed here), other
+heads are rendered on this machine for each browser camera; live speech can drive the face."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def open_viewer(
     max_side: int = 960,
     moving_side: int = 320,
     speech_driver: str = "auto",
+    render: str = "auto",
 ) -> Any:
     """Load the run's avatar (or the analytic mock head) and start the viewer; returns the started
     :class:`~nerfhead.viewer.server.ViewerServer` (call ``stop()`` on it).
@@ -46,6 +48,8 @@ def open_viewer(
 
     if speech_driver not in ("auto", "network", "rules"):
         raise InputError("--speech-driver", f"must be auto, network or rules, got {speech_driver!r}")
+    if render not in ("auto", "browser", "server"):
+        raise InputError("--render", f"must be auto, browser or server, got {render!r}")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if mock:
         from nerfhead.viewer.mock import MockHead
@@ -59,12 +63,17 @@ def open_viewer(
     if warning:
         print(warning, file=sys.stderr)
     cfg = ViewerConfig(
-        host=host, port=port, max_side=max_side, moving_side=moving_side, speech_driver=speech_driver
+        host=host,
+        port=port,
+        max_side=max_side,
+        moving_side=moving_side,
+        speech_driver=speech_driver,
+        render=render,
     )
     try:
         viewer = ViewerServer(renderable, out_dir=run, config=cfg)
     except ValueError as e:
-        raise InputError("--speech-driver", str(e)) from None
+        raise InputError("--render" if "render" in str(e) else "--speech-driver", str(e)) from None
     return viewer.start()
 
 
@@ -77,6 +86,10 @@ def main(
     max_side: int = 960,
     moving_side: int = 320,
     speech_driver: str = "auto",
+    render: str = "auto",
+    speech_stream: str | None = None,
+    speech_rate: int = 16000,
+    speech_format: str = "s16le",
 ) -> None:
     """Open a web viewer for the avatar in RUN: orbit the camera, scrub or play the timeline, set expression
     and head-pose sliders, load a speech clip to drive the face (played in the browser), export PNG / mp4.
@@ -92,19 +105,51 @@ def main(
         moving_side: longest image side rendered while the camera moves or the timeline plays.
         speech_driver: what drives the face from a loaded speech clip: "auto" (the run's fine-tuned speech
             network, else the bundled prior, as `nerfhead drive` does), "network" or "rules".
+        render: where the head is drawn: "auto" (in the browser for a splat head, else here), "browser" (this
+            machine poses the Gaussians, the browser sorts and draws them) or "server" (rendered here, for a NeRF
+            head or a GPU server). The Stats panel toggles it.
+        speech_stream: live speech that drives the face as it arrives: "-" (raw mono samples on stdin, e.g.
+            `ffmpeg -re -i talk.mp3 -f s16le -ac 1 -ar 16000 - | nerfhead view RUN --speech-stream -`), "device"
+            or "device:NAME" (a local input device; needs `pip install 'nerfhead[live]'`) or a FIFO path.
+        speech_rate: sample rate of --speech-stream, Hz.
+        speech_format: sample format of --speech-stream on a pipe: s16le or f32le (mono, little-endian).
     """
-    viewer = open_viewer(run, port, host, device, mock, max_side, moving_side, speech_driver)
+    source = None
+    if speech_stream is not None:
+        from nerfhead.viewer.live_speech import open_source
+
+        source = open_source(speech_stream, speech_rate, speech_format)
+    viewer = open_viewer(run, port, host, device, mock, max_side, moving_side, speech_driver, render)
     print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
+    if source is not None:
+        viewer.start_speech_stream(source)
+        print(f"nerfhead viewer: live speech from {speech_stream} at {speech_rate} Hz", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    reported = source is None
     try:
         while True:
-            time.sleep(1.0)
+            time.sleep(0.2)
+            if not reported and viewer.live is not None and not viewer.live.running:
+                reported = True
+                print(live_report(viewer), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         viewer.stop()
         signal.signal(signal.SIGTERM, previous)
         print("nerfhead viewer stopped", flush=True)
+
+
+def live_report(viewer: Any) -> str:
+    """One line about a live speech stream that ended: frames and speech-to-screen latency."""
+    live = viewer.live
+    lat = viewer.latency_summary()
+    text = f"nerfhead viewer: live speech ended: {live.frames_in} frames"
+    if lat is not None:
+        text += f", speech → screen median {lat[0]:.3f} s (p95 {lat[1]:.3f} s)"
+    else:
+        text += ", none shown (no page was open)"
+    return text + (f"; stream error: {live.error}" if live.error else "")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -28,6 +28,16 @@ class ViewerConfig:
     """Vertical field of view of a new client's camera."""
     export_max_side: int = 1280
     """Longest image side of PNG and mp4 exports (the browser canvas size, capped)."""
+    render: str = "auto"
+    """Where the head is drawn: "browser" (the server poses the Gaussians of a splat head, the page sorts and
+    draws them on its own GPU), "server" (the server renders an image per browser camera: NeRF heads, or a GPU
+    server) or "auto" (browser for a splat head, else server). The Stats panel has a toggle."""
+    max_upload_mib: float = 20.0
+    """Largest speech upload; refused as soon as its declared size or its received bytes pass this."""
+    max_speech_s: float = 180.0
+    """Longest speech upload (read from its container header before decoding; decoding stops past it)."""
+    export_interval_s: float = 2.0
+    """Least time between two exports started by one page (further clicks are refused with a note)."""
     speech_driver: str = "auto"
     """What turns uploaded speech into a drive: "auto" (the learned network: the run's fine-tuned one in the
     export folder, else the bundled prior; the rules when neither exists), "network" (the same, refusing to

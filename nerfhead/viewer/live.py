@@ -92,7 +92,7 @@ class LiveFit:
         self._show()
         self.refreshes += 1
         self.server.invalidate_all()
-        if self.server.clients():
+        if self.server.clients() or self.server.connected():  # someone is watching: let them have the CPU
             time.sleep(self.yield_s)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:

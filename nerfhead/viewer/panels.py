@@ -16,6 +16,7 @@ from nerfhead.data.expressions import EXPRESSION_NAMES
 from nerfhead.errors import InputError
 from nerfhead.viewer import exports, speech
 from nerfhead.viewer.camera import ViewCamera, render_size
+from nerfhead.viewer.guard import RateLimit, safe_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from nerfhead.viewer.config import ViewerConfig
     from nerfhead.viewer.loop import RenderStats
     from nerfhead.viewer.renderable import Renderable
+    from nerfhead.viewer.splats import PushStats
     from nerfhead.viewer.state import ViewerState
 
 
@@ -36,6 +38,13 @@ class PanelHost(Protocol):
     renderable: Renderable
     out_dir: Path
     speech: Speech
+    render_mode: str
+    browser_capable: bool
+    export_limit: RateLimit
+
+    def set_render_mode(self, mode: str) -> None: ...
+
+    def latency_summary(self) -> tuple[float, float] | None: ...
 
     def render_view(
         self, view: ViewCamera, size: tuple[int, int] | None = None, drive: Drive | None = None
@@ -87,7 +96,7 @@ class Panels:
         self._static_stats = " · ".join(f"{k} {v}" for k, v in info.items())
         self._status = ""
         self._last_stats = ""
-        gui.add_markdown(f"**nerfhead** · {viewer.renderable.name}")
+        gui.add_markdown(f"**nerfhead** · {safe_text(viewer.renderable.name)}")
 
         with gui.add_folder("Timeline"):
             self.frame = gui.add_slider("Frame", 0, max(state.num_frames - 1, 1), 1, 0)
@@ -112,14 +121,17 @@ class Panels:
         with gui.add_folder("Export", expand_by_default=False):
             self.save_png = gui.add_button("Save PNG of this view", icon="photo")
             self.save_mp4 = gui.add_button("Save mp4 of the timeline", icon="movie")
-            self.last_export = gui.add_markdown(f"Files go to `{viewer.out_dir / 'exports'}`")
+            self.last_export = gui.add_markdown(
+                f"Files go to `{safe_text(str(viewer.out_dir / 'exports'), 200)}`"
+            )
         with gui.add_folder("Stats"):
+            self.browser = gui.add_checkbox(
+                "Draw in the browser",
+                viewer.render_mode == "browser",
+                disabled=not viewer.browser_capable,
+                hint="On: the server poses the Gaussians, your browser draws them. Off: the server renders images.",
+            )
             self.stats = gui.add_markdown(self._static_stats)
-        self.splats: Any = None
-        self._splat_handle: Any = None
-        if hasattr(viewer.renderable, "gaussians_at"):
-            self.splats = gui.add_checkbox("Draw Gaussians in the browser", False)
-            self.splats.on_update(lambda _e: self._update_splats())
         self._connect()
 
     # -------------------------------------------------------------- callbacks
@@ -141,6 +153,18 @@ class Panels:
         self.clear_speech.on_click(lambda _e: self._set_timeline(None))
         self.save_png.on_click(self._on_save_png)
         self.save_mp4.on_click(self._on_save_mp4)
+        self.browser.on_update(self._on_browser_toggle)
+
+    def _on_browser_toggle(self, event: Any) -> None:
+        self.viewer.set_render_mode("browser" if self.browser.value else "server")
+
+    def show_mode(self) -> None:
+        """Show the viewer's render path on the toggle."""
+        want = self.viewer.render_mode == "browser"
+        if bool(self.browser.value) != want:
+            self.browser.value = want
+        self._last_stats = ""
+        self._write_stats()
 
     def _on_frame(self, event: Any) -> None:
         value = int(round(float(event.target.value)))
@@ -171,15 +195,19 @@ class Panels:
 
     def _on_upload(self, event: Any) -> None:
         f = event.target.value
-        note = self._notify(event, "Loading speech", f.name, loading=True)
+        name = safe_text(f.name)  # the file name is shown, and named in errors, only in this inert form
+        note = self._notify(event, "Loading speech", name, loading=True)
+        cfg = self.viewer.config
         try:
-            wave, notes = speech.decode_upload(f.name, f.content)
+            wave, notes = speech.decode_upload(
+                name, f.content, max_bytes=int(cfg.max_upload_mib * 2**20), max_seconds=cfg.max_speech_s
+            )
             drive = self.viewer.speech.drive(wave, speech.SAMPLE_RATE, self.state.fps)
         except InputError as e:
             self._finish_note(note, "Could not load speech", e.one_line().removeprefix("error: "), "red")
             return
-        self._set_timeline((drive, speech.make_clip(f.name, wave)))
-        body = f"{f.name}: {len(drive)} frames at {drive.fps:g} fps" + "".join(f"; {n}" for n in notes)
+        self._set_timeline((drive, speech.make_clip(name, wave)))
+        body = f"{name}: {len(drive)} frames at {drive.fps:g} fps" + "".join(f"; {n}" for n in notes)
         self._finish_note(note, "Speech loaded", body, "yellow" if notes else "green")
 
     def _set_timeline(self, loaded: tuple[Any, Any] | None) -> None:
@@ -192,7 +220,20 @@ class Panels:
         self.audio.content = speech.audio_html(self.state.speech, None)
         self.sync()
 
+    def _rate_limited(self, event: Any) -> bool:
+        """Refuse an export that comes too soon after the last one of the same page (with a note); exports
+        started from Python (no page) are not limited."""
+        key = getattr(getattr(event, "client", None), "client_id", None)
+        if key is None:
+            return False
+        left = self.viewer.export_limit.wait_left(key)
+        if left > 0:
+            self._notify(event, "Export refused", f"too many exports: wait {left:.1f} s", color="yellow")
+        return left > 0
+
     def _on_save_png(self, event: Any) -> None:
+        if self._rate_limited(event):
+            return
         view = self._view_of(event)
         size = render_size(view.width, view.height, self.viewer.config.export_max_side)
         path = exports.save_png(
@@ -203,6 +244,9 @@ class Panels:
     def _on_save_mp4(self, event: Any) -> None:
         if not self._export_lock.acquire(blocking=False):
             self._notify(event, "Export running", "an mp4 export is already in progress", color="yellow")
+            return
+        if self._rate_limited(event):
+            self._export_lock.release()
             return
         try:
             view = self._view_of(event)
@@ -227,12 +271,12 @@ class Panels:
                 self._finish_note(note, "mp4 export failed", f"{type(e).__name__}: {e}", "red")
                 return
             self._finish_note(note, "mp4 saved", str(path), "green")
-            self.last_export.content = f"Last export: `{path}`"
+            self.last_export.content = f"Last export: `{safe_text(str(path), 300)}`"
         finally:
             self._export_lock.release()
 
     def _exported(self, event: Any, path: Any) -> None:
-        self.last_export.content = f"Last export: `{path}`"
+        self.last_export.content = f"Last export: `{safe_text(str(path), 300)}`"
         self._notify(event, "Saved", str(path), color="green", auto_close=8.0)
 
     def _view_of(self, event: Any) -> ViewCamera:
@@ -287,8 +331,6 @@ class Panels:
         if self._was_playing and not playing:
             self._was_playing = False
             self.audio.content = speech.audio_html(st.speech, None)
-        if self.splats is not None and self.splats.value and not playing:
-            self._update_splats()
 
     def show_stats(self, stats: RenderStats, clients: int) -> None:
         """Update the stats text (at most four times a second)."""
@@ -298,10 +340,29 @@ class Panels:
         self._stats_t = now
         w, h = stats.size
         self._last_stats = (
-            f"render {stats.last_ms:.0f} ms · {stats.fps:.0f} fps · {w}x{h}"
-            f"{'' if stats.full else ' (moving)'}  \n{self._static_stats} · clients {clients}"
+            f"server render {stats.last_ms:.0f} ms · {stats.fps:.0f} fps · {w}x{h}"
+            f"{'' if stats.full else ' (moving)'}{self._latency_text()}  \n{self._static_stats} · clients {clients}"
         )
         self._write_stats()
+
+    def show_push_stats(self, stats: PushStats, clients: int) -> None:
+        """Stats of the browser path: pose time, updates per second, bytes per update, live latency (at most
+        four times a second)."""
+        now = time.monotonic()
+        if now - self._stats_t < 0.25:
+            return
+        self._stats_t = now
+        self._last_stats = (
+            f"browser draws · pose {stats.last_ms:.0f} ms · {stats.rate:.0f} updates/s · "
+            f"{stats.bytes / 2**20:.2f} MiB/update{self._latency_text()}  \n{self._static_stats} · clients {clients}"
+        )
+        self._write_stats()
+
+    def _latency_text(self) -> str:
+        lat = self.viewer.latency_summary()
+        if lat is None or not self.state.live:
+            return ""
+        return f"  \nspeech → screen {lat[0]:.3f} s (p95 {lat[1]:.3f} s)"
 
     def set_status(self, text: str) -> None:
         """A status line above the render stats (``nerfhead fit --viewer`` shows the training step there)."""
@@ -311,16 +372,3 @@ class Panels:
     def _write_stats(self) -> None:
         body = self._last_stats or self._static_stats
         self.stats.content = f"{self._status}  \n{body}" if self._status else body
-
-    def _update_splats(self) -> None:
-        """Show (or hide) the current frame's Gaussians with viser's in-browser splat renderer."""
-        if self.splats is None:
-            return
-        if self._splat_handle is not None:
-            self._splat_handle.remove()
-            self._splat_handle = None
-        if self.splats.value:
-            g = self.viewer.renderable.gaussians_at(self.state.drive_at())  # type: ignore[attr-defined]
-            self._splat_handle = self.server.scene.add_gaussian_splats(
-                "/splats", g.centers.numpy(), g.covariances.numpy(), g.rgbs.numpy(), g.opacities.numpy()
-            )

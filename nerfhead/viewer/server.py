@@ -1,6 +1,8 @@
-"""The viewer's web server: a viser page whose 3D view is rendered on the server, per client camera.
+"""The viewer's web server: a viser page showing a head, drawn in the browser or rendered on the server.
 
-Each browser tab (a viser client) gets a :class:`~nerfhead.viewer.loop.RenderLoop` worker thread. Camera moves,
+Browser path (the default for a splat head, ``ViewerConfig.render``): a :class:`~nerfhead.viewer.splats.SplatPusher`
+poses the head's Gaussians after every change and sends them to all pages; each page sorts and draws them on its
+own GPU while its camera moves. Server path (NeRF heads, a GPU server, or the Stats panel's toggle): each browser tab (a viser client) gets a :class:`~nerfhead.viewer.loop.RenderLoop` worker thread. Camera moves,
 slider drags and playback ticks mark the view dirty; while changes keep coming the loop renders at a reduced size
 (``ViewerConfig.moving_side``), and once nothing changed for ``debounce_s`` it renders once at full size. Images
 go to the browser as JPEG background images. Renders are serialised by one lock (one model, many clients).
@@ -16,6 +18,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +29,17 @@ import torch
 from nerfhead.data.drive import Drive
 from nerfhead.viewer.camera import ViewCamera, look_at_view, view_to_cameras
 from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-exported)
+from nerfhead.viewer.guard import Guard, RateLimit
+from nerfhead.viewer.live_speech import AudioSource, LiveSpeech, stream_driver
 from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.renderable import Renderable
+from nerfhead.viewer.splats import PushStats, SplatPusher
 from nerfhead.viewer.state import ViewerState
 
 if TYPE_CHECKING:
     from nerfhead.audio.speech import Speech
+
+RENDER_MODES = ("auto", "browser", "server")
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -78,6 +86,24 @@ class ViewerServer:
         net = self.speech.network
         self.speech_network: Path | None = Path(net) if isinstance(net, (str, os.PathLike)) else None
         """The speech network uploads are driven by (None: the viseme rules)."""
+        if config.render not in RENDER_MODES:
+            raise ValueError(f"render must be auto, browser or server, got {config.render!r}")
+        self.browser_capable = hasattr(renderable, "gaussians_at")
+        """Whether the head can be drawn in the browser (a splat head)."""
+        if config.render == "browser" and not self.browser_capable:
+            raise ValueError("render='browser' needs a splat head (this head has no Gaussians); use server")
+        self.render_mode = "server" if config.render == "server" or not self.browser_capable else "browser"
+        """Where the head is drawn now: "browser" or "server" (:meth:`set_render_mode`)."""
+        self.splats: SplatPusher | None = None
+        self.guard: Guard | None = None
+        self.live: LiveSpeech | None = None
+        self._live_calibration: Any = None
+        self.latencies: deque[float] = deque(maxlen=250)
+        """Speech-to-screen latency of the last live frames shown, seconds."""
+        self.export_limit = RateLimit(config.export_interval_s)
+        self._pending: deque[tuple[int, float]] = deque(maxlen=64)  # (state version, audio arrival)
+        self._live_lock = threading.Lock()
+        self._clients: dict[int, Any] = {}
         self.state = ViewerState(renderable.default_drive())
         self.render_counts: dict[int, int] = {}
         """Images sent per client id (kept after a client leaves)."""
@@ -114,9 +140,12 @@ class ViewerServer:
             srv.gui.configure_theme(show_share_button=False, control_width="medium", show_logo=False)
             srv.gui.main_panel.dock_right()
             self.panels = Panels(srv, self.state, self)
+            self.guard = Guard(srv, int(self.config.max_upload_mib * 2**20), self._refuse).install()
             srv.on_client_connect(self._on_connect)
             srv.on_client_disconnect(self._on_disconnect)
             self._player.start()
+            if self.render_mode == "browser":
+                self._start_splats()
         except BaseException:
             self.stop()
             raise
@@ -126,8 +155,13 @@ class ViewerServer:
         """Stop playback, every render loop and the server; the port is free when this returns."""
         self._stop.set()
         self._play_wake.set()
+        if self.live is not None:
+            self.live.stop()
         if self._player.is_alive():
             self._player.join(5.0)
+        if self.splats is not None:
+            self.splats.stop()
+            self.splats = None
         with self._loops_lock:
             loops, self._loops = list(self._loops.values()), {}
         for loop in loops:
@@ -158,6 +192,10 @@ class ViewerServer:
         with self._loops_lock:
             return sorted(self._loops)
 
+    def connected(self) -> list[int]:
+        """Ids of the connected pages (refused origins excluded), whichever path draws the head."""
+        return sorted(self._clients)
+
     def loop(self, key: int) -> RenderLoop | None:
         """The render loop of client ``key``."""
         with self._loops_lock:
@@ -186,14 +224,21 @@ class ViewerServer:
     ) -> RenderLoop:
         """Start a render loop for a client ``key`` (viser clients get one on connect; tests add their own)."""
 
+        version = [0]
+
+        def render(view: ViewCamera, size: tuple[int, int]) -> np.ndarray:
+            version[0] = self.state.version
+            return self.render_view(view, size)
+
         def counted(image: np.ndarray) -> None:
             sink(image)
             self.render_counts[key] = self.render_counts.get(key, 0) + 1
+            self._delivered(version[0])
 
         cfg = self.config
         loop = RenderLoop(
             source,
-            lambda v, s: self.render_view(v, s),
+            render,
             counted,
             cfg.max_side,
             cfg.moving_side,
@@ -215,6 +260,9 @@ class ViewerServer:
             loop.stop()
 
     def invalidate_all(self, interactive: bool = False) -> None:
+        """Draw again on every page (the head changed, e.g. a training step of ``nerfhead fit --viewer``)."""
+        if self.splats is not None:
+            self.splats.invalidate()
         with self._loops_lock:
             loops = list(self._loops.values())
         for loop in loops:
@@ -224,8 +272,114 @@ class ViewerServer:
         if self.panels is not None:
             self.panels.show_stats(stats, len(self._loops))
 
+    # ---------------------------------------------------------- browser path
+    def _start_splats(self) -> None:
+        def current() -> tuple[int, Drive]:
+            v = self.state.version  # read first: a change after it is sent again
+            return v, self.state.drive_at()
+
+        def pose(drive: Drive) -> Any:
+            with self.render_lock:  # the lock the renders take (a live fit trains between them)
+                return self.renderable.gaussians_at(drive)  # type: ignore[attr-defined]
+
+        self.splats = SplatPusher(
+            self.server.scene,
+            pose,
+            current,
+            self.server.flush,
+            self._on_pushed,
+        ).start()
+
+    def set_render_mode(self, mode: str) -> None:
+        """Switch between drawing in the browser ("browser", splat heads only) and rendering on the server."""
+        if mode not in ("browser", "server"):
+            raise ValueError(f"render mode must be browser or server, got {mode!r}")
+        if mode == "browser" and not self.browser_capable:
+            raise ValueError("this head has no Gaussians to draw in the browser")
+        if mode == self.render_mode:
+            return
+        self.render_mode = mode
+        if self.server is None:
+            return
+        if mode == "browser":
+            for key in self.clients():
+                self.remove_loop(key)
+            for client in list(self._clients.values()):
+                client.scene.set_background_image(None)
+            self._start_splats()
+        else:
+            if self.splats is not None:
+                self.splats.stop()
+                self.splats = None
+            for client in list(self._clients.values()):
+                self._add_client_loop(client)
+        if self.panels is not None:
+            self.panels.show_mode()
+
+    def _on_pushed(self, stats: PushStats, version: int) -> None:
+        self._delivered(version)
+        if self.panels is not None:
+            self.panels.show_push_stats(stats, len(self._clients))
+
+    # ----------------------------------------------------------- live speech
+    def start_speech_stream(self, source: AudioSource) -> LiveSpeech:
+        """Drive the face from live audio (``nerfhead view --speech-stream``) until the stream ends; the frame
+        rate is the timeline's. Stops a stream already running."""
+        if self.live is not None:
+            self.live.stop()
+        driver = stream_driver(self.speech.network, self.state.fps, source.sr)
+        self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
+        self.live = LiveSpeech(
+            source, driver, self.show_live_frame, lambda: self.state.set_live(None)
+        ).start()
+        return self.live
+
+    def show_live_frame(self, frame: Drive, arrival: float) -> None:
+        """Show one live speech frame (the streaming driver's; the speech policy's calibration and head pose
+        are applied here, as ``nerfhead drive`` applies them offline); ``arrival``: when the audio at its
+        timestamp arrived (monotonic)."""
+        cal = self._live_calibration
+        expr = cal.apply(frame.expression) if cal is not None else frame.expression.float()
+        rot, trans = self.speech.pose(1, frame.fps, frame.rotation.float())
+        shown = Drive(rotation=rot, translation=trans, expression=expr, latent=None, fps=frame.fps)
+        with self._live_lock:
+            self.state.set_live(shown)
+            self._pending.append((self.state.version, arrival))
+
+    def _delivered(self, version: int) -> None:
+        """State ``version`` has left for the browser(s): the newest live frame it contains gets its latency."""
+        now = time.monotonic()
+        with self._live_lock:
+            arrival = None
+            while self._pending and self._pending[0][0] <= version:
+                arrival = self._pending.popleft()[1]
+            if arrival is not None:
+                self.latencies.append(now - arrival)
+
+    def latency_summary(self) -> tuple[float, float] | None:
+        """(median, 95th percentile) speech-to-screen latency of the recent live frames, seconds."""
+        if not self.latencies:
+            return None
+        x = np.asarray(self.latencies)
+        return float(np.median(x)), float(np.percentile(x, 95))
+
     # ------------------------------------------------------------ viser clients
+    def _refuse(self, client_id: int, title: str, message: str) -> None:
+        client = self._clients.get(client_id) or (
+            self.server.get_clients().get(client_id) if self.server else None
+        )
+        if client is not None:
+            client.add_notification(title, message, color="red", with_close_button=True)
+
     def _on_connect(self, client: Any) -> None:
+        cid = int(client.client_id)
+        if self.guard is not None and cid in self.guard.refused_clients:
+            return
+        self._clients[cid] = client
+        if self.render_mode == "server":
+            self._add_client_loop(client)
+
+    def _add_client_loop(self, client: Any) -> None:
         cid = int(client.client_id)
 
         def source() -> ViewCamera | None:
@@ -242,6 +396,7 @@ class ViewerServer:
         client.camera.on_update(lambda _cam: loop.invalidate(interactive=True))
 
     def _on_disconnect(self, client: Any) -> None:
+        self._clients.pop(int(client.client_id), None)
         self.remove_loop(int(client.client_id))
 
     # ---------------------------------------------------------------- playback

@@ -31,13 +31,23 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".
 SAMPLE_RATE = 16000
 
 
-def decode_upload(name: str, content: bytes, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, list[str]]:
-    """Check and decode an uploaded audio file.
+def decode_upload(
+    name: str,
+    content: bytes,
+    sr: int = SAMPLE_RATE,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_seconds: float = MAX_SECONDS,
+) -> tuple[np.ndarray, list[str]]:
+    """Check and decode an uploaded audio file. The duration is read from the container header before anything
+    is decoded, and a first decoding pass counts samples without keeping them, stopping as soon as they pass
+    ``max_seconds`` (a header that lies cannot make the viewer hold more than that).
 
     Args:
         name: the file name the browser sent.
         content: its bytes.
         sr: output sample rate.
+        max_bytes: size cap.
+        max_seconds: duration cap.
 
     Returns:
         (mono waveform [S] float32 at ``sr``, warnings about the audio such as silence or clipping).
@@ -46,9 +56,9 @@ def decode_upload(name: str, content: bytes, sr: int = SAMPLE_RATE) -> tuple[np.
         InputError: naming the upload: too large, empty, an unknown file type, undecodable or too long.
     """
     suffix = Path(name).suffix.lower()
-    if len(content) > MAX_UPLOAD_BYTES:
+    if len(content) > max_bytes:
         raise InputError(
-            name, f"file is {len(content) / 2**20:.1f} MiB, the limit is {MAX_UPLOAD_BYTES >> 20} MiB"
+            name, f"file is {len(content) / 2**20:.1f} MiB, the limit is {max_bytes / 2**20:g} MiB"
         )
     if not content:
         raise InputError(name, "empty file (0 bytes)")
@@ -59,16 +69,74 @@ def decode_upload(name: str, content: bytes, sr: int = SAMPLE_RATE) -> tuple[np.
     with tempfile.TemporaryDirectory(prefix="nerfhead_upload_") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(content)
+        check_duration(path, name, max_seconds)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 wave, _ = load_audio(path, sr)
             except InputError as e:
                 raise InputError(name, e.what, hint=e.hint) from None
-    if wave.size / sr > MAX_SECONDS:
-        raise InputError(name, f"clip is {wave.size / sr:.0f} s long, the limit is {MAX_SECONDS:.0f} s")
+    if wave.size / sr > max_seconds:
+        raise InputError(name, f"clip is {wave.size / sr:.0f} s long, the limit is {max_seconds:.0f} s")
     notes = [str(w.message).replace(str(path), name) for w in caught]
     return wave, notes
+
+
+def check_duration(path: Path, name: str, max_seconds: float) -> None:
+    """Refuse an audio file longer than ``max_seconds``: first by its container header's duration, then by
+    counting decoded samples (:func:`decode_capped`; a header that lies or says nothing cannot get past).
+
+    Raises:
+        InputError: naming ``name`` with the duration found.
+    """
+    import av
+    from av.error import FFmpegError
+
+    try:
+        container = av.open(str(path))
+    except FFmpegError:
+        return  # not readable: load_audio says why, in its words
+    with container:
+        if not container.streams.audio:
+            return
+        stream = container.streams.audio[0]
+        header = None
+        if stream.duration is not None and stream.time_base is not None:
+            header = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            header = container.duration / 1e6
+    if header is not None and header > max_seconds:
+        raise InputError(
+            name, f"clip is {header:.0f} s long (container header), the limit is {max_seconds:.0f} s"
+        )
+    decode_capped(path, name, max_seconds)
+
+
+def decode_capped(path: Path, name: str, max_seconds: float) -> float:
+    """Decode the first audio stream, keeping nothing, and stop as soon as it passes ``max_seconds``.
+
+    Returns:
+        The decoded duration, seconds.
+
+    Raises:
+        InputError: naming ``name`` when the stream decodes to more than ``max_seconds``.
+    """
+    import av
+    from av.error import FFmpegError
+
+    seconds = 0.0
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.audio[0]):
+                seconds += frame.samples / float(frame.sample_rate or 1)
+                if seconds > max_seconds:
+                    raise InputError(
+                        name,
+                        f"clip decodes to more than {max_seconds:.0f} s, the limit is {max_seconds:.0f} s",
+                    )
+    except (FFmpegError, IndexError):
+        pass  # unreadable or corrupt: load_audio says where
+    return seconds
 
 
 def _accepted() -> str:

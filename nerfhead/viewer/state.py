@@ -67,6 +67,7 @@ class ViewerState:
         self._play_t0 = 0.0
         self._play_frame0 = 0
         self.speech: SpeechClip | None = None
+        self._live: Drive | None = None
         self._listeners: list[Listener] = []
         self.version = 0
         """Increments on every change."""
@@ -114,11 +115,20 @@ class ViewerState:
         """(yaw, pitch, roll) in degrees."""
         return self._pose
 
+    @property
+    def live(self) -> bool:
+        """Whether a live speech stream drives the face (:meth:`set_live`)."""
+        return self._live is not None
+
     def drive_at(self, frame: int | None = None) -> Drive:
-        """One-timestep drive of ``frame`` (default: the current one) with the offsets applied."""
+        """One-timestep drive of ``frame`` (default: the current one, or the live speech frame while a stream
+        runs) with the offsets applied."""
         with self._lock:
             f = self._frame if frame is None else frame
             d = self._drive[min(max(int(f), 0), len(self._drive) - 1)]
+            if frame is None and self._live is not None:  # the live frame's expression and head pose
+                lv = self._live.to("cpu", torch.float32)
+                d = d.replace(expression=lv.expression, rotation=lv.rotation, translation=lv.translation)
             expr = (d.expression + self._expr[None]).clamp(0.0, 1.0)
             rot = d.rotation
             if any(self._pose):
@@ -191,6 +201,15 @@ class ViewerState:
             self.pause()
             self._drive, self._frame, self.speech = self._base, 0, None
         self._changed(False)
+
+    def set_live(self, frame: Drive | None) -> None:
+        """Show one live speech frame (its expression and head pose; the timeline's latent), or None to go
+        back to the timeline. Calls the listeners with ``interactive=True`` (frames come in a stream)."""
+        with self._lock:
+            if frame is None and self._live is None:
+                return
+            self._live = None if frame is None else frame[0]
+        self._changed(frame is not None)
 
     # ----------------------------------------------------------------- playback
     def play(self, now: float | None = None) -> float:

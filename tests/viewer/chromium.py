@@ -58,6 +58,7 @@ class Page:
         from websockets.sync.client import connect
 
         self.target_id = target_id
+        self._ws_url = ws_url
         self._ws = connect(ws_url, max_size=None, open_timeout=30, ping_interval=None, close_timeout=1)
         self._id = 0
 

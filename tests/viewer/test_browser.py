@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = REPO / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
-CONFIG = ViewerConfig(host="127.0.0.1", port=0, max_side=320, moving_side=128, debounce_s=0.2)
+CONFIG = ViewerConfig(
+    host="127.0.0.1", port=0, max_side=320, moving_side=128, debounce_s=0.2, render="server"
+)
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, poll: float = 0.2) -> object:

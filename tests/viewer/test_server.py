@@ -407,6 +407,96 @@ def test_avatar_renderable_wraps_any_avatar():
     assert img.shape == (24, 32, 3) and calls == [(1, 1, None)]
 
 
+def test_packed_splats_match_viser_and_only_changes_are_sent():
+    """Our torch packing gives viser's buffer bit for bit; a pose update that changes nothing sends no message,
+    one that changes the head sends exactly one."""
+    from nerfhead.viewer.renderable import BrowserSplats
+    from nerfhead.viewer.splats import SplatPusher, pack_splats
+
+    gen = torch.Generator().manual_seed(0)
+    n = 500
+    A = torch.randn(n, 3, 3, generator=gen) * 0.01
+    g = BrowserSplats(
+        torch.randn(n, 3, generator=gen),
+        A @ A.transpose(1, 2) + 1e-5 * torch.eye(3),
+        torch.rand(n, 3, generator=gen) * 1.2 - 0.1,  # out-of-range colours are clipped like viser does
+        torch.rand(n, 1, generator=gen),
+    )
+    import viser
+
+    srv = viser.ViserServer(port=0, verbose=False)
+    try:
+        arrays = (g.centers.numpy(), g.covariances.numpy(), g.rgbs.numpy(), g.opacities.numpy())
+        handle = srv.scene.add_gaussian_splats("/ref", *arrays)
+        np.testing.assert_array_equal(pack_splats(g), handle.buffer)
+
+        state = {"version": 0, "shift": 0.0}
+
+        def pose(_drive: Drive) -> BrowserSplats:
+            return BrowserSplats(g.centers + state["shift"], g.covariances, g.rgbs, g.opacities)
+
+        sent: list[int] = []
+        pusher = SplatPusher(
+            srv.scene,
+            pose,
+            lambda: (state["version"], Drive.neutral(1)),
+            on_sent=lambda _s, v: sent.append(v),
+        )
+        buffer = srv._websock_server._broadcast_buffer
+        pusher.push_now()
+        count = buffer.message_counter
+        pusher.push_now()  # the same pose: nothing goes out
+        assert buffer.message_counter == count
+        state["version"], state["shift"] = 1, 0.01
+        pusher.push_now()  # a moved head: one message
+        assert buffer.message_counter == count + 1 and sent == [0, 0, 1]
+        assert pusher.stats.bytes == 32 * n and pusher.stats.updates == 3
+        np.testing.assert_allclose(pusher.handle.centers, g.centers.numpy() + 0.01, rtol=1e-6)
+        pusher.stop()
+    finally:
+        srv.stop()
+
+
+def test_pusher_drops_late_poses_instead_of_queueing():
+    """A sender slower than the changes: poses that were not taken are replaced by newer ones (counted as
+    dropped), and the last state is the one that ends up sent, with no backlog after it."""
+    from nerfhead.viewer.renderable import BrowserSplats
+    from nerfhead.viewer.splats import SplatPusher
+
+    g = BrowserSplats(
+        torch.zeros(4, 3), torch.eye(3).expand(4, 3, 3).clone(), torch.ones(4, 3), torch.ones(4, 1)
+    )
+    state = {"version": 0}
+    sent: list[int] = []
+
+    def slow_flush() -> None:
+        time.sleep(0.2)  # a browser far behind
+
+    class Scene:
+        def add_gaussian_splats(self, *_a: Any) -> Any:
+            return SimpleNamespace(buffer=None, remove=lambda: None)
+
+    pusher = SplatPusher(
+        Scene(),
+        lambda _d: g,
+        lambda: (state["version"], Drive.neutral(1)),
+        slow_flush,
+        lambda _s, v: sent.append(v),
+    ).start()
+    try:
+        for v in range(1, 31):  # 30 changes in 0.3 s
+            state["version"] = v
+            pusher.invalidate()
+            time.sleep(0.01)
+        wait_for(lambda: sent and sent[-1] == 30, 10, "the newest state to be sent")
+        time.sleep(0.5)
+    finally:
+        pusher.stop()
+    assert sent[-1] == 30 and len(sent) < 10, sent  # far fewer sends than changes, the newest last
+    assert sent == sorted(sent)
+    assert pusher.stats.dropped > 0
+
+
 def test_splat_head_through_the_viewer():
     """H8's splat head (a small untrained one) through the Renderable adapter: render, framing, splats."""
     from nerfhead.models.deform import DeformConfig
@@ -434,13 +524,19 @@ def test_splat_head_through_the_viewer():
     assert g.centers.shape == (n, 3) and g.covariances.shape == (n, 3, 3) and g.opacities.shape == (n, 1)
     assert float(torch.linalg.eigvalsh(g.covariances.double()).min()) > 0
     torch.testing.assert_close(g.covariances, g.covariances.transpose(1, 2))
-    v.start()  # the "draw Gaussians in the browser" checkbox adds and removes viser's splat node
+    assert v.render_mode == "browser"  # a splat head is drawn by the browser by default
+    v.start()  # the "draw in the browser" toggle switches between the splat node and per-client render loops
     try:
         panels: Any = v.panels
-        panels.splats.value = True
-        assert panels._splat_handle is not None
-        panels.splats.value = False
-        assert panels._splat_handle is None
+        pusher = v.splats
+        assert pusher is not None and panels.browser.value
+        wait_for(lambda: pusher.stats.updates > 0, 30, "the first pose update")
+        assert pusher.stats.bytes == 32 * n and pusher.handle is not None
+        np.testing.assert_allclose(pusher.handle.centers, g.centers.numpy())
+        panels.browser.value = False
+        assert v.render_mode == "server" and v.splats is None and pusher.handle is None and not pusher.alive
+        panels.browser.value = True
+        assert v.render_mode == "browser" and v.splats is not None
     finally:
         v.stop()
 

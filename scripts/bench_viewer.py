@@ -1,0 +1,356 @@
+"""The viewer's speed: browser path (server poses the splat head, the page draws it) against the server path
+(the server renders an image per camera), in one run, with the demo avatar by default.
+
+    python scripts/bench_viewer.py --run out/demo/run --out bench_viewer.json
+    python scripts/bench_viewer.py --run out/demo/run --live-minutes 10 --skip-browser   # memory over a stream
+
+Prints (and with ``--out`` writes) one JSON object:
+
+- ``pose``: server time of one pose update (drive → world Gaussians → viser's packed buffer), median / p95 ms
+  over the timeline's frames, and bytes per update (32 per Gaussian).
+- ``server_send``: pose updates per second the viewer poses and hands to the websocket while the state changes
+  at 100 Hz (no page connected: the server's own ceiling).
+- ``browser``: the same with a headless Chromium page connected (software WebGL: SwiftShader on the CPU, sharing
+  the 2 cores): updates sent, updates the page *received* (counted by a hook on the page's WebSocket), and the
+  page's ``requestAnimationFrame`` callbacks per second while the camera orbits (what it measures: how often the
+  browser produced a frame; headless software WebGL is far slower than any GPU).
+- ``live``: a speech clip fed through a pipe at real-time pace with the page connected: speech-to-screen latency
+  (audio sample arrival → pose handed to the websocket, and → the page receiving it; same machine, same clock).
+- ``server_render``: the server path in the same run: one ``render_view`` at 256 x 256 and at the page's canvas
+  size, ms and renders per second.
+- ``live_memory`` (``--live-minutes``): resident memory sampled every 10 s over a stream looped at real-time pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_renderable
+from nerfhead.viewer.camera import look_at_view
+from nerfhead.viewer.live_speech import PipeSource, feed_pipe
+from nerfhead.viewer.splats import pack_splats
+
+CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
+RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
+
+
+class FrameLog:
+    """Times (``time.monotonic`` clock: Chromium's DevTools timestamps are CLOCK_MONOTONIC seconds on Linux) at
+    which the page received websocket frames larger than ``min_bytes``. viser's page talks to the server from a
+    Web Worker, so this attaches to the page's workers over a DevTools connection of its own and listens to
+    ``Network.webSocketFrameReceived`` there."""
+
+    def __init__(self, ws_url: str, min_bytes: int):
+        from websockets.sync.client import connect
+
+        self.min_chars = int(min_bytes * 4 / 3)  # binary payloads arrive base64-encoded
+        self.times: list[float] = []
+        self._ws = connect(ws_url, max_size=None, ping_interval=None, close_timeout=1)
+        self._id = 0
+        self._stop = threading.Event()
+        self._send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _send(self, method: str, session: str | None = None, **params: Any) -> None:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self._ws.send(json.dumps(msg))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = json.loads(self._ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+            method = msg.get("method")
+            if method == "Target.attachedToTarget":
+                self._send("Network.enable", msg["params"]["sessionId"])
+                self._send("Runtime.runIfWaitingForDebugger", msg["params"]["sessionId"])
+            elif method == "Network.webSocketFrameReceived":
+                p = msg["params"]
+                if len(p["response"].get("payloadData", "")) >= self.min_chars:
+                    self.times.append(float(p["timestamp"]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._ws.close()
+
+
+def stats(x: list[float] | np.ndarray) -> dict[str, float]:
+    a = np.asarray(x, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "median": round(float(np.median(a)), 4),
+        "p95": round(float(np.percentile(a, 95)), 4),
+        "max": round(float(a.max()), 4),
+    }
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def pcm(seconds: float, sr: int = 16000) -> bytes:
+    from nerfhead.audio.io import load_audio
+
+    wave, _ = load_audio(CLIP, sr)
+    reps = int(math.ceil(seconds * sr / wave.size))
+    wave = np.tile(wave, reps)[: int(seconds * sr)]
+    return (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+class Changer:
+    """Changes the viewer's frame at ``hz`` from a thread (a timeline playing faster than any display)."""
+
+    def __init__(self, viewer: ViewerServer, hz: float = 100.0):
+        self.viewer, self.hz = viewer, hz
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        st, i = self.viewer.state, 0
+        while not self._stop.is_set():
+            i += 1
+            st.set_frame(i % st.num_frames)
+            time.sleep(1.0 / self.hz)
+
+    def __enter__(self) -> Changer:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def send_rate(viewer: ViewerServer, seconds: float) -> dict[str, float]:
+    pusher = viewer.splats
+    assert pusher is not None
+    n0, d0, t0 = pusher.stats.updates, pusher.stats.dropped, time.monotonic()
+    with Changer(viewer):
+        time.sleep(seconds)
+    dt = time.monotonic() - t0
+    return {
+        "updates_per_s": round((pusher.stats.updates - n0) / dt, 2),
+        "poses_dropped_per_s": round((pusher.stats.dropped - d0) / dt, 2),
+        "seconds": round(dt, 2),
+    }
+
+
+def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
+    """One pose update as the pusher makes it (drive → world Gaussians → packed buffer), timed alone: the
+    pusher's own threads are idle meanwhile (the state is not touched)."""
+    st = viewer.state
+    drives = [st.drive_at(i % st.num_frames) for i in range(frames + 1)]
+    pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
+    times = []
+    nbytes = 0
+    for i, d in enumerate(drives):
+        t0 = time.perf_counter()
+        buf = pack_splats(pose(d))
+        if i:  # the first is a warm-up
+            times.append(1000 * (time.perf_counter() - t0))
+        nbytes = int(buf.nbytes)
+    return {"ms": stats(times), "bytes_per_update": nbytes, "gaussians": nbytes // 32}
+
+
+def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: float) -> dict[str, Any]:
+    from tests.viewer.chromium import Chromium
+
+    out: dict[str, Any] = {}
+    threshold = viewer.splats.stats.bytes // 2 if viewer.splats and viewer.splats.stats.bytes else 100_000
+    with Chromium(chromium, 1024, 720) as ch:
+        page = ch.open(viewer.url)
+        frames = FrameLog(page._ws_url, threshold)
+        deadline = time.monotonic() + 120
+        while not viewer.connected() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client = viewer._clients[viewer.connected()[0]]
+        time.sleep(5.0)  # first draw
+        view = ViewCamera.from_handle(client.camera)
+        out["canvas"] = [view.width, view.height]
+
+        # Updates sent and received while the state changes at 100 Hz.
+        n_page0 = len(frames.times)
+        res = send_rate(viewer, seconds)
+        n_page1 = len(frames.times)
+        res["received_by_page_per_s"] = round((n_page1 - n_page0) / res["seconds"], 2)
+        out["updates"] = res
+
+        # Browser frame rate while the camera orbits (set from the server at 30 Hz).
+        fr = viewer.renderable.framing()
+        page.evaluate(RAF)
+        r0, t0 = int(page.evaluate("window.__raf")), time.monotonic()
+        dist = float(np.linalg.norm(np.subtract(fr.eye(math.radians(30.0)), fr.center)))
+        while time.monotonic() - t0 < min(seconds, 8.0):
+            a = 0.6 * math.sin(2 * math.pi * (time.monotonic() - t0) / 4.0)
+            eye = np.asarray(fr.center) + dist * np.array([math.sin(a), 0.0, math.cos(a)])
+            with client.atomic():
+                client.camera.position = tuple(eye)
+                client.camera.look_at = fr.center
+            time.sleep(1 / 30)
+        r1, t1 = int(page.evaluate("window.__raf")), time.monotonic()
+        out["orbit_raf_per_s"] = round((r1 - r0) / (t1 - t0), 2)
+
+        # Live speech at real-time pace: latency to the websocket and to the page.
+        sends: list[tuple[float, float]] = []  # (time handed to the websocket, audio arrival), monotonic
+        delivered = viewer._delivered
+
+        def record(version: int) -> None:
+            n = len(viewer.latencies)
+            delivered(version)
+            if len(viewer.latencies) > n:
+                now = time.monotonic()
+                sends.append((now, now - viewer.latencies[-1]))
+
+        viewer._delivered = record  # type: ignore[method-assign]
+        viewer.latencies.clear()
+        n_before = len(frames.times)
+        r, w = os.pipe()
+        writer = feed_pipe(w, pcm(live_s))
+        live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+        writer.join(live_s + 30)
+        while live.running:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        viewer._delivered = delivered  # type: ignore[method-assign]
+        received = frames.times[n_before:]
+        frames.close()
+        at_page = []
+        send_times = np.asarray([s for s, _ in sends])
+        for t in received:  # the newest send before each receipt carries the audio it shows
+            k = int(np.searchsorted(send_times, t, side="right")) - 1
+            if k >= 0:
+                at_page.append(t - sends[k][1])
+        out["live"] = {
+            "seconds": live_s,
+            "frames": live.frames_in,
+            "frames_sent": len(sends),
+            "frames_received_by_page": len(received),
+            "latency_to_websocket_s": stats(list(viewer.latencies)),
+            "latency_to_page_s": stats(at_page),
+        }
+    return out
+
+
+def bench_server_render(viewer: ViewerServer, canvas: tuple[int, int], repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fr = viewer.renderable.framing()
+    fov = math.radians(30.0)
+    for label, (w, h) in (("256x256", (256, 256)), (f"{canvas[0]}x{canvas[1]}", canvas)):
+        view = look_at_view(fr.eye(fov), fr.center, fr.up, fov, w, h)
+        viewer.render_view(view)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            viewer.render_view(view)
+            times.append(1000 * (time.perf_counter() - t0))
+        ms = float(np.median(times))
+        out[label] = {"ms": round(ms, 1), "renders_per_s": round(1000 / ms, 2)}
+    return out
+
+
+def bench_live_memory(viewer: ViewerServer, minutes: float) -> dict[str, Any]:
+    r, w = os.pipe()
+    seconds = minutes * 60
+    writer = feed_pipe(w, pcm(seconds))
+    live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+    samples = []
+    t0 = time.monotonic()
+    while live.running:
+        samples.append((round(time.monotonic() - t0, 1), round(rss_mb(), 1)))
+        time.sleep(10.0)
+    writer.join(5)
+    mem = np.asarray([m for _, m in samples])
+    half = len(mem) // 2
+    return {
+        "minutes": minutes,
+        "frames": live.frames_in,
+        "rss_mb_samples": samples,
+        "rss_mb_first": float(mem[0]),
+        "rss_mb_last": float(mem[-1]),
+        "rss_mb_max": float(mem.max()),
+        "rss_mb_growth_second_half": round(float(mem[half:].max() - mem[half]), 1) if half else 0.0,
+        "latency_to_websocket_s": stats(list(viewer.latencies)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="out/demo/run")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each rate measurement")
+    ap.add_argument("--live-seconds", type=float, default=7.0, help="speech streamed with the page connected")
+    ap.add_argument("--frames", type=int, default=40, help="pose updates timed one by one")
+    ap.add_argument("--repeats", type=int, default=5, help="server-side renders timed per size")
+    ap.add_argument(
+        "--live-minutes", type=float, default=0.0, help="memory over a stream this long (0: skip)"
+    )
+    ap.add_argument("--skip-browser", action="store_true")
+    args = ap.parse_args()
+
+    renderable = load_renderable(args.run)
+    viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser")).start()
+    result: dict[str, Any] = {
+        "run": str(args.run),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    try:
+        time.sleep(1.0)
+        result["pose"] = bench_pose(viewer, args.frames)
+        result["server_send"] = send_rate(viewer, args.seconds)
+        canvas = (640, 480)
+        if not args.skip_browser:
+            from tests.viewer.chromium import find_chromium
+
+            chromium = find_chromium()
+            if chromium is None:
+                result["browser"] = "skipped: no Chromium (apt-get install -y chromium)"
+            else:
+                result["browser"] = bench_browser(viewer, chromium, args.seconds, args.live_seconds)
+                canvas = tuple(result["browser"]["canvas"])  # type: ignore[assignment]
+        result["server_render"] = bench_server_render(viewer, canvas, args.repeats)
+        if args.live_minutes > 0:
+            viewer.latencies.clear()
+            result["live_memory"] = bench_live_memory(viewer, args.live_minutes)
+    finally:
+        viewer.stop()
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"]["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
