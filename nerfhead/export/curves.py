@@ -13,12 +13,15 @@ above 30, else 30 fps; a row's time is ``HH*3600 + MM*60 + SS + FF / rate``. So 
 written frame for frame (exact round trip).
 
 Angles, as the app writes them (Unreal's AppleARKit ``ToBlendShapeMap``): each of yaw / pitch / roll is the
-Unreal rotator angle / 180 degrees (so -1..1), yaw and roll negated for an unmirrored face. In nerfhead's
-terms (head-to-world ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` in OpenCV axes, x right, y down, the face looking
-toward +z): ``HeadYaw = -yaw / pi``, ``HeadPitch = -pitch / pi``, ``HeadRoll = roll / pi`` (HeadYaw > 0: the
-subject turns to their own left; HeadPitch > 0: looks down; HeadRoll > 0: tilts toward the left shoulder).
-Eye yaw / pitch come from the eyeLook* coefficients in the same units (1.0 of eyeLookOut/In = 30 degrees,
-eyeLookUp/Down = 25 degrees; roll 0). ``angle_unit="rad"`` / ``"deg"`` write nerfhead's own angles instead.
+Unreal rotator angle of ARKit's face (or eye) transform / 180 degrees (so -1..1), yaw and roll negated for an
+unmirrored face. nerfhead's head frame is ARKit's face frame (+x the subject's left, +y up, the face looking
+toward +z; ``nerfhead.parametric.ict``) and ARKit's axis change into Unreal's frame and that negation cancel,
+so with nerfhead's ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` (:func:`head_angles`) the columns are simply
+``HeadYaw = yaw / pi``, ``HeadPitch = pitch / pi``, ``HeadRoll = roll / pi``: HeadYaw > 0 when the subject
+turns to their own left, HeadPitch > 0 looking down, HeadRoll > 0 tilting toward the right shoulder. Eye
+yaw / pitch come from the eyeLook* coefficients in the same units and signs (1.0 of eyeLookOut/In = 30
+degrees, eyeLookUp/Down = 25 degrees; roll 0). ``angle_unit="rad"`` / ``"deg"`` write plain radians /
+degrees instead.
 
 ICT <-> ARKit: ``name_L`` <-> ``nameLeft``, ``name_R`` <-> ``nameRight``; ARKit's single ``browInnerUp`` and
 ``cheekPuff`` are the mean of ICT's left and right shapes (and set both on reading); ``tongueOut`` has no ICT
@@ -78,7 +81,7 @@ CSV_HEADER: tuple[str, ...] = (
 """Live Link Face CSV columns (BlendShapeCount = 61: 52 shapes + 9 angles)."""
 
 AngleUnit = Literal["llf", "rad", "deg"]
-LLF_SIGNS = (-1.0, -1.0, 1.0)
+LLF_SIGNS = (1.0, 1.0, 1.0)
 """nerfhead (yaw, pitch, roll) → Live Link Face (HeadYaw, HeadPitch, HeadRoll) signs (see the module notes)."""
 EYE_YAW_DEG = 30.0
 EYE_PITCH_DEG = 25.0
@@ -125,7 +128,8 @@ def arkit_to_ict(arkit: Tensor) -> Tensor:
 
 
 def head_angles(rotation: Tensor) -> Tensor:
-    """Axis-angle [..., 3] → (yaw, pitch, roll) [..., 3] radians with ``R = Ry(yaw) Rx(pitch) Rz(roll)``."""
+    """Axis-angle [..., 3] → (yaw, pitch, roll) [..., 3] radians with ``R = Ry(yaw) Rx(pitch) Rz(roll)`` (head
+    frame: +x the subject's left, +y up, +z where the face looks)."""
     R = axis_angle_to_matrix(rotation.double())
     pitch = torch.asin((-R[..., 1, 2]).clamp(-1.0, 1.0))
     yaw = torch.atan2(R[..., 0, 2], R[..., 2, 2])
@@ -211,7 +215,7 @@ def resample(drive: Drive, fps: float, tongue: Tensor | None = None) -> tuple[Dr
 
 def eye_angles(arkit: Tensor) -> Tensor:
     """ARKit coefficients [..., 52] → Live Link Face eye columns [..., 6] (left yaw, pitch, roll, right ...), in
-    the app's units (degrees / 180): yaw > 0 toward the subject's left, pitch > 0 looking down."""
+    the app's units (degrees / 180): yaw > 0 toward the subject's left, pitch > 0 looking down (as the head)."""
     A = {a: arkit[..., j] for j, a in enumerate(ARKIT_NAMES)}
     h, v = EYE_YAW_DEG / 180.0, EYE_PITCH_DEG / 180.0
     zero = torch.zeros_like(A["eyeLookOutLeft"])

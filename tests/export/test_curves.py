@@ -239,9 +239,9 @@ def test_llf_angle_columns_units_and_signs(tmp_path):
 
     T = 4
     rot = torch.zeros(T, 3)
-    rot[0, 1] = 0.3  # about y (down): yaw toward the subject's right in nerfhead → HeadYaw = -0.3 / pi
-    rot[1, 0] = 0.2  # about x: pitch (face tilts up) → HeadPitch = -0.2 / pi
-    rot[2, 2] = 0.1  # about z: roll → HeadRoll = +0.1 / pi
+    rot[0, 1] = 0.3  # about y (up): the face turns toward +x, the subject's left → HeadYaw = +0.3 / pi
+    rot[1, 0] = 0.2  # about x (the subject's left): the face tilts down → HeadPitch = +0.2 / pi
+    rot[2, 2] = 0.1  # about z (where the face looks): the top tilts to the subject's right → HeadRoll > 0
     e = torch.zeros(T, 53)
     e[0, EXPRESSION_INDEX["eyeLookOut_L"]] = 1.0  # left eye looks to the subject's left
     e[0, EXPRESSION_INDEX["eyeLookIn_R"]] = 1.0  # right eye too
@@ -254,8 +254,8 @@ def test_llf_angle_columns_units_and_signs(tmp_path):
         rows = list(csv.DictReader(f))
     head = np.array([[float(r[c]) for c in HEAD_COLUMNS] for r in rows])
     eyes = np.array([[float(r[c]) for c in EYE_COLUMNS] for r in rows])
-    np.testing.assert_allclose(head[0], [-0.3 / np.pi, 0, 0], atol=1e-7)
-    np.testing.assert_allclose(head[1], [0, -0.2 / np.pi, 0], atol=1e-7)
+    np.testing.assert_allclose(head[0], [0.3 / np.pi, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(head[1], [0, 0.2 / np.pi, 0], atol=1e-7)
     np.testing.assert_allclose(head[2], [0, 0, 0.1 / np.pi], atol=1e-7)
     assert np.abs(head).max() < 1.0  # the app's -1..1 range, not radians
     np.testing.assert_allclose(eyes[0], [30 / 180, 0, 0, 30 / 180, 0, 0], atol=1e-7)
