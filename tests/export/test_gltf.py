@@ -122,7 +122,7 @@ def test_glb_from_drive_file_validates_and_imports_in_blender(run, tmp_path, run
     jaw = accessor_array(doc, binary, prim["targets"][EXPRESSION_INDEX["jawOpen"]]["POSITION"])
     assert np.array_equal(jaw, head.targets[EXPRESSION_INDEX["jawOpen"]]) and np.abs(jaw).max() > 0.005
     colors = accessor_array(doc, binary, prim["attributes"]["COLOR_0"])
-    assert np.array_equal(colors, head.colors)  # the baked appearance (test_baked_colours_follow_the_gaussians)
+    assert np.array_equal(colors, head.colors)  # baked as test_baked_colours_follow_the_gaussians checks
     # the animation: the drive at its own frame rate
     anim = doc["animations"][0]
     by_path = {c["target"]["path"]: anim["samplers"][c["sampler"]] for c in anim["channels"]}
