@@ -116,7 +116,9 @@ def test_sdist_and_wheel_install_and_run_outside_the_checkout(tmp_path):
     )
     work = tmp_path / "work"
     work.mkdir()
-    where = _run([str(py), "-c", "import nerfhead, nerfhead._C; print(nerfhead.__file__)"], work, env).stdout
+    where = _run(
+        [str(py), "-c", "import torch, nerfhead, nerfhead._C; print(nerfhead.__file__)"], work, env
+    ).stdout
     assert Path(where.strip()).is_relative_to(venv), where
 
     nh = str(venv / "bin" / "nerfhead")
