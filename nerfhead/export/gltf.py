@@ -363,31 +363,13 @@ def load_any_drive(path: str | os.PathLike | None) -> Drive:
 
 
 def speech_drive(run: Path, audio: Path, fps: float, driver: str = "auto") -> Drive:
-    """The drive ``nerfhead drive`` makes from speech: the run's speech network (else the bundled prior) or the
-    viseme rules; the head keeps the capture's first rotation (plus the speech's nods) at its mean position."""
-    from nerfhead.audio.driver import RuleVisemeDriver
+    """The drive ``nerfhead drive`` makes from speech (``nerfhead.audio.speech``, pose "hold")."""
     from nerfhead.audio.io import load_audio
-    from nerfhead.audio.train import NetworkDriver, speech_network
-    from nerfhead.export.talk import head_centre
+    from nerfhead.audio.speech import SpeechConfig, check_config, speech_drive_for_run
 
     if not fps > 0:
         raise InputError("--fps", f"fps must be positive, got {fps}")
-    if driver not in ("auto", "rules", "network"):
-        raise InputError("--driver", f"driver must be auto, rules or network, got {driver!r}")
+    cfg = SpeechConfig(driver=driver)  # type: ignore[arg-type]
+    check_config(cfg)
     wave, sr = load_audio(audio)
-    net = speech_network(run) if driver != "rules" else None
-    if driver == "network" and net is None:
-        raise InputError(
-            run, "no speech network: neither RUN/audio_to_drive.safetensors nor the bundled prior"
-        )
-    speech = (
-        NetworkDriver(net).drive(wave, fps=fps, sr=sr)
-        if net is not None
-        else RuleVisemeDriver().drive(wave, fps=fps, sr=sr)
-    )
-    base = Drive.load_npz(run / "drive.npz") if (run / "drive.npz").is_file() else Drive.neutral(1, fps)
-    T = len(speech)
-    return speech.replace(
-        rotation=base.rotation[:1].float().expand(T, 3).clone() + speech.rotation.float(),
-        translation=head_centre(base)[None].expand(T, 3).clone(),
-    )
+    return speech_drive_for_run(run, wave, sr, fps, cfg)
