@@ -1,4 +1,6 @@
-"""Where the bundled assets live (scenes/assets in the repository, or ``NERFHEAD_ASSETS``)."""
+"""Where the bundled assets live: ``NERFHEAD_ASSETS`` when set, else the installed package's data
+(``nerfhead/_assets``, copied from scenes/assets by the wheel build, read through importlib.resources), else
+``scenes/assets`` of the source checkout."""
 
 from __future__ import annotations
 
@@ -20,10 +22,20 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def packaged_assets() -> Path | None:
+    """``nerfhead/_assets`` of an installed wheel, or None (a source checkout has none)."""
+    from importlib.resources import files
+
+    p = files("nerfhead") / "_assets"
+    return Path(str(p)) if p.is_dir() else None
+
+
 def assets_root() -> Path:
     """Folder of bundled assets."""
     env = os.environ.get("NERFHEAD_ASSETS")
-    return Path(env) if env else repo_root() / "scenes" / "assets"
+    if env:
+        return Path(env)
+    return packaged_assets() or repo_root() / "scenes" / "assets"
 
 
 def asset_path(rel: str) -> Path:

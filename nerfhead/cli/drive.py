@@ -20,6 +20,7 @@ def run_drive(
     driver: str = "auto",
     pose: str = "hold",
     calibrate: bool = True,
+    camera_transforms: Path | None = None,
 ) -> dict:
     """The work of ``nerfhead drive``; returns a summary (paths, frame count, seconds)."""
     import time
@@ -29,9 +30,9 @@ def run_drive(
     from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig, check_config
     from nerfhead.errors import InputError
+    from nerfhead.export.camera_path import camera_path_cameras
     from nerfhead.export.curves import write_curves_csv
     from nerfhead.export.talk import (
-        camera_path_cameras,
         constant_camera,
         fixed_camera,
         head_centre,
@@ -60,7 +61,7 @@ def run_drive(
     elif camera == "orbit":
         camera_at = orbit_cameras(target, res, T, fps)
     else:
-        camera_at, _ = camera_path_cameras(camera, T)
+        camera_at, _ = camera_path_cameras(camera, fps, camera_transforms)
     moved = drive.to(dev)
 
     frames = render_frames(avatar, moved, lambda i: camera_at(i).to(dev, torch.float32), chunk=chunk)
@@ -91,6 +92,7 @@ def main(
     driver: str = "auto",
     pose: str = "hold",
     calibrate: bool = True,
+    camera_transforms: Path | None = None,
 ) -> None:
     """Render the avatar in RUN speaking AUDIO: an H.264 + AAC mp4 plus curves.csv (ARKit, Live Link Face
     layout) and drive.npz next to it.
@@ -99,7 +101,7 @@ def main(
         run: run folder written by `nerfhead fit`.
         audio: speech (wav/flac/ogg/mp3/m4a or a video's soundtrack).
         out: mp4 to write.
-        camera: fixed, orbit, or a nerfstudio camera_path.json.
+        camera: fixed, orbit, or a nerfstudio camera_path.json (timed by its seconds/fps, poses slerped).
         res: image size (square) for fixed/orbit cameras.
         fps: video frame rate.
         device: auto, cpu or cuda.
@@ -111,13 +113,25 @@ def main(
             capture's own audio and camera, the render lines up with the video).
         calibrate: map the driver's expression into the person's (regression on the capture's audio at the
             fit's training frames, the mouth kept in the subspace and range the capture used).
+        camera_transforms: nerfstudio dataparser_transforms.json of the run the camera path was drawn in
+            (its normalised frame is mapped back to the capture's).
     """
     import json
 
     print(
         json.dumps(
             run_drive(
-                run, audio, out, camera, res, fps, device, driver=driver, pose=pose, calibrate=calibrate
+                run,
+                audio,
+                out,
+                camera,
+                res,
+                fps,
+                device,
+                driver=driver,
+                pose=pose,
+                calibrate=calibrate,
+                camera_transforms=camera_transforms,
             )
         )
     )

@@ -31,8 +31,36 @@ def ply(
     print(f"wrote {len(paths)} PLY file(s): {paths[0]}" + (f" .. {paths[-1].name}" if len(paths) > 1 else ""))
 
 
+def gltf(
+    run: Annotated[Path, tyro.conf.Positional],
+    audio: Path | None = None,
+    drive: Path | None = None,
+    out: Path = Path("head.glb"),
+    fps: float = 25.0,
+    driver: str = "auto",
+) -> None:
+    """Write the avatar as a rigged, animated glTF 2.0 binary for game engines and Blender: the fitted head mesh,
+    its 53 expressions as ARKit-named morph targets, the appearance baked into vertex colours, and an animation of
+    the morph weights and the head's rotation/translation at the drive's frame rate.
+
+    Args:
+        run: run folder written by ``nerfhead fit`` (a splat head).
+        audio: speech to animate from (as ``nerfhead drive``).
+        drive: a drive file to animate from: drive.npz, a Live Link Face .csv or a curves .json.
+        out: the .glb to write.
+        fps: animation frame rate with --audio (a drive file keeps its own).
+        driver: with --audio: network, rules or auto (as ``nerfhead drive``).
+    """
+    import json
+
+    from nerfhead.export.gltf import export_gltf
+
+    print(json.dumps(export_gltf(run, out, audio=audio, drive_path=drive, fps=fps, driver=driver)))
+
+
 def group_help() -> None:
-    """Export a trained avatar: `nerfhead export ply RUN` (3DGS PLY), `nerfhead export mesh RUN` (obj/ply/glb)."""
+    """Export a trained avatar: `nerfhead export ply RUN` (3DGS PLY), `nerfhead export mesh RUN` (obj/ply/glb),
+    `nerfhead export gltf RUN --audio CLIP|--drive FILE` (rigged, animated glb)."""
     from nerfhead.cli.main import run
 
     run(["export", "--help"])

@@ -34,6 +34,7 @@ GROUPS: dict[str, dict[str, str]] = {
     "export": {
         "ply": "nerfhead.cli.export:ply",
         "mesh": "nerfhead.cli.export_mesh:mesh_main",
+        "gltf": "nerfhead.cli.export:gltf",
     },
 }
 

@@ -14,7 +14,15 @@ What nerfhead writes (standard nerfstudio keys first, ours after)::
                  [per-frame intrinsics]}],
      ["train_filenames", "val_filenames", "test_filenames"],   # from the camera split, for nerfstudio
      "nerfhead": {"version": 1, "fps", "camera_names", "drive": "drive.npz", "audio", "audio_offset",
-                  "train_cameras", "test_cameras", "metadata"}}
+                  "train_cameras", "test_cameras", "metadata", ["frame_poses": "head"]}}
+
+Head-centred frames (``"frame_poses": "head"``): a capture filmed by one fixed camera (a tracked video: the head
+moves, drive.npz holds its motion) would give every frame the same ``transform_matrix``, and nerfstudio's default
+dataparser (orientation "up", centring on the mean camera, auto-scale by the largest centred camera offset)
+would divide by zero (x 8.4 million). Such captures are written with each frame's camera in the *head's* frame
+at that frame's timestep, ``inv(H_t) @ c2w`` with ``H_t`` the drive's head-to-world pose: nerfstudio then sees
+what it models, a static head filmed by a moving camera, at a finite scale. nerfhead reads such frames back
+into world cameras (``H_t @ transform_matrix``), so its own capture (one camera + drive) is unchanged.
 
 Pose entries are written rounded to 12 decimals so that write -> read -> write is byte identical.
 """
@@ -367,14 +375,34 @@ def read_transforms(path: str | os.PathLike) -> Capture:
         _resolve(root, fr["mask_path"], f"frame {i} mask_path", path) if "mask_path" in fr else None
         for i, fr in enumerate(frames)
     ]
-    cameras, cam_of = _read_cameras(meta, path, images)
     kw = _read_block(meta, path)
     t_of, stamps = _read_times(frames, kw["fps"], path)
+    if nh.get("frame_poses", "world") not in ("world", "head"):
+        raise InputError(path, f"nerfhead.frame_poses must be 'world' or 'head', got {nh['frame_poses']!r}")
+    if nh.get("frame_poses") == "head":
+        meta = {**meta, "frames": _world_frames(frames, t_of, kw["drive"], path)}
+    cameras, cam_of = _read_cameras(meta, path, images)
     cap_frames = tuple(Frame(cam_of[i], t_of[i], stamps[i], images[i], masks[i]) for i in range(len(frames)))
     try:
         return Capture(cameras, cap_frames, **kw)
     except ValueError as e:
         raise InputError(path, str(e)) from None
+
+
+def _world_frames(frames: list[dict], t_of: list[int], drive: Drive | None, path: Path) -> list[dict]:
+    """Head-centred frames (``frame_poses: head``) with their poses mapped back to world: ``H_t @ pose``."""
+    if drive is None:
+        raise InputError(path, "nerfhead.frame_poses is 'head' but there is no nerfhead.drive")
+    if max(t_of) >= len(drive):
+        raise InputError(path, f"timestep {max(t_of)} has no head pose (the drive has {len(drive)})")
+    H = head_poses(drive)
+    out = []
+    for i, fr in enumerate(frames):
+        pose = _frame_pose(fr, i, path)
+        pose = np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]) if pose.shape[0] == 3 else pose
+        world = H[t_of[i]] @ torch.from_numpy(pose)
+        out.append({**fr, "transform_matrix": world.tolist()})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -386,8 +414,24 @@ def _pose_list(m: Tensor) -> list[list[float]]:
     return [[round(float(v), _POSE_DECIMALS) + 0.0 for v in row] for row in m.tolist()]
 
 
+def head_poses(drive: Drive) -> Tensor:
+    """Head-to-world transforms [T, 4, 4] (float64) of a drive."""
+    from nerfhead.geometry import axis_angle_to_matrix
+
+    H = torch.eye(4, dtype=torch.float64).repeat(len(drive), 1, 1)
+    H[:, :3, :3] = axis_angle_to_matrix(drive.rotation.detach().cpu().double())
+    H[:, :3, 3] = drive.translation.detach().cpu().double()
+    return H
+
+
+def writes_head_centred(capture: Capture) -> bool:
+    """Whether :func:`transforms_dict` writes head-centred frames: a drive, and every frame seen by one camera."""
+    return capture.drive is not None and len({f.camera for f in capture.frames}) == 1
+
+
 def transforms_dict(capture: Capture, root: str | os.PathLike, drive_file: str | None = "drive.npz") -> dict:
-    """The JSON object :func:`write_transforms` writes, with paths relative to ``root``.
+    """The JSON object :func:`write_transforms` writes, with paths relative to ``root`` (one-camera captures with a
+    drive get head-centred frame poses, see the module notes).
 
     Raises:
         ValueError: the cameras have skew (nerfstudio has no skew key).
@@ -413,10 +457,13 @@ def transforms_dict(capture: Capture, root: str | os.PathLike, drive_file: str |
         out.update(zip(dist_keys, dist[0], strict=True))
     c2w = viewmat_to_opengl_c2w(cams.viewmat)
     poses = [_pose_list(m) for m in c2w]
+    head_centred = writes_head_centred(capture)
+    H_inv = rigid_inverse(head_poses(capture.drive)) if capture.drive is not None and head_centred else None
     T = capture.num_timesteps
     frames = []
     for f in capture.frames:
-        fr: dict[str, Any] = {"file_path": _rel(f.image_path, root), "transform_matrix": poses[f.camera]}
+        pose = poses[f.camera] if H_inv is None else _pose_list(H_inv[f.timestep] @ c2w[f.camera])
+        fr: dict[str, Any] = {"file_path": _rel(f.image_path, root), "transform_matrix": pose}
         if f.mask_path is not None:
             fr["mask_path"] = _rel(f.mask_path, root)
         fr.update(camera_index=f.camera, timestep_index=f.timestep, timestamp=float(f.timestamp))
@@ -450,6 +497,8 @@ def transforms_dict(capture: Capture, root: str | os.PathLike, drive_file: str |
         nh["train_cameras"] = list(capture.train_cameras)
     if capture.test_cameras is not None:
         nh["test_cameras"] = list(capture.test_cameras)
+    if head_centred:
+        nh["frame_poses"] = "head"
     meta = {k: v for k, v in capture.metadata.items() if k not in ("nerfstudio_extra", "ignored_frame_keys")}
     if meta:
         nh["metadata"] = meta

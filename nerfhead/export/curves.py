@@ -1,17 +1,31 @@
-"""ARKit blendshape curves: a Drive to and from Live Link Face style CSV and a JSON form.
+"""ARKit blendshape curves: a Drive to and from Live Link Face CSV and a JSON form.
 
 The CSV has Live Link Face's columns: ``Timecode, BlendShapeCount``, the 52 ARKit coefficients in ARKit's
 order written in Live Link Face's PascalCase (``EyeBlinkLeft, ..., JawOpen, ..., TongueOut``), then
-``HeadYaw, HeadPitch, HeadRoll`` and the six eye angles (written as 0). Readers match names case-insensitively,
-so ARKit's camelCase (``eyeBlinkLeft``) headers load too.
+``HeadYaw, HeadPitch, HeadRoll`` and the six eye angles. Readers match names case-insensitively, so ARKit's
+camelCase (``eyeBlinkLeft``) headers load too.
 
-ICT ↔ ARKit: ``name_L`` ↔ ``nameLeft``, ``name_R`` ↔ ``nameRight``; ARKit's single ``browInnerUp`` and
+Timing, as Unreal's LiveLinkFaceImporter reads it (``ULiveLinkFaceImporterFactory``): the ``HH:MM:SS:FF.fff``
+timecode's ``FF.fff`` is a frame count at a rate the importer *guesses*: 60 fps if any row's frame number is
+above 30, else 30 fps; a row's time is ``HH*3600 + MM*60 + SS + FF / rate``. So we write rows at exactly 30 or
+60 fps, resampling the drive (linear for coefficients, quaternion nlerp for the head): 60 fps for drives above
+30 fps (when the take reaches frame 31 of a second, else 30), 30 fps otherwise. Drives at 30 or 60 fps are
+written frame for frame (exact round trip).
+
+Angles, as the app writes them (Unreal's AppleARKit ``ToBlendShapeMap``): each of yaw / pitch / roll is the
+Unreal rotator angle of ARKit's face (or eye) transform / 180 degrees (so -1..1), yaw and roll negated for an
+unmirrored face. nerfhead's head frame is ARKit's face frame (+x the subject's left, +y up, the face looking
+toward +z; ``nerfhead.parametric.ict``) and ARKit's axis change into Unreal's frame and that negation cancel,
+so with nerfhead's ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` (:func:`head_angles`) the columns are simply
+``HeadYaw = yaw / pi``, ``HeadPitch = pitch / pi``, ``HeadRoll = roll / pi``: HeadYaw > 0 when the subject
+turns to their own left, HeadPitch > 0 looking down, HeadRoll > 0 tilting toward the right shoulder. Eye
+yaw / pitch come from the eyeLook* coefficients in the same units and signs (1.0 of eyeLookOut/In = 30
+degrees, eyeLookUp/Down = 25 degrees; roll 0). ``angle_unit="rad"`` / ``"deg"`` write plain radians /
+degrees instead.
+
+ICT <-> ARKit: ``name_L`` <-> ``nameLeft``, ``name_R`` <-> ``nameRight``; ARKit's single ``browInnerUp`` and
 ``cheekPuff`` are the mean of ICT's left and right shapes (and set both on reading); ``tongueOut`` has no ICT
-shape (written 0, ignored on reading). Coefficients round-trip exactly (float32); head angles to float32
-rounding.
-
-Head angles: ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` for the Drive's head-to-world rotation in nerfhead's OpenCV
-axes (x right, y down, z forward), radians unless ``angle_unit="deg"``.
+shape: it is carried beside the Drive (``tongue=`` on writing, :func:`read_curves_csv_tongue` on reading).
 """
 
 from __future__ import annotations
@@ -31,7 +45,12 @@ from nerfhead.atomic import atomic_write_text
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX, NUM_EXPRESSIONS
 from nerfhead.errors import InputError
-from nerfhead.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from nerfhead.geometry import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    quaternion_to_matrix,
+)
 
 ARKIT_NAMES: tuple[str, ...] = (
     *("eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft"),
@@ -60,6 +79,14 @@ CSV_HEADER: tuple[str, ...] = (
     *EYE_COLUMNS,
 )
 """Live Link Face CSV columns (BlendShapeCount = 61: 52 shapes + 9 angles)."""
+
+AngleUnit = Literal["llf", "rad", "deg"]
+LLF_SIGNS = (1.0, 1.0, 1.0)
+"""nerfhead (yaw, pitch, roll) → Live Link Face (HeadYaw, HeadPitch, HeadRoll) signs (see the module notes)."""
+EYE_YAW_DEG = 30.0
+EYE_PITCH_DEG = 25.0
+LLF_RATES = (30.0, 60.0)
+"""Frame rates Unreal's LiveLinkFaceImporter recognises."""
 
 
 def _ict_sources(arkit: str) -> tuple[str, ...]:
@@ -101,7 +128,8 @@ def arkit_to_ict(arkit: Tensor) -> Tensor:
 
 
 def head_angles(rotation: Tensor) -> Tensor:
-    """Axis-angle [..., 3] → (yaw, pitch, roll) [..., 3] radians with ``R = Ry(yaw) Rx(pitch) Rz(roll)``."""
+    """Axis-angle [..., 3] → (yaw, pitch, roll) [..., 3] radians with ``R = Ry(yaw) Rx(pitch) Rz(roll)`` (head
+    frame: +x the subject's left, +y up, +z where the face looks)."""
     R = axis_angle_to_matrix(rotation.double())
     pitch = torch.asin((-R[..., 1, 2]).clamp(-1.0, 1.0))
     yaw = torch.atan2(R[..., 0, 2], R[..., 2, 2])
@@ -135,43 +163,119 @@ def _timecode(t: float, fps: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{frames:06.3f}"
 
 
-def _angle_scale(unit: str) -> float:
-    if unit not in ("rad", "deg"):
-        raise ValueError(f"angle_unit must be 'rad' or 'deg', got {unit!r}")
-    return 180.0 / math.pi if unit == "deg" else 1.0
+def _angle_scale(unit: str) -> tuple[float, float, float]:
+    """Per-axis factor from nerfhead's (yaw, pitch, roll) radians to the CSV's angle columns."""
+    if unit == "llf":
+        return tuple(sg / math.pi for sg in LLF_SIGNS)  # type: ignore[return-value]
+    if unit in ("rad", "deg"):
+        k = 180.0 / math.pi if unit == "deg" else 1.0
+        return (k, k, k)
+    raise ValueError(f"angle_unit must be 'llf', 'rad' or 'deg', got {unit!r}")
+
+
+def csv_rate(drive_fps: float, n_frames: int) -> float:
+    """The 30 or 60 fps our Live Link Face CSV is written at (see the module notes)."""
+    if drive_fps <= 30.0:
+        return 30.0
+    n60 = math.floor((n_frames - 1) / drive_fps * 60.0 + 1e-9) + 1
+    return 60.0 if n60 >= 32 else 30.0
+
+
+def resample(drive: Drive, fps: float, tongue: Tensor | None = None) -> tuple[Drive, Tensor | None]:
+    """``drive`` (and an optional [T] tongueOut curve) at ``fps``: samples at k / fps until the last frame's time
+    is reached (the final sample holds the last frame):
+    coefficients linearly interpolated, rotations by normalised quaternion interpolation. Same fps: unchanged."""
+    if float(fps) == drive.fps:
+        return drive, tongue
+    T = len(drive)
+    n = math.ceil((T - 1) / drive.fps * fps - 1e-9) + 1
+    u = (torch.arange(n, dtype=torch.float64) * (drive.fps / fps)).clamp(max=T - 1)
+    i0 = u.floor().long().clamp(0, T - 1)
+    i1 = (i0 + 1).clamp(max=T - 1)
+    w = (u - i0.double())[:, None]
+
+    def lerp(x: Tensor) -> Tensor:
+        xd = x.detach().cpu().double()
+        return ((1 - w) * xd[i0] + w * xd[i1]).to(x.dtype)
+
+    q = matrix_to_quaternion(axis_angle_to_matrix(drive.rotation.detach().cpu().double()))
+    qa, qb = q[i0], q[i1]
+    qb = torch.where((qa * qb).sum(-1, keepdim=True) < 0, -qb, qb)
+    qm = (1 - w) * qa + w * qb
+    rot = matrix_to_axis_angle(quaternion_to_matrix(qm / qm.norm(dim=-1, keepdim=True)))
+    out = Drive(
+        rot.to(drive.rotation.dtype),
+        lerp(drive.translation),
+        lerp(drive.expression),
+        None if drive.latent is None else lerp(drive.latent),
+        float(fps),
+    )
+    return out, None if tongue is None else lerp(tongue.reshape(-1, 1))[:, 0]
+
+
+def eye_angles(arkit: Tensor) -> Tensor:
+    """ARKit coefficients [..., 52] → Live Link Face eye columns [..., 6] (left yaw, pitch, roll, right ...), in
+    the app's units (degrees / 180): yaw > 0 toward the subject's left, pitch > 0 looking down (as the head)."""
+    A = {a: arkit[..., j] for j, a in enumerate(ARKIT_NAMES)}
+    h, v = EYE_YAW_DEG / 180.0, EYE_PITCH_DEG / 180.0
+    zero = torch.zeros_like(A["eyeLookOutLeft"])
+    left_yaw = (A["eyeLookOutLeft"] - A["eyeLookInLeft"]) * h
+    right_yaw = (A["eyeLookInRight"] - A["eyeLookOutRight"]) * h
+    left_pitch = (A["eyeLookDownLeft"] - A["eyeLookUpLeft"]) * v
+    right_pitch = (A["eyeLookDownRight"] - A["eyeLookUpRight"]) * v
+    return torch.stack([left_yaw, left_pitch, zero, right_yaw, right_pitch, zero], dim=-1)
 
 
 def write_curves_csv(
-    drive: Drive, path: str | os.PathLike, angle_unit: Literal["rad", "deg"] = "rad"
+    drive: Drive, path: str | os.PathLike, angle_unit: AngleUnit = "llf", tongue: Tensor | None = None
 ) -> Path:
-    """Write a Drive as a Live Link Face style CSV (one row per timestep; atomic write).
+    """Write a Drive as a Live Link Face CSV that Unreal's importer times correctly (atomic write).
+
+    Rows are at :func:`csv_rate` (30 or 60 fps; the drive is resampled when its rate differs).
 
     Args:
         drive: T timesteps; its latent and translation are not written (use JSON to keep translation).
         path: output ``.csv``.
-        angle_unit: unit of the head angle columns.
+        angle_unit: head angle columns in the app's units (``llf``), or nerfhead's radians / degrees.
+        tongue: optional [T] TongueOut curve (ICT has no tongue shape), written in the TongueOut column.
     """
-    scale = _angle_scale(angle_unit)
-    ark = ict_to_arkit(drive.expression.detach().cpu().float()).numpy()
-    ang = (head_angles(drive.rotation.detach().cpu().double()) * scale).float().numpy()
+    if tongue is not None and tongue.reshape(-1).shape[0] != len(drive):
+        raise ValueError(f"tongue must have {len(drive)} values, got {tongue.numel()}")
+    scale = torch.tensor(_angle_scale(angle_unit), dtype=torch.float64)
+    rate = csv_rate(drive.fps, len(drive))
+    d, tg = resample(drive.to("cpu"), rate, None if tongue is None else tongue.detach().cpu().float())
+    ark_t = ict_to_arkit(d.expression.detach().float())
+    if tg is not None:
+        ark_t[:, ARKIT_NAMES.index("tongueOut")] = tg.float().clamp(0.0, 1.0)
+    ark = ark_t.numpy()
+    ang = (head_angles(d.rotation.detach().double()) * scale).float().numpy()
+    eyes = eye_angles(ark_t).numpy()
     lines = [",".join(CSV_HEADER)]
-    eyes = ",".join(["0"] * len(EYE_COLUMNS))
-    for t in range(len(drive)):
+    for t in range(len(d)):
         vals = ",".join(_fmt(v) for v in ark[t])
         head = ",".join(_fmt(v) for v in ang[t])
-        lines.append(f"{_timecode(t / drive.fps, drive.fps)},{len(CSV_HEADER) - 2},{vals},{head},{eyes}")
+        eye = ",".join(_fmt(v) for v in eyes[t])
+        lines.append(f"{_timecode(t / rate, rate)},{len(CSV_HEADER) - 2},{vals},{head},{eye}")
     return atomic_write_text(path, "\n".join(lines) + "\n", newline="")
 
 
 def read_curves_csv(
-    path: str | os.PathLike, fps: float | None = None, angle_unit: Literal["rad", "deg"] = "rad"
+    path: str | os.PathLike, fps: float | None = None, angle_unit: AngleUnit = "llf"
 ) -> Drive:
-    """Read a Live Link Face style CSV (ours or the app's) into a Drive; rows are taken in file order.
+    """Read a Live Link Face CSV (ours or the app's) into a Drive; see :func:`read_curves_csv_tongue`."""
+    return read_curves_csv_tongue(path, fps, angle_unit)[0]
+
+
+def read_curves_csv_tongue(
+    path: str | os.PathLike, fps: float | None = None, angle_unit: AngleUnit = "llf"
+) -> tuple[Drive, Tensor]:
+    """Read a Live Link Face CSV (ours or the app's) into a Drive and its TongueOut curve [T]; rows are taken
+    in file order.
 
     Args:
         path: the ``.csv``.
         fps: frame rate of the rows; None infers it from the timecodes (needs rows spanning a full second).
-        angle_unit: unit of the head angle columns.
+        angle_unit: unit of the head angle columns (``llf``: the app's).
 
     Raises:
         InputError: naming ``path``: missing, no Timecode / blendshape columns, unparsable numbers, fps not
@@ -203,7 +307,7 @@ def read_curves_csv(
                     ark[r - 2, j] = np.float32(row[col[a.lower()]])
             for k, h in enumerate(HEAD_COLUMNS):
                 if h.lower() in col:
-                    ang[r - 2, k] = float(np.float32(row[col[h.lower()]])) / scale
+                    ang[r - 2, k] = float(np.float32(row[col[h.lower()]])) / scale[k]
             tcs.append(row[col["timecode"]])
         except (ValueError, IndexError) as e:
             raise InputError(path, f"line {r}: unreadable value ({e})") from None
@@ -213,11 +317,14 @@ def read_curves_csv(
         raise InputError(path, "non-finite values in curves")
     expr = arkit_to_ict(torch.from_numpy(np.clip(ark, 0.0, 1.0)))
     rot = rotation_from_angles(torch.from_numpy(ang)).float()
-    return Drive(rotation=rot, translation=torch.zeros(len(data), 3), expression=expr, latent=None, fps=fps)
+    tongue = torch.from_numpy(np.clip(ark[:, ARKIT_NAMES.index("tongueOut")], 0.0, 1.0))
+    drive = Drive(rotation=rot, translation=torch.zeros(len(data), 3), expression=expr, latent=None, fps=fps)
+    return drive, tongue
 
 
 def _infer_fps(path: Path, timecodes: list[str]) -> float:
-    """Frames per second from ``HH:MM:SS:FF`` timecodes: rows per whole second, else max(FF) + 1."""
+    """Frames per second from ``HH:MM:SS:FF`` timecodes: rows per whole second, else max(FF) + 1, else (a
+    take inside one second) Unreal's LiveLinkFaceImporter guess, 60 if some FF > 30 else 30."""
     try:
         parts = [tc.strip().split(":") for tc in timecodes]
         secs = [int(p[0]) * 3600 + int(p[1]) * 60 + int(p[2]) for p in parts]
@@ -231,7 +338,8 @@ def _infer_fps(path: Path, timecodes: list[str]) -> float:
         return float(np.median([secs.count(s) for s in distinct[1:-1]]))
     if len(distinct) == 2:  # the first second rolled over: frames 0 .. fps-1 were used
         return float(round(max(ffs)) + 1)
-    raise InputError(path, "cannot infer fps from timecodes within one second", hint="pass fps explicitly")
+    # within one second: Unreal's importer rule (60 if a frame number exceeds 30, else 30)
+    return 60.0 if max(ffs) > 30.0 else 30.0
 
 
 def write_curves_json(drive: Drive, path: str | os.PathLike) -> Path:

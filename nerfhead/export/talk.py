@@ -1,20 +1,16 @@
-"""Render an avatar along a Drive from a fixed, orbiting or scripted (nerfstudio camera_path.json) camera,
+"""Render an avatar along a Drive from a fixed, orbiting or scripted (nerfhead.export.camera_path) camera,
 streaming frames in chunks so clip length does not grow memory."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
-from nerfhead.errors import InputError
 
 CameraFn = Callable[[int], Cameras]
 """Frame index → a single camera."""
@@ -54,41 +50,6 @@ def orbit_cameras(
         return fixed_camera(target, res, yaw_deg=yaw)
 
     return at
-
-
-def camera_path_cameras(path: str | os.PathLike, n_frames: int) -> tuple[CameraFn, int]:
-    """Cameras from a nerfstudio ``camera_path.json`` (OpenGL camera_to_world, vertical fov in degrees),
-    resampled over ``n_frames``. Returns the camera function and the image height.
-
-    Raises:
-        InputError: unreadable file, missing keys, non-finite or degenerate poses.
-    """
-    from nerfhead.data.nerfstudio import opengl_c2w_to_viewmat
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "camera path not found")
-    try:
-        data = json.loads(p.read_text())
-        keys = data["camera_path"]
-        w, h = int(data["render_width"]), int(data["render_height"])
-        c2w = torch.tensor([k["camera_to_world"] for k in keys], dtype=torch.float64).reshape(-1, 4, 4)
-        fov = torch.tensor([float(k.get("fov", 50.0)) for k in keys], dtype=torch.float64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(p, f"not a nerfstudio camera_path.json ({e.__class__.__name__}: {e})") from None
-    if len(keys) == 0 or not torch.isfinite(c2w).all() or not torch.isfinite(fov).all():
-        raise InputError(p, "camera path is empty or has non-finite values")
-    if (torch.linalg.det(c2w[:, :3, :3]) < 0.5).any():
-        raise InputError(p, "camera path has a degenerate rotation")
-    viewmats = opengl_c2w_to_viewmat(c2w).float()
-
-    def at(i: int) -> Cameras:
-        j = min(len(keys) - 1, round(i * (len(keys) - 1) / max(1, n_frames - 1)))
-        f = 0.5 * h / math.tan(math.radians(float(fov[j])) / 2)
-        K = torch.tensor([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], dtype=torch.float32)
-        return Cameras(K[None], viewmats[j : j + 1], torch.tensor([w]), torch.tensor([h]))
-
-    return at, h
 
 
 @torch.no_grad()

@@ -166,6 +166,117 @@ def test_drive_from_audio_survives_csv(tmp_path):
 
     t = np.arange(16000) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
-    d = RuleVisemeDriver(RuleDriverConfig(mode="energy")).drive(wav, 25.0)
-    back = read_curves_csv(write_curves_csv(d, tmp_path / "a.csv"), fps=25.0)
+    d = RuleVisemeDriver(RuleDriverConfig(mode="energy")).drive(wav, 30.0)  # 30 fps: written frame for frame
+    back = read_curves_csv(write_curves_csv(d, tmp_path / "a.csv"), fps=30.0)
     assert torch.equal(back.expression, d.expression)
+
+
+# ---------------------------------------------------------------- Unreal's LiveLinkFaceImporter, in Python
+def unreal_import(path) -> tuple[int, dict[str, list[tuple[float, float]]]]:
+    """What ``ULiveLinkFaceImporterFactory::FactoryCreateText`` does with a CSV (UE 5 LiveLinkFaceImporter):
+    lines split on ",", the first two keys must be Timecode and BlendShapeCount, every other key becomes a
+    property; the frame rate is 30 unless some row's frame number (4th ":" field, ``Atof``) is above 30, then
+    60; a row is keyed at ``HH*3600 + MM*60 + SS + FF / rate`` seconds. Returns the rate and, per property,
+    (seconds, value) keys."""
+    lines = [ln for ln in open(path).read().splitlines() if ln]
+    keys = lines[0].split(",")
+    assert keys[0] == "Timecode" and keys[1] == "BlendShapeCount"
+    rows = [ln.split(",") for ln in lines[1:]]
+    frames = []
+    for r in rows:
+        parts = r[0].split(":")
+        assert len(parts) == 4
+        frames.append((int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])))
+    rate = 60 if any(f > 30.0 for *_, f in frames) else 30
+    props: dict[str, list[tuple[float, float]]] = {k: [] for k in keys[2:]}
+    for r, (h, m, sec, f) in zip(rows, frames, strict=True):
+        assert len(r) == len(keys)
+        t = h * 3600 + m * 60 + sec + f / rate
+        for k, v in zip(keys[2:], r[2:], strict=True):
+            props[k].append((t, float(v)))
+    return rate, props
+
+
+def _ramp_drive(T: int, fps: float) -> Drive:
+    """JawOpen rises linearly with time, so a key's value tells the time it was sampled at."""
+    e = torch.zeros(T, 53)
+    e[:, EXPRESSION_INDEX["jawOpen"]] = torch.arange(T) / (T - 1)
+    return Drive(torch.zeros(T, 3), torch.zeros(T, 3), e, None, fps)
+
+
+@pytest.mark.parametrize("fps,rate", [(25.0, 30), (24.0, 30), (50.0, 60), (60.0, 60), (30.0, 30)])
+def test_unreal_importer_timing_within_half_a_frame(tmp_path, fps, rate):
+    T = int(3.4 * fps)  # 3.4 s: full seconds plus a partial one
+    d = _ramp_drive(T, fps)
+    got_rate, props = unreal_import(write_curves_csv(d, tmp_path / "take_1_nerfhead.csv"))
+    assert got_rate == rate
+    keys = props["JawOpen"]
+    duration = (T - 1) / fps
+    assert keys[-1][0] == pytest.approx(duration, abs=0.5 / rate)  # the take ends when the drive does
+    err = max(abs(t - v * duration) for t, v in keys)  # value encodes the drive's time for that sample
+    assert err <= 0.5 / rate, f"sample timing off by {err:.4f} s (half a frame is {0.5 / rate:.4f} s)"
+
+
+def test_unreal_importer_mistimes_raw_25fps_timecodes(tmp_path):
+    """The case the test must catch: 25 fps timecodes (the old writer) are read at 30 fps by the importer."""
+    from nerfhead.export.curves import _timecode
+
+    d = _ramp_drive(85, 25.0)
+    p = write_curves_csv(d.replace(fps=30.0), tmp_path / "a.csv")  # frame-for-frame rows ...
+    rows = p.read_text().splitlines()
+    rows[1:] = [
+        _timecode(i / 25.0, 25.0) + r[r.index(",") :] for i, r in enumerate(rows[1:])
+    ]  # ... 25 fps codes
+    p.write_text("\n".join(rows) + "\n")
+    rate, props = unreal_import(p)
+    duration = 84 / 25.0
+    err = max(abs(t - v * duration) for t, v in props["JawOpen"])
+    assert rate == 30 and err > 0.5 / rate  # up to 0.16 s early
+
+
+def test_llf_angle_columns_units_and_signs(tmp_path):
+    from nerfhead.export.curves import EYE_COLUMNS, HEAD_COLUMNS
+
+    T = 4
+    rot = torch.zeros(T, 3)
+    rot[0, 1] = 0.3  # about y (up): the face turns toward +x, the subject's left → HeadYaw = +0.3 / pi
+    rot[1, 0] = 0.2  # about x (the subject's left): the face tilts down → HeadPitch = +0.2 / pi
+    rot[2, 2] = 0.1  # about z (where the face looks): the top tilts to the subject's right → HeadRoll > 0
+    e = torch.zeros(T, 53)
+    e[0, EXPRESSION_INDEX["eyeLookOut_L"]] = 1.0  # left eye looks to the subject's left
+    e[0, EXPRESSION_INDEX["eyeLookIn_R"]] = 1.0  # right eye too
+    e[1, EXPRESSION_INDEX["eyeLookDown_L"]] = 0.5
+    e[1, EXPRESSION_INDEX["eyeLookUp_R"]] = 0.5
+    d = Drive(rot, torch.zeros(T, 3), e, None, 30.0)
+    tongue = torch.tensor([0.0, 0.25, 1.0, 0.5])
+    p = write_curves_csv(d, tmp_path / "a.csv", tongue=tongue)
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    head = np.array([[float(r[c]) for c in HEAD_COLUMNS] for r in rows])
+    eyes = np.array([[float(r[c]) for c in EYE_COLUMNS] for r in rows])
+    np.testing.assert_allclose(head[0], [0.3 / np.pi, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(head[1], [0, 0.2 / np.pi, 0], atol=1e-7)
+    np.testing.assert_allclose(head[2], [0, 0, 0.1 / np.pi], atol=1e-7)
+    assert np.abs(head).max() < 1.0  # the app's -1..1 range, not radians
+    np.testing.assert_allclose(eyes[0], [30 / 180, 0, 0, 30 / 180, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(eyes[1], [0, 0.5 * 25 / 180, 0, 0, -0.5 * 25 / 180, 0], atol=1e-7)
+    assert [float(r["TongueOut"]) for r in rows] == [0.0, 0.25, 1.0, 0.5]
+    from nerfhead.export.curves import read_curves_csv_tongue
+
+    back, tg = read_curves_csv_tongue(p)
+    assert torch.equal(tg, tongue)  # TongueOut carried through
+    torch.testing.assert_close(back.rotation, d.rotation, atol=2e-6, rtol=0)
+    # our old radians file misread as the app's units would be off by pi
+    q = write_curves_csv(d, tmp_path / "rad.csv", angle_unit="rad")
+    assert not torch.allclose(read_curves_csv(q, fps=30.0).rotation, d.rotation, atol=1e-2)
+
+
+def test_resampled_tongue_and_expression(tmp_path):
+    from nerfhead.export.curves import read_curves_csv_tongue
+
+    d = _ramp_drive(51, 25.0)  # 2 s at 25 fps → 61 rows at 30 fps
+    tongue = torch.linspace(0, 1, 51)
+    back, tg = read_curves_csv_tongue(write_curves_csv(d, tmp_path / "a.csv", tongue=tongue))
+    assert back.fps == 30.0 and len(back) == 61
+    torch.testing.assert_close(tg, torch.linspace(0, 1, 61), atol=1e-6, rtol=0)
+    torch.testing.assert_close(back.expression[:, EXPRESSION_INDEX["jawOpen"]], tg, atol=1e-6, rtol=0)
