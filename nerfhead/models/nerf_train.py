@@ -22,6 +22,7 @@ from nerfhead.components.occupancy_grid import OccupancyGrid
 from nerfhead.data.capture import Capture
 from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.distributed import current
 from nerfhead.engine.metrics import psnr
 from nerfhead.engine.targets import capture_background, target_image
 from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
@@ -269,7 +270,12 @@ class NerfFit:
     def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
         hw = self.h * self.w
         gen = generator
-        idx = torch.randint(len(self.frames) * hw, (self.cfg.n_rays,), generator=gen).to(self.device)
+        idx = torch.randint(len(self.frames) * hw, (self.cfg.n_rays,), generator=gen)
+        dist = current()
+        if dist.active:  # this rank's share of the global rays; its own jitter along them
+            idx = idx[dist.rank :: dist.world_size]
+            gen = dist.generator(self.cfg.trainer.seed, step)
+        idx = idx.to(self.device)
         f, p = idx // hw, idx % hw
         pix = torch.stack([(p % self.w).float() + 0.5, (p // self.w).float() + 0.5], -1)
         cam, t = self.frame_camera[f], self.frame_time[f]
@@ -302,6 +308,7 @@ class NerfFit:
         grid.update(s, lambda x: self.model.density(x, cond) * dt, generator=gen, force=True)
         if self.prior is not None:
             grid.set_binary(grid.binary & self.prior)
+        current().broadcast(*grid.buffers())  # every rank marches the grid rank 0 decided
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}

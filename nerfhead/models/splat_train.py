@@ -27,6 +27,7 @@ import nerfhead
 from nerfhead.data.capture import Capture
 from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.distributed import current, shard
 from nerfhead.engine.losses import photometric_loss
 from nerfhead.engine.metrics import psnr
 from nerfhead.engine.targets import capture_background, synth_metadata, target_image
@@ -319,12 +320,29 @@ class SplatFit:
         for g in optimizers["means"].param_groups:
             g["lr"] = lr
 
-    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+    def draw_views(self, generator: torch.Generator) -> tuple[int, list[int]]:
+        """A step's timestep and (up to ``cameras_per_step``) training cameras with a frame at it."""
         cap = self.capture
         t = self.train_timesteps[int(torch.randint(len(self.train_timesteps), (1,), generator=generator))]
         order = torch.randperm(len(self.train_cameras), generator=generator).tolist()
         cams = [self.train_cameras[i] for i in order if cap.frame_index(self.train_cameras[i], t) is not None]
-        cams = cams[: self.cfg.cameras_per_step]
+        return t, cams[: self.cfg.cameras_per_step]
+
+    def step_views(self, step: int, generator: torch.Generator) -> tuple[int, list[int]]:
+        """This rank's views of step ``step``: its shard of the global draw when that has a view per rank, else
+        (e.g. one view per step of a monocular video) a draw of its own from its rank-offset generator."""
+        dist = current()
+        t, cams = self.draw_views(generator)
+        if dist.active:
+            if len(cams) >= dist.world_size:
+                cams = shard(cams, dist)
+            elif dist.rank > 0:
+                t, cams = self.draw_views(dist.generator(self.cfg.trainer.seed, step))
+        return t, cams
+
+    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+        cap = self.capture
+        t, cams = self.step_views(step, generator)
         if not cams:
             raise InputError(None, f"no training camera has a frame at timestep {t}")
         frames = [cap.frame_index(c, t) for c in cams]
@@ -354,6 +372,8 @@ class SplatFit:
         _, k = self.model.canonical_positions()
         info = dict(metas[0])
         info.update({"scale_factor": k, "seed": self.cfg.trainer.seed})
+        if current().active:  # densify from the statistics of every rank's views
+            info["reduce"] = current().all_reduce_sum
         return StepOutput(loss=loss, scalars=scalars, aux={"info": info})
 
     def before_backward(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
