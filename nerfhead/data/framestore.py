@@ -187,11 +187,11 @@ class FrameStore:
 
 def _read(fd: int, n: int, offset: int) -> np.ndarray:
     """``n`` bytes at ``offset`` into a new (writable) uint8 array."""
-    a = np.empty(n, np.uint8)
-    got = os.preadv(fd, [a], offset)
+    buf = bytearray(n)
+    got = os.preadv(fd, [buf], offset)
     if got != n:
         raise InputError(None, f"frame store file is truncated (read {got} of {n} bytes at {offset})")
-    return a
+    return np.frombuffer(buf, np.uint8)  # writable: it wraps the bytearray
 
 
 def _build(capture: Capture, folder: Path, workers: int) -> None:

@@ -548,7 +548,6 @@ def _write_masks(
     """Render, combine and save a mask per frame; returns the frames with ``mask_path`` set."""
     from dataclasses import replace
 
-
     rep.stage("masks", len(frames))
     d = fit.drive
     cams = fit.cameras.to(dtype=torch.float32)

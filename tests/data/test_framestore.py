@@ -34,11 +34,14 @@ def test_round_trip_pixels_and_reopen(capture):
     g = torch.Generator().manual_seed(0)
     f, p = torch.randint(len(capture), (300,), generator=g), torch.randint(24 * 24, (300,), generator=g)
     rgb, m = store.pixels(f, p)
-    ref = torch.stack([torch.from_numpy(store.image(int(a)).reshape(-1, 3)[int(b)]) for a, b in zip(f, p)])
+    ref = torch.stack(
+        [torch.from_numpy(store.image(int(a)).reshape(-1, 3)[int(b)]) for a, b in zip(f, p, strict=True)]
+    )
     assert torch.equal(rgb, ref) and m is not None
+    masks = [store.mask(int(a)) for a in f]
     assert torch.equal(
-        m, torch.stack([torch.tensor(store.mask(int(a)).reshape(-1)[int(b)]) for a, b in zip(f, p)])
-    )  # type: ignore[union-attr]
+        m, torch.tensor([int(x.reshape(-1)[int(b)]) for x, b in zip(masks, p, strict=True) if x is not None])
+    )
     again = FrameStore.open(capture, build=False)  # no second decode
     assert again.folder == store.folder
 
