@@ -700,7 +700,7 @@ def _overlay(
     first = cap.frames[idx[0]].timestamp if idx else 0.0
     if audio is not None and abs(first - cap.audio_offset) > 1e-3:
         audio = None  # the overlay would start at another time than the audio: leave it silent
-    write_video(frames(), path, cap.fps, audio)
+    write_video(frames(), path, cap.fps, audio, preset="veryfast")  # a diagnostic: speed over size
 
 
 def summary_line(result: TrackResult) -> str:
