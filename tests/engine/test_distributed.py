@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nerfhead.cli.fit import torchrun_command
 from nerfhead.data import load_capture, save_capture
 from nerfhead.engine.distributed import Dist, shard
 from nerfhead.models.avatar import load_avatar
@@ -79,10 +80,16 @@ def test_shard_and_rank_generators():
     assert torch.equal(draws[2], torch.rand(4, generator=ranks[2].generator(0, 5)))  # ... reproducible
 
 
+def test_nproc_flag_becomes_a_torchrun_command():
+    cmd = torchrun_command(3, ["fit", "cap", "--nproc", "3", "--out", "run", "--nproc=3"])
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3"]
+    assert cmd[5:] == ["-m", "nerfhead", "fit", "cap", "--out", "run"]
+
+
 def test_two_gloo_processes_match_one_and_killed_run_resumes_with_one(cap_dir, tmp_path):
     one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "seed1"
     _run(_fit_cmd([sys.executable], cap_dir, one))
-    _run(_fit_cmd(TORCHRUN, cap_dir, two))
+    _run(_fit_cmd([sys.executable], cap_dir, two, "--nproc", "2"))  # fit re-runs itself under torchrun
     log = [line for line in (two / "log.jsonl").read_text().splitlines() if line]
     assert len(log) == 5  # rank 0 alone logs (every 10 steps)
     assert _agreement_db(one, two, cap_dir) >= TOLERANCE_DB
