@@ -4,11 +4,15 @@ Output folder (nerfhead's capture format; read it back with :func:`nerfhead.data
 
     transforms.json     cameras, frames, fps, audio, metadata["track"] (metrics, identity, source)
     drive.npz           the tracked Drive: head pose + 53 expression coefficients per timestep
-    images/<t>.png      decoded video frames (video input; a capture's images are referenced in place)
+    images/<t>.jpg      decoded video frames, JPEG q95 4:4:4, written as they are tracked (video input; a
+                        capture's images are referenced in place)
     masks/...png        foreground masks (see nerfhead.track.masks), unless the capture brought its own
     audio.wav           the video's soundtrack, sample 0 at timestamp 0 (video input with audio)
     landmarks.npz       MediaPipe landmarks: points [N, 478, 2], camera [N], timestep [N], detected [N]
-    track.json          the metrics (also in transforms.json's metadata)
+    track.json          the metrics (also in transforms.json's metadata), with each stage's rate (``stages``)
+                        and the end-to-end ``frames_per_second``
+    .track_partial.npz  while a video is tracked: the landmarks of its whole 250-frame windows (a killed run
+                        resumes from them); removed at the end
     overlay.mp4         frames with the fitted wireframe and the landmarks (one camera), with the audio
 """
 
