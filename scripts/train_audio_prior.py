@@ -7,6 +7,10 @@ nerfhead/audio/visemes.py) of the same audio. The last 20% of every clip is held
 
     OMP_NUM_THREADS=2 python scripts/train_audio_prior.py                  # prior.safetensors (log-mel)
     OMP_NUM_THREADS=2 python scripts/train_audio_prior.py --phonetic       # prior_phonetic.safetensors
+
+It trains on the engine's loop (nerfhead.engine.trainer): ``--run DIR`` keeps checkpoints and log.jsonl there
+(``--resume`` continues a killed run), and ``torchrun --nproc-per-node N scripts/train_audio_prior.py`` splits
+every batch over N processes (gloo on CPU); rank 0 writes the prior.
 """
 
 from __future__ import annotations
@@ -43,16 +47,24 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=None, help="default: scenes/assets/audio_prior/prior*.safetensors"
     )
+    ap.add_argument("--run", type=Path, default=None, help="keep checkpoints and log.jsonl here")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run")
     args = ap.parse_args()
 
-    torch.set_num_threads(2)
+    from nerfhead.engine.distributed import init_from_env, shutdown
+
+    dist = init_from_env("cpu")
+    torch.set_num_threads(2 if not dist.active else 1)
     torch.use_deterministic_algorithms(True)
     cfg = PretrainConfig(network=AudioToDriveConfig(phonetic=args.phonetic), steps=args.steps, seed=args.seed)
     t0 = time.perf_counter()
     clips = [(Path(c).stem, load_audio(ROOT / c, 16000, warn=False)[0]) for c in CLIPS]
     data = prepare_clips(clips, cfg)
     t_prep = time.perf_counter() - t0
-    net, stats = pretrain(data, cfg, log_every=250)
+    net, stats = pretrain(data, cfg, log_every=250, run_dir=args.run, resume=args.resume)
+    shutdown()
+    if not dist.is_main:
+        return
     out = args.out or prior_path(args.phonetic)
     info = {
         "clips": list(CLIPS),

@@ -12,9 +12,11 @@ fits the training timesteps' audio windows to their Drive frames, with an L2 pul
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,42 +130,129 @@ def _val_windows(data: Sequence[ClipData], window: int) -> tuple[Tensor, Tensor]
     return torch.cat(xs), torch.cat(ys)
 
 
-def pretrain(
-    data: Sequence[ClipData], cfg: PretrainConfig, log_every: int = 0
-) -> tuple[AudioToDrive, dict[str, float]]:
-    """Train the prior on prepared clips; returns the network (eval mode) and validation numbers.
+def one_cycle(step: int, total: int, max_lr: float, pct_start: float = 0.1) -> tuple[float, float]:
+    """(learning rate, Adam beta1) at ``step`` of PyTorch's ``OneCycleLR`` with its defaults (cosine, div 25,
+    final div 1e4, momentum 0.95 -> 0.85 -> 0.95), as a function of the step (the engine's loop is stateless)."""
+    initial = max_lr / 25.0
+    phases = [
+        (float(pct_start * total) - 1, initial, max_lr, 0.95, 0.85),
+        (float(total - 1), max_lr, initial / 1e4, 0.85, 0.95),
+    ]
+    start = 0.0
+    for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / max(end - start, 1e-12)
+            cos = math.cos(math.pi * pct) + 1
+            return lr1 + (lr0 - lr1) / 2.0 * cos, m1 + (m0 - m1) / 2.0 * cos
+        start = end
+    raise AssertionError("unreachable")
 
-    The validation numbers (on the held-out tail of the un-augmented clips, names ending ``@x1``): ``val_mse``
-    over all columns and ``val_jaw_corr``, the Pearson correlation of jawOpen with the rule targets.
+
+class PriorFit:
+    """The prior's training task on the engine's loop (:func:`nerfhead.engine.trainer.fit`): checkpoints, exact
+    resume, the NaN guard and data-parallel runs under torchrun (each rank its share of every batch)."""
+
+    def __init__(self, data: Sequence[ClipData], cfg: PretrainConfig):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.data = cfg, data
+        self.net = AudioToDrive(cfg.network)
+        self.X, self.Y = _train_windows(data, cfg.network.window)
+        self.w = _loss_weights(cfg.mouth_weight)
+        self.net.train()
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.cfg
+        return {"net": torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+
+    def set_learning_rates(self, step: int, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        lr, beta1 = one_cycle(step, self.cfg.steps, self.cfg.lr)
+        for g in optimizers["net"].param_groups:
+            g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
+
+    def training_loss(self, step: int, generator: torch.Generator) -> Any:
+        from nerfhead.engine.distributed import shard
+        from nerfhead.engine.trainer import StepOutput
+
+        idx = torch.randint(0, self.X.shape[0], (self.cfg.batch,), generator=generator)
+        idx = torch.stack(shard(list(idx)))  # this rank's windows of the global batch
+        expr, rot = self.net(self.X[idx])
+        loss = ((expr - self.Y[idx]).square() * self.w).mean() + rot.square().mean()
+        return StepOutput(loss=loss, scalars={"mse": float(loss.detach())})
+
+    def before_backward(self, step: int, optimizers: Any, out: Any) -> None:
+        return None
+
+    def after_step(self, step: int, optimizers: Any, out: Any) -> None:
+        return None
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {"model." + k: v for k, v in self.net.state_dict().items()}
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation on the held-out tail of the un-augmented clips (names ending ``@x1``): ``val_mse`` over all
+        columns and ``val_jaw_corr``, the Pearson correlation of jawOpen with the rule targets."""
+        was = self.net.training
+        self.net.eval()
+        plain = [c for c in self.data if c.name.endswith("@x1")] or list(self.data)
+        Xv, Yv = _val_windows(plain, self.cfg.network.window)
+        pv, _ = self.net.predict(Xv)
+        self.net.train(was)
+        return {
+            "val_mse": float((pv - Yv).square().mean()),
+            "val_jaw_corr": pearson(pv[:, _JAW], Yv[:, _JAW]),
+            "val_windows": int(Xv.shape[0]),
+        }
+
+    def avatar_spec(self) -> dict[str, Any]:
+        from nerfhead.engine.config import to_dict
+
+        return {"kind": "audio_prior", "fit": to_dict(self.cfg)}
+
+
+def pretrain(
+    data: Sequence[ClipData],
+    cfg: PretrainConfig,
+    log_every: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> tuple[AudioToDrive, dict[str, float]]:
+    """Train the prior on prepared clips with the engine's loop; returns the network (eval mode) and validation
+    numbers (:meth:`PriorFit.evaluate`, plus ``train_windows`` and ``train_seconds``).
+
+    ``run_dir`` keeps the run (``log.jsonl``, checkpoints; ``resume`` continues it); default a temporary folder.
+    Under torchrun every rank trains its share of each batch (see :mod:`nerfhead.engine.distributed`).
     """
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    net = AudioToDrive(cfg.network)
-    X, Y = _train_windows(data, cfg.network.window)
-    w = _loss_weights(cfg.mouth_weight)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    net.train()
+    import tempfile
+
+    from nerfhead.engine.config import TrainerConfig
+    from nerfhead.engine.trainer import fit
+
+    task = PriorFit(data, cfg)
+    trainer = TrainerConfig(
+        steps=cfg.steps,
+        seed=cfg.seed,
+        eval_every=0,
+        checkpoint_every=max(cfg.steps // 4, 1) if run_dir is not None else 0,
+        log_every=log_every or cfg.steps,
+        tensorboard=False,
+        progress=False,
+    )
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, X.shape[0], (cfg.batch,), generator=gen)
-        expr, rot = net(X[idx])
-        loss = ((expr - Y[idx]).square() * w).mean() + rot.square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{cfg.steps} loss {loss.item():.5f} ({time.perf_counter() - t0:.0f} s)")
-    net.eval()
-    plain = [c for c in data if c.name.endswith("@x1")] or list(data)
-    Xv, Yv = _val_windows(plain, cfg.network.window)
-    pv, _ = net.predict(Xv)
-    return net, {
-        "val_mse": float((pv - Yv).square().mean()),
-        "val_jaw_corr": pearson(pv[:, _JAW], Yv[:, _JAW]),
-        "train_windows": int(X.shape[0]),
-        "val_windows": int(Xv.shape[0]),
+    with tempfile.TemporaryDirectory() as tmp:
+        result = fit(task, run_dir if run_dir is not None else tmp, trainer, resume=resume)
+    if log_every:
+        print(f"step {result.step}/{cfg.steps} loss {result.scalars.get('loss', float('nan')):.5f}")
+    task.net.eval()
+    stats = result.eval or task.evaluate()
+    return task.net, {
+        "val_mse": stats["val_mse"],
+        "val_jaw_corr": stats["val_jaw_corr"],
+        "train_windows": int(task.X.shape[0]),
+        "val_windows": int(stats["val_windows"]),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
 

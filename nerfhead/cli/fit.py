@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -88,13 +89,21 @@ def run_fit(
     from nerfhead.engine.checkpoint import atomic_write_json
     from nerfhead.engine.config import TRAIN_MODULES, from_dict, replace_nested
     from nerfhead.engine.config import preset as get_preset
+    from nerfhead.engine.distributed import init_from_env, shutdown
     from nerfhead.engine.trainer import fit
     from nerfhead.errors import InputError
     from nerfhead.models.avatar import read_avatar_json
 
     dev = resolve_device(device)
+    dist = init_from_env(dev)  # under torchrun: join its group (gloo on CPU, NCCL on GPUs)
+    if dist.active and dev == "cuda":
+        dev = f"cuda:{dist.local_rank}"
     if dev == "cpu":
-        torch.set_num_threads(choose_threads(threads))
+        n = choose_threads(threads)
+        if dist.active and threads is None:  # the ranks on this node share its cores
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+            n = max(1, (os.cpu_count() or 1) // max(local, 1))
+        torch.set_num_threads(n)
     cap = load_capture(capture)
     if cap.drive is None:
         raise InputError(capture, "the capture has no drive", hint="track it first (nerfhead track)")
@@ -121,10 +130,11 @@ def run_fit(
         raise InputError("--set", f"bad config override ({e})") from None
     torch.manual_seed(cfg.trainer.seed)  # initialisation (hash tables, MLPs) is seeded too
     task = module.make_task(cap, cfg, dev)
-    out.mkdir(parents=True, exist_ok=True)
-    cap.drive.save_npz(out / "drive.npz")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cap.drive.save_npz(out / "drive.npz")
     live = None
-    if viewer is not None:
+    if viewer is not None and dist.is_main:
         from nerfhead.viewer.live import LiveFit
 
         live = LiveFit(task.model, cap.drive, out, viewer, device=dev, name=f"{model} fit").start()
@@ -143,6 +153,7 @@ def run_fit(
             "preset": preset,
             "device": dev,
             "threads": torch.get_num_threads(),
+            "world_size": dist.world_size,
             "steps": result.step,
             "start_step": result.start_step,
             "seconds": result.seconds,
@@ -151,17 +162,58 @@ def run_fit(
             "quick_eval": result.eval,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         }
-        if evaluate:
+        if evaluate and dist.is_main:
             from nerfhead.models.run_eval import evaluate_run
 
             summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
-        atomic_write_json(out / "fit.json", summary)
+        if dist.is_main:
+            atomic_write_json(out / "fit.json", summary)
         if live is not None and viewer_wait:
             _serve_until_interrupted(live.url)
     finally:
         if live is not None:
             live.stop()
+        shutdown()
     return summary
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """The torchrun command line that runs ``nerfhead <argv>`` on ``nproc`` local processes (``--nproc`` and its
+    value removed from ``argv``). ``--standalone`` picks a free rendezvous port on this machine."""
+    import sys
+
+    rest: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] + [
+        "-m",
+        "nerfhead",
+        *rest,
+    ]
+
+
+def launch_torchrun(nproc: int) -> None:
+    """Re-run this ``nerfhead fit`` command under torchrun with ``nproc`` processes and exit with its code."""
+    import subprocess
+    import sys
+
+    from nerfhead.errors import InputError
+
+    if nproc < 1:
+        raise InputError("--nproc", f"must be >= 1, got {nproc}")
+    argv = sys.argv[1:]
+    if "fit" not in argv:
+        argv = ["fit", *argv]
+    raise SystemExit(subprocess.call(torchrun_command(nproc, argv)))
 
 
 def _serve_until_interrupted(url: str) -> None:
@@ -200,6 +252,7 @@ def main(
     viewer_port: int = 8080,
     viewer_host: str = "127.0.0.1",
     viewer_wait: bool = True,
+    nproc: int = 1,
 ) -> None:
     """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
 
@@ -225,7 +278,14 @@ def main(
         viewer_port: the live viewer's port.
         viewer_host: the live viewer's interface (anything but 127.0.0.1 exposes it to the network).
         viewer_wait: keep serving the finished fit until Ctrl-C.
+        nproc: data-parallel processes on this machine (runs this command under ``torchrun --standalone``;
+            gloo on CPU, NCCL with one GPU per process). Already under torchrun (``WORLD_SIZE`` set), the
+            ranks torchrun started are used and this is ignored. See README "Scaling out".
     """
+    from nerfhead.engine.distributed import env_world_size
+
+    if nproc != 1 and env_world_size() <= 1:
+        launch_torchrun(nproc)
     live_cfg = None
     if viewer:
         import sys

@@ -104,3 +104,11 @@ def main(
     ) as progress:
         result = track(input, out, config, _RichReporter(progress))
     console.print(summary_line(result))
+    console.print(throughput_line(result.metrics))
+
+
+def throughput_line(metrics: dict) -> str:
+    """``stage N/s, ...; end to end F frames/s`` from a tracking's metrics."""
+    parts = [f"{k} {v['per_second']:.1f}/s" for k, v in metrics.get("stages", {}).items() if v.get("items")]
+    fps = metrics.get("frames_per_second")
+    return "throughput: " + ", ".join(parts) + (f"; end to end {fps:.2f} frames/s" if fps else "")

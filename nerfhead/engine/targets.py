@@ -43,8 +43,13 @@ def target_image(
     """Frame ``frame``'s image over ``background`` [3] and its mask: ([H, W, 3], [H, W, 1] or None), on the CPU.
 
     ``composite=False`` returns the full frame as it is (a model that renders the backdrop itself)."""
-    img = capture.image(frame)
-    m = capture.mask(frame)
+    return composite_target(capture, capture.image(frame), capture.mask(frame), background, composite)
+
+
+def composite_target(
+    capture: Capture, img: Tensor, m: Tensor | None, background: Tensor, composite: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`target_image` from a decoded image [H, W, 3] and mask [H, W] (e.g. from a frame store)."""
     if m is None:
         return img, None
     m = m[..., None]

@@ -8,7 +8,9 @@ The loop knows nothing about Gaussians or rays; a model's training *task* (e.g.
 
 Determinism: step ``s`` draws its randomness only from a generator seeded with ``(seed, s)``, so a run killed
 after checkpoint ``s`` and resumed gives the same parameters as an uninterrupted run (given deterministic
-kernels). A checkpoint holds the task's tensors (model and, e.g., densification statistics; the parameter
+kernels). Under ``torchrun`` (:mod:`nerfhead.engine.distributed`) every rank runs this loop: gradients are
+averaged over the ranks after ``backward``, the NaN guard and the time budget decide on all of them, and rank 0
+alone writes ``avatar.json``, checkpoints, logs and evaluations. A checkpoint holds the task's tensors (model and, e.g., densification statistics; the parameter
 count may change between checkpoints), every optimiser's state and the torch RNG state.
 """
 
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from nerfhead.engine.checkpoint import atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint
 from nerfhead.engine.config import TrainerConfig
+from nerfhead.engine.distributed import average_gradients, current
 from nerfhead.errors import InputError
 
 Optimizers = dict[str, torch.optim.Optimizer]
@@ -176,6 +179,8 @@ def fit(
         InputError: ``run_dir`` already holds checkpoints and ``resume`` is False, or ``resume`` finds none.
     """
     run_dir = Path(run_dir)
+    dist = current()
+    main = dist.is_main
     existing = latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise InputError(
@@ -183,8 +188,10 @@ def fit(
         )
     if resume and existing is None:
         raise InputError(run_dir, "has no checkpoint to resume from")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "avatar.json", {**task.avatar_spec(), **dict(extra_spec or {})})
+    dist.barrier()  # every rank has looked for checkpoints before rank 0 writes any
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "avatar.json", {**task.avatar_spec(), **dict(extra_spec or {})})
 
     start = 0
     optimizers = task.make_optimizers()
@@ -200,7 +207,9 @@ def fit(
         start = int(data["step"])
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    writer = _tensorboard(run_dir, cfg.tensorboard)
+    writer = _tensorboard(run_dir, cfg.tensorboard and main)
+    if not main:
+        monitor = None
     snapshot = _Snapshot(task, optimizers, start) if cfg.nan_guard else None
     scalars: dict[str, float] = {}
     ev: dict[str, float] = {}
@@ -210,6 +219,8 @@ def fit(
     step = start
 
     def checkpoint(done: int) -> Path:
+        if not main:
+            return run_dir / "checkpoints" / f"step_{done:06d}"  # rank 0 writes it
         extra = {"trainer": {"step": done, "nan_restores": restores, "seconds": time.perf_counter() - t0}}
         return save_checkpoint(
             run_dir,
@@ -221,7 +232,7 @@ def fit(
         )
 
     step_lock = monitor.lock if monitor is not None else _NullContext()
-    progress = _progress(cfg.progress and end > start)
+    progress = _progress(cfg.progress and end > start and main)
     with progress:
         bar = progress.add_task("fit", total=end, completed=start) if progress is not None else None
         while step < end:
@@ -233,7 +244,11 @@ def fit(
                 if ok:
                     task.before_backward(step, optimizers, out)
                     out.loss.backward()
-                    ok = _all_finite(optimizers)
+                if dist.active:
+                    ok = dist.all_agree(ok)
+                    if ok:
+                        average_gradients((p for o in optimizers.values() for p in _params(o)), dist)
+                ok = ok and _all_finite(optimizers)
                 if not ok:
                     for o in optimizers.values():
                         o.zero_grad(set_to_none=True)
@@ -256,7 +271,11 @@ def fit(
             if step % max(cfg.log_every, 1) == 0 or step == end:
                 scalars = {k: float(v) for k, v in out.scalars.items()}
                 scalars["loss"] = float(out.loss.detach())
-                _append_log(run_dir, {"step": step, "seconds": round(time.perf_counter() - t0, 3), **scalars})
+                scalars = _mean_over_ranks(scalars)
+                if main:
+                    _append_log(
+                        run_dir, {"step": step, "seconds": round(time.perf_counter() - t0, 3), **scalars}
+                    )
                 if writer is not None:
                     for k, v in scalars.items():
                         writer.add_scalar(f"train/{k}", v, step)
@@ -267,7 +286,7 @@ def fit(
                 monitor.on_step(step, end, scalars or {"loss": float(out.loss.detach())})
             if snapshot is not None and step % max(cfg.snapshot_every, 1) == 0:
                 snapshot = _Snapshot(task, optimizers, step)
-            if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < end:
+            if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < end and main:
                 with step_lock:
                     ev = task.evaluate()
                 _append_log(
@@ -279,6 +298,8 @@ def fit(
                 if monitor is not None:
                     monitor.on_eval(step, ev)
             over_time = cfg.max_minutes > 0 and (time.perf_counter() - t0) > 60.0 * cfg.max_minutes
+            if dist.active and cfg.max_minutes > 0:
+                over_time = dist.any(over_time)  # every rank stops at the same step
             if step == end or over_time:
                 break
             if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
@@ -286,9 +307,10 @@ def fit(
     if step > start or ckpt is None:
         ckpt = checkpoint(step)
     seconds = time.perf_counter() - t0
-    if step > start:
+    if step > start and main:
         with step_lock:
             ev = task.evaluate()
+    dist.barrier()  # the last checkpoint is on disk before any rank returns
     if monitor is not None:
         monitor.on_eval(step, ev)
         monitor.finished(step)
@@ -305,6 +327,21 @@ def fit(
         eval=ev,
         checkpoint=ckpt,
     )
+
+
+def _params(opt: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+def _mean_over_ranks(scalars: dict[str, float]) -> dict[str, float]:
+    """The logged scalars averaged over the ranks (every rank logs the same keys)."""
+    dist = current()
+    if not dist.active:
+        return scalars
+    keys = sorted(scalars)
+    v = torch.tensor([scalars[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce_sum(v)
+    return {k: float(x) / dist.world_size for k, x in zip(keys, v.tolist(), strict=True)}
 
 
 def _progress(enabled: bool) -> Any:

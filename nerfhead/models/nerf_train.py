@@ -20,10 +20,12 @@ from torch import Tensor
 import nerfhead
 from nerfhead.components.occupancy_grid import OccupancyGrid
 from nerfhead.data.capture import Capture
+from nerfhead.data.framestore import FrameStore, to_float
 from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.distributed import current
 from nerfhead.engine.metrics import psnr
-from nerfhead.engine.targets import capture_background, target_image
+from nerfhead.engine.targets import capture_background, composite_target, images_over_background
 from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
 from nerfhead.errors import InputError
 from nerfhead.fields.deformation import DeformationConfig
@@ -224,18 +226,15 @@ class NerfFit:
         if cfg.occupancy_prior > 0:
             self.prior = surface_occupancy(capture, self.model.grid, cfg.occupancy_prior).to(self.device)
             self.model.grid.set_binary(self.prior)
-        # every training pixel in memory: [F, H*W, 3] colours, [F, H*W] masks
+        # training pixels are read ray by ray from the capture's uint8 frame store (memory flat in its length)
         train, train_t = set(self.train_cameras), set(self.train_timesteps)
         self.frames = [i for i, f in enumerate(capture.frames) if f.camera in train and f.timestep in train_t]
         if not self.frames:
             raise InputError(None, "the capture has no training frames")
-        imgs, masks = [], []
-        for i in self.frames:
-            img, m = target_image(capture, i, self.bg.cpu())
-            imgs.append(img.reshape(-1, 3).to(torch.float16))
-            masks.append(None if m is None else m.reshape(-1).to(torch.float16))
-        self.pixels = torch.stack(imgs).to(self.device)
-        self.masks = torch.stack(masks).to(self.device) if all(m is not None for m in masks) else None  # type: ignore[misc]
+        self.store = FrameStore.open(capture)
+        self.store_frame = torch.tensor(self.frames)
+        self.use_masks = all(capture.frames[i].mask_path is not None for i in self.frames)
+        self.composite = self.use_masks and not images_over_background(capture)
         self.frame_camera = torch.tensor([capture.frames[i].camera for i in self.frames], device=self.device)
         self.frame_time = torch.tensor([capture.frames[i].timestep for i in self.frames], device=self.device)
         self.h, self.w = int(cams.height[0]), int(cams.width[0])
@@ -269,7 +268,12 @@ class NerfFit:
     def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
         hw = self.h * self.w
         gen = generator
-        idx = torch.randint(len(self.frames) * hw, (self.cfg.n_rays,), generator=gen).to(self.device)
+        idx = torch.randint(len(self.frames) * hw, (self.cfg.n_rays,), generator=gen)
+        dist = current()
+        if dist.active:  # this rank's share of the global rays; its own jitter along them
+            idx = idx[dist.rank :: dist.world_size]
+            gen = dist.generator(self.cfg.trainer.seed, step)
+        idx = idx.to(self.device)
         f, p = idx // hw, idx % hw
         pix = torch.stack([(p % self.w).float() + 0.5, (p // self.w).float() + 0.5], -1)
         cam, t = self.frame_camera[f], self.frame_time[f]
@@ -277,16 +281,28 @@ class NerfFit:
         o, d = self.model.to_head(o_w, d_w, self.drive.rotation[t], self.drive.translation[t])
         rgb, a, _, n_samples = self.model.render_rays(o, d, t, self.cond, stratified=True, generator=gen)
         rgb = rgb + (1 - a) * self.bg
-        gt = self.pixels[f, p].float()
+        gt, mask = self.ray_targets(f, p)
         mse = ((rgb - gt) ** 2).mean()
         loss = mse
         scalars = {"mse": float(mse.detach()), "psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-10))}
-        if self.masks is not None and self.cfg.loss.alpha_weight > 0:
-            am = ((a[:, 0] - self.masks[f, p].float()) ** 2).mean()
+        if mask is not None and self.cfg.loss.alpha_weight > 0:
+            am = ((a[:, 0] - mask) ** 2).mean()
             loss = loss + self.cfg.loss.alpha_weight * am
             scalars["alpha"] = float(am.detach())
         scalars["samples_per_ray"] = n_samples / max(self.cfg.n_rays, 1)
         return StepOutput(loss=loss, scalars=scalars)
+
+    def ray_targets(self, f: Tensor, p: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Colours [N, 3] (over the background where there are masks) and masks [N] (or None) of pixels ``p`` of
+        training frames ``f``, read from the frame store."""
+        rgb, m = self.store.pixels(self.store_frame[f.cpu()], p.cpu())
+        gt = rgb.float().div_(255.0).to(self.device)
+        if m is None or not self.use_masks:
+            return gt, None
+        mask = m.float().div_(255.0).to(self.device)
+        if self.composite:
+            gt = gt * mask[:, None] + self.bg * (1 - mask[:, None])
+        return gt, mask
 
     def before_backward(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
         return None
@@ -302,6 +318,7 @@ class NerfFit:
         grid.update(s, lambda x: self.model.density(x, cond) * dt, generator=gen, force=True)
         if self.prior is not None:
             grid.set_binary(grid.binary & self.prior)
+        current().broadcast(*grid.buffers())  # every rank marches the grid rank 0 decided
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
@@ -318,7 +335,11 @@ class NerfFit:
         vals = []
         for c, t in self.eval_views:
             out = self.model.render(self.cameras[c], self.drive[t], self.bg)
-            gt, _ = target_image(self.capture, self.capture.frame_index(c, t), self.bg.cpu())  # type: ignore[arg-type]
+            f = self.capture.frame_index(c, t)
+            img, m = self.store.image(f), self.store.mask(f)  # type: ignore[arg-type]
+            gt, _ = composite_target(
+                self.capture, to_float(img), None if m is None else to_float(m), self.bg.cpu()
+            )
             vals.append(psnr(out.rgb[0].clamp(0, 1), gt.to(self.device)))
         return {"psnr_heldout": sum(vals) / len(vals)}
 

@@ -25,12 +25,14 @@ from torch import Tensor
 
 import nerfhead
 from nerfhead.data.capture import Capture
+from nerfhead.data.framestore import FrameLoader, FrameStore, to_float
 from nerfhead.data.split import SplitPolicy
 from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.distributed import current, shard
 from nerfhead.engine.losses import photometric_loss
 from nerfhead.engine.metrics import psnr
-from nerfhead.engine.targets import capture_background, synth_metadata, target_image
-from nerfhead.engine.trainer import Optimizers, StepOutput
+from nerfhead.engine.targets import capture_background, composite_target, synth_metadata
+from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
 from nerfhead.errors import InputError
 from nerfhead.models.avatar import MODEL_PREFIX
 from nerfhead.models.deform import DeformConfig
@@ -102,8 +104,9 @@ class SplatFitConfig:
     """Raise the SH degree in use by one every this many steps (3DGS uses 1000)."""
     eval_views: int = 8
     """Held-out (camera, timestep) pairs in the quick evaluation during training."""
-    image_cache_gb: float = 2.0
-    """Decoded training images kept in memory (GiB); beyond it frames are decoded again when drawn."""
+    image_cache_gb: float = 0.05
+    """Decoded float targets kept in memory (GiB; an LRU that is also the prefetch buffer). Frames come from the
+    capture's uint8 frame store (:mod:`nerfhead.data.framestore`), so memory does not grow with its length."""
     split: SplitPolicy = field(default_factory=SplitPolicy)
     """How a monocular capture (one frame per timestep, no stored split) is split by time: held-out blocks
     inside speech (default) or the last fraction ("tail"); ``fraction`` 0 trains on every timestep."""
@@ -219,9 +222,16 @@ class SplatFit:
         self.cameras = capture.cameras.to(self.device, torch.float32)
         self.has_masks = capture.has_masks
         self.bg = torch.tensor(capture_background(capture), dtype=torch.float32, device=self.device)
-        self._images: dict[int, tuple[Tensor, Tensor | None]] = {}
-        self._cached_bytes = 0
-        self.cache_bytes = int(cfg.image_cache_gb * 2**30)
+        self.store = FrameStore.open(capture)
+        w0, h0 = int(capture.cameras.width.max()), int(capture.cameras.height.max())
+        per_frame = w0 * h0 * 4 * (4 if self.has_masks else 3)
+        self.loader = FrameLoader(
+            self.store,
+            lambda img, m: composite_target(
+                capture, to_float(img), None if m is None else to_float(m), self.bg.cpu(), not self.full_frame
+            ),
+            capacity=max(2 * cfg.cameras_per_step + 2, int(cfg.image_cache_gb * 2**30) // per_frame),
+        )
         if model is None:
             mcfg = cfg.model
             if self.monocular and mcfg.sh_degree > cfg.monocular_sh_degree:  # one view cannot constrain SH
@@ -248,17 +258,10 @@ class SplatFit:
 
     # ---------------------------------------------------------------- data
     def target(self, frame: int) -> tuple[Tensor, Tensor | None]:
-        """Frame's target image and mask (:func:`nerfhead.engine.targets.target_image`; with the backdrop, the
-        full frame as it is and its mask), cached."""
-        if frame in self._images:
-            return self._images[frame]
-        img, m = target_image(self.capture, frame, self.bg.cpu(), composite=not self.full_frame)
-        img, m = img.to(self.device), (None if m is None else m.to(self.device))
-        size = img.numel() * img.element_size() * (2 if m is not None else 1)
-        if self._cached_bytes + size <= self.cache_bytes:  # keep decoded targets while they fit the budget
-            self._images[frame] = (img, m)
-            self._cached_bytes += size
-        return img, m
+        """Frame's target image and mask (as :func:`nerfhead.engine.targets.target_image`; with the backdrop, the
+        full frame as it is and its mask), from the frame store through the prefetching loader."""
+        img, m = self.loader.get(frame)
+        return img.to(self.device), (None if m is None else m.to(self.device))
 
     @torch.no_grad()
     def median_background(self) -> Tensor:
@@ -319,12 +322,29 @@ class SplatFit:
         for g in optimizers["means"].param_groups:
             g["lr"] = lr
 
-    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+    def draw_views(self, generator: torch.Generator) -> tuple[int, list[int]]:
+        """A step's timestep and (up to ``cameras_per_step``) training cameras with a frame at it."""
         cap = self.capture
         t = self.train_timesteps[int(torch.randint(len(self.train_timesteps), (1,), generator=generator))]
         order = torch.randperm(len(self.train_cameras), generator=generator).tolist()
         cams = [self.train_cameras[i] for i in order if cap.frame_index(self.train_cameras[i], t) is not None]
-        cams = cams[: self.cfg.cameras_per_step]
+        return t, cams[: self.cfg.cameras_per_step]
+
+    def step_views(self, step: int, generator: torch.Generator) -> tuple[int, list[int]]:
+        """This rank's views of step ``step``: its shard of the global draw when that has a view per rank, else
+        (e.g. one view per step of a monocular video) a draw of its own from its rank-offset generator."""
+        dist = current()
+        t, cams = self.draw_views(generator)
+        if dist.active:
+            if len(cams) >= dist.world_size:
+                cams = shard(cams, dist)
+            elif dist.rank > 0:
+                t, cams = self.draw_views(dist.generator(self.cfg.trainer.seed, step))
+        return t, cams
+
+    def training_loss(self, step: int, generator: torch.Generator) -> StepOutput:
+        cap = self.capture
+        t, cams = self.step_views(step, generator)
         if not cams:
             raise InputError(None, f"no training camera has a frame at timestep {t}")
         frames = [cap.frame_index(c, t) for c in cams]
@@ -354,6 +374,8 @@ class SplatFit:
         _, k = self.model.canonical_positions()
         info = dict(metas[0])
         info.update({"scale_factor": k, "seed": self.cfg.trainer.seed})
+        if current().active:  # densify from the statistics of every rank's views
+            info["reduce"] = current().all_reduce_sum
         return StepOutput(loss=loss, scalars=scalars, aux={"info": info})
 
     def before_backward(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
@@ -365,6 +387,9 @@ class SplatFit:
         self.strategy.step_post_backward(
             self.model.splats, optimizers, self.strategy_state, step + 1, out.aux["info"]
         )
+        if step + 1 < self.cfg.trainer.steps:  # the next step's views load while this one finishes
+            t, cams = self.step_views(step + 1, step_generator(self.cfg.trainer.seed, step + 1))
+            self.loader.prefetch(f for c in cams if (f := self.capture.frame_index(c, t)) is not None)
 
     def state_tensors(self) -> dict[str, Tensor]:
         out = {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}

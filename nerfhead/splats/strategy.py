@@ -233,6 +233,8 @@ class BoundStrategy:
             return
         self._accumulate(splats, state, info)
         if step >= self.refine_start and step % self.refine_every == 0 and step > 0:
+            if callable(info.get("reduce")):  # data-parallel: sum the statistics of every rank
+                info["reduce"](state["grad2d"], state["count"])
             self._grow(splats, optimizers, state, info, step)
             self._prune(splats, optimizers, state, info, step)
             state["grad2d"].zero_()

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.geometry import axis_angle_to_matrix
-from nerfhead.ops.rasterize_mesh import rasterize_mesh
+from nerfhead.ops.rasterize_mesh import rasterize_visibility
 from nerfhead.parametric.ict import ICTHead
 
 MaskMode = Literal["mesh", "head", "person"]
@@ -111,7 +111,23 @@ def silhouettes(
         v = head(expression, rotation, translation, identity=identity).vertices
         vc = v @ viewmat[:, :3, :3].transpose(1, 2).to(v) + viewmat[:, None, :3, 3].to(v)
         faces = head.faces[head.render_face_mask]
-        return rasterize_mesh(vc, faces, K.to(v), width, height, backend=backend).mask
+        tri_id, _ = mesh_zbuffer(vc, faces, K.to(v), width, height, backend)
+        return tri_id >= 0
+
+
+def mesh_zbuffer(
+    verts_cam: Tensor, faces: Tensor, K: Tensor, width: int, height: int, backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """(triangle id [B, H, W], -1 on background; depth [B, H, W], 0 on background) of meshes in camera space
+    ([B, V, 3], OpenCV axes) seen through ``K`` [B, 3, 3]: the visibility pass alone (no barycentrics), all that
+    masks and the overlay's depth test need."""
+    v = verts_cam.float()
+    k = K.to(v)
+    z = v[..., 2]
+    zs = z.clamp_min(1e-9)
+    u = k[:, 0, 0, None] * v[..., 0] / zs + k[:, 0, 2, None]
+    w = k[:, 1, 1, None] * v[..., 1] / zs + k[:, 1, 2, None]
+    return rasterize_visibility(torch.stack([u, w, z], -1), faces, width, height, 0.01, backend)
 
 
 def dilate(mask: Tensor, px: int) -> Tensor:
@@ -119,7 +135,9 @@ def dilate(mask: Tensor, px: int) -> Tensor:
     if px <= 0:
         return mask
     m = mask.float()[:, None]
-    return torch.nn.functional.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0.5
+    k = 2 * px + 1  # the square is separable: a column then a row pass (O(k) instead of O(k^2) per pixel)
+    m = torch.nn.functional.max_pool2d(m, (k, 1), stride=1, padding=(px, 0))
+    return torch.nn.functional.max_pool2d(m, (1, k), stride=1, padding=(0, px))[:, 0] > 0.5
 
 
 class HeadRegion(NamedTuple):
@@ -154,16 +172,20 @@ def head_region(
     Kd = K.to(dt)
     ys = torch.arange(height, dtype=dt) + 0.5
     xs = torch.arange(width, dtype=dt) + 0.5
-    yn = (ys[None, :, None] - Kd[:, 1, 2, None, None]) / Kd[:, 1, 1, None, None]
-    xn = (xs[None, None, :] - Kd[:, 0, 2, None, None]) / Kd[:, 0, 0, None, None]
-    xn, yn = torch.broadcast_tensors(xn, yn)
-    d = depth[:, None, None]
-    pc = torch.stack([xn * d, yn * d, d.expand_as(xn)], -1)  # [B, H, W, 3] on the plane z = depth
-    # camera -> world -> head: p_head = R^T (Vr^T (pc - Vt) - t)
+    yn = (ys[None, :] - Kd[:, 1, 2, None]) / Kd[:, 1, 1, None]  # [B, H]
+    xn = (xs[None, :] - Kd[:, 0, 2, None]) / Kd[:, 0, 0, None]  # [B, W]
+    # camera -> world -> head: p_head = R^T (Vr^T (pc - Vt) - t), with pc = depth (xn, yn, 1) on the plane
+    # z = depth: affine in (xn, yn), so each head coordinate is a row term plus a column term.
     M = R.transpose(1, 2) @ Vr.transpose(1, 2)  # [B, 3, 3]
     off = (M @ Vt[..., None])[..., 0] + (R.transpose(1, 2) @ translation.to(dt)[..., None])[..., 0]
-    ph = torch.einsum("bij,bhwj->bhwi", M, pc) - off[:, None, None]
-    x, y = ph[..., 0], ph[..., 1]
+    d = depth[:, None]
+
+    def coord(i: int) -> Tensor:  # [B, H, W]
+        col = (M[:, i, 0, None] * xn * d)[:, None, :]
+        row = (M[:, i, 1, None] * yn * d + M[:, i, 2, None] * d - off[:, i, None])[:, :, None]
+        return row + col
+
+    x, y = coord(0), coord(1)
     above = y >= config.neck_cut
     return HeadRegion(above & ((y >= config.chin_level) | (x.abs() <= config.neck_half_width)), above)
 

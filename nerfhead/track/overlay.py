@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nerfhead.ops.rasterize_mesh import rasterize_mesh
 from nerfhead.parametric.ict import PART_ID, ICTHead
 
 WIRE_RGB = np.array([255, 255, 255], np.float32)
@@ -104,9 +103,11 @@ def overlay_frame(
     H, W = img.shape[:2]
     vc = verts_world.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()
     faces = head.faces[head.render_face_mask]
+    from nerfhead.track.masks import mesh_zbuffer
+
     with torch.no_grad():
-        frags = rasterize_mesh(vc[None].float(), faces, K[None].float(), W, H, backend=backend)
-    draw_wireframe(img, vc, K.double(), edges, frags.depth[0])
+        _, zbuf = mesh_zbuffer(vc[None].float(), faces, K[None].float(), W, H, backend)
+    draw_wireframe(img, vc, K.double(), edges, zbuf[0])
     radius = max(1, round(min(H, W) / 400))
     if observed is not None:
         draw_points(img, observed, OBSERVED_RGB, radius)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,8 @@ class VideoConfig:
     max_size: int | None = None
     """Shrink further so the longer side is at most this many pixels; None leaves the size alone."""
     max_memory_gb: float = 8.0
-    """Decoded frames are kept in memory: stop with an error beyond this many GiB (use a shorter range, a stride,
-    a crop or ``max_size``)."""
+    """:func:`read_video` keeps decoded frames in memory: stop with an error beyond this many GiB (use a shorter
+    range, a stride, a crop or ``max_size``). ``nerfhead track`` streams and ignores it."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,24 @@ def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC))
 
 
+@dataclass
+class VideoInfo:
+    """What :func:`stream_video` learns about a video (filled in as it decodes; final once it is exhausted)."""
+
+    fps: float = 25.0
+    """Nominal frame rate of the kept frames (source rate / stride)."""
+    size: tuple[int, int] = (0, 0)
+    """(width, height) of the source frames before crop and scale."""
+    out_size: tuple[int, int] = (0, 0)
+    """(width, height) of the frames yielded."""
+    has_audio: bool = False
+    frames: int = 0
+    """Frames yielded so far."""
+
+
 def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Video:
-    """Decode the first video stream of ``path``.
+    """Decode the first video stream of ``path`` into memory (``config.max_memory_gb`` at most; long videos go
+    through :func:`stream_video`, as ``nerfhead track`` does).
 
     Args:
         path: a video file.
@@ -139,26 +156,59 @@ def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Vi
         InputError: missing/empty file, not a video, no video stream, corrupt stream without a decodable frame,
             no frame in the requested range, or a crop box outside the frames.
     """
+    config = config or VideoConfig()
+    path = Path(path)
+    info = VideoInfo()
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    for t, rgb in stream_video(path, config, info):
+        frames.append(rgb)
+        times.append(t)
+        if len(frames) * frames[0].nbytes > config.max_memory_gb * 2**30:
+            raise InputError(
+                path,
+                f"{len(frames)} decoded frames exceed {config.max_memory_gb:g} GiB",
+                hint="track a shorter range (--video.duration), a stride, or --video.max-size",
+            )
+    return Video(
+        frames=np.stack(frames),
+        timestamps=np.asarray(times, np.float64),
+        fps=info.fps,
+        source=path,
+        size=info.size,
+        has_audio=info.has_audio,
+    )
+
+
+def stream_video(
+    path: str | os.PathLike, config: VideoConfig | None = None, info: VideoInfo | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode the first video stream of ``path`` frame by frame: yields (timestamp, uint8 RGB [H, W, 3]) with
+    nothing kept (memory independent of the video's length); ``info`` is filled in as it goes.
+
+    Raises:
+        InputError: as :func:`read_video` (raised while iterating).
+    """
     import av
     from av.error import FFmpegError
 
     config = config or VideoConfig()
+    info = info if info is not None else VideoInfo()
     path = Path(path)
     _check_path(path)
     try:
         container = av.open(str(path))
     except (FFmpegError, UnicodeDecodeError) as e:
         raise InputError(path, f"not a readable video file ({_why(e)})") from None
-    frames: list[np.ndarray] = []
-    times: list[float] = []
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise InputError(path, f"has no video stream (found: {', '.join(kinds)})")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        has_audio = bool(container.streams.audio)
+        info.has_audio = bool(container.streams.audio)
         rate = float(stream.average_rate or stream.guessed_rate or 0.0) or 25.0
+        info.fps = rate / config.stride
         starts = [
             float(s.start_time * s.time_base)
             for s in container.streams
@@ -166,8 +216,6 @@ def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Vi
         ]
         t0 = min(starts) if starts else 0.0
         end = math.inf if config.duration is None else config.start + config.duration
-        size = (0, 0)
-        out_size = (0, 0)
         index = 0  # frames in range seen so far (for the stride)
         decoded = 0
         missing_time = False
@@ -184,48 +232,34 @@ def read_video(path: str | os.PathLike, config: VideoConfig | None = None) -> Vi
                 if t >= end - 1e-6:
                     break
                 if index % config.stride == 0:
-                    if not frames:
-                        size = (frame.width, frame.height)
+                    if not info.frames:
+                        info.size = (frame.width, frame.height)
                         _check_config(path, frame.width, frame.height, config)
-                        w, h = (config.crop[2], config.crop[3]) if config.crop else size
-                        out_size = _output_size(w, h, config)
+                        w, h = (config.crop[2], config.crop[3]) if config.crop else info.size
+                        info.out_size = _output_size(w, h, config)
                     rgb = frame.to_ndarray(format="rgb24")
                     if config.crop is not None:
                         x, y, cw, ch = (int(v) for v in config.crop)
                         rgb = rgb[y : y + ch, x : x + cw]
-                    frames.append(np.ascontiguousarray(_resize(rgb, out_size)))
-                    if len(frames) * frames[0].nbytes > config.max_memory_gb * 2**30:
-                        raise InputError(
-                            path,
-                            f"{len(frames)} decoded frames exceed {config.max_memory_gb:g} GiB",
-                            hint="track a shorter range (--video.duration), a stride, or --video.max-size",
-                        )
-                    times.append(t - config.start)
-                    if config.max_frames is not None and len(frames) >= config.max_frames:
+                    info.frames += 1
+                    yield t - config.start, np.ascontiguousarray(_resize(rgb, info.out_size))
+                    if config.max_frames is not None and info.frames >= config.max_frames:
                         break
                 index += 1
         except FFmpegError as e:
-            if not frames:
+            if not info.frames:
                 raise InputError(path, f"corrupt video stream ({_why(e)})") from None
             warnings.warn(
-                f"{path}: video stream is corrupt after {len(frames)} frames ({_why(e)}); keeping those",
+                f"{path}: video stream is corrupt after {info.frames} frames ({_why(e)}); keeping those",
                 VideoWarning,
                 stacklevel=2,
             )
-    if not frames:
+    if not info.frames:
         if decoded == 0:
             raise InputError(path, "video stream has no decodable frames (zero frames)")
         raise InputError(path, f"no frames between {config.start:g} s and {end:g} s (video has {decoded})")
     if missing_time:
         warnings.warn(f"{path}: frames without timestamps; assumed {rate:g} fps", VideoWarning, stacklevel=2)
-    return Video(
-        frames=np.stack(frames),
-        timestamps=np.asarray(times, np.float64),
-        fps=rate / config.stride,
-        source=path,
-        size=size,
-        has_audio=has_audio,
-    )
 
 
 def extract_audio(

@@ -63,7 +63,7 @@ def test_grid_overlay_video(tracked):
 
     frames = iio.imread(tracked / "overlay.mp4", plugin="pyav")
     assert frames.shape == (75, 288, 360, 3)
-    src = iio.imread(tracked / "images" / "00030.png")
+    src = iio.imread(tracked / "images" / "00030.jpg")
     diff = np.abs(frames[30].astype(float) - src.astype(float)).mean(-1)
     assert float(diff[150:220, 120:240].mean()) > 10.0  # drawn over the face
     assert float(diff[:40, :60].mean()) < 6.0  # background untouched (codec noise only)
