@@ -31,8 +31,11 @@ def mesh_main(
         drive: another drive file (.npz) instead of the run's training drive.
         views: depth renders fused (splat head).
     """
+    from nerfhead.cli.checks import check_export_out, check_run
     from nerfhead.export.mesh import export_run_mesh
 
+    check_run(run)
+    check_export_out(out, (".obj", ".ply", ".glb"))
     path = export_run_mesh(
         run, out, frame, resolution, threshold, world=not head_frame, drive_path=drive, views=views
     )

@@ -28,7 +28,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from nerfhead.engine.checkpoint import atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint
+from nerfhead.engine.checkpoint import (
+    atomic_write_json,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    weights_mismatch,
+)
 from nerfhead.engine.config import TrainerConfig
 from nerfhead.engine.distributed import average_gradients, current
 from nerfhead.errors import InputError
@@ -197,7 +203,10 @@ def fit(
     optimizers = task.make_optimizers()
     if existing is not None:
         data = load_checkpoint(existing)
-        task.load_state_tensors(data["model"])
+        try:
+            task.load_state_tensors(data["model"])
+        except (RuntimeError, KeyError) as e:  # another model's weights (unexpected keys, other shapes)
+            raise InputError(existing / "model.safetensors", weights_mismatch(e)) from None
         optimizers = task.make_optimizers()
         for k, o in optimizers.items():
             if k in data["optimizers"]:
