@@ -147,9 +147,12 @@ def _mount(kind: str, target: Path, options: str) -> str | None:
 
 
 @contextlib.contextmanager
-def tmpfs(target: Path, size: str, read_only: bool = False, seed: dict[str, bytes] | None = None) -> Iterator[Path]:
-    """A small tmpfs at ``target`` (a full disk, or with ``read_only`` a read-only folder) holding the files
-    ``seed``; skips the test, printing the reason, when it cannot be mounted (not root, no mount)."""
+def tmpfs(
+    target: Path, size: str, read_only: bool = False, seed: dict[str, bytes] | None = None, fill: bool = False
+) -> Iterator[Path]:
+    """A small tmpfs at ``target`` (a small disk, with ``fill`` a full one, with ``read_only`` a read-only
+    folder) holding the files ``seed`` (and with ``fill`` a ``pad`` file taking every free byte); skips the
+    test, printing the reason, when it cannot be mounted (not root, no mount)."""
     why = _mount("tmpfs", target, f"size={size}")
     if why is not None:
         print(f"skipped: {why}")
@@ -157,6 +160,11 @@ def tmpfs(target: Path, size: str, read_only: bool = False, seed: dict[str, byte
     try:
         for name, data in (seed or {}).items():
             (target / name).write_bytes(data)
+        if fill:
+            with open(target / "pad", "wb", buffering=0) as f:
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * 512)
         if read_only:
             subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
         yield target
