@@ -237,8 +237,8 @@ def check_fit_out(out: Path, model: str, resume: bool) -> dict[str, Any]:
 
 
 def check_resume_weights(saved: dict[str, Any], tensors: Mapping[str, Any]) -> None:
-    """On resume, the checkpoint's tensor names (``saved["weights"]`` from :func:`check_fit_out`) must be those
-    of the task about to load them: another model's weights are refused before anything is written.
+    """On resume, the checkpoint's model tensor names (``saved["weights"]`` from :func:`check_fit_out`) must be
+    those of the task about to load them: another model's weights are refused before anything is written.
 
     Raises:
         InputError: naming the checkpoint's model.safetensors.
@@ -246,7 +246,9 @@ def check_resume_weights(saved: dict[str, Any], tensors: Mapping[str, Any]) -> N
     if "weights" not in saved:
         return
     path, names = saved["weights"]
-    missing, extra = sorted(set(tensors) - set(names)), sorted(set(names) - set(tensors))
+    mine = {k for k in tensors if k.startswith("model.")}  # the model's own tensors (training state may grow)
+    theirs = {k for k in names if k.startswith("model.")}
+    missing, extra = sorted(mine - theirs), sorted(theirs - mine)
     if missing or extra:
         shown = ", ".join(
             ([f"missing {missing[0]}"] if missing else []) + ([f"unexpected {extra[0]}"] if extra else [])
@@ -271,16 +273,25 @@ def check_drive_out(out: Path, option: str = "--out") -> None:
             )
 
 
-def check_export_out(out: Path | None, suffixes: Iterable[str], folder_ok: bool = False) -> None:
-    """An exporter's ``--out``: a file of one of ``suffixes`` or, with ``folder_ok``, a folder (no suffix);
-    None (the run's own export folder) passes.
+def check_export_out(
+    out: Path | None, suffixes: Iterable[str], folder_ok: bool = False, folder_only: bool = False
+) -> None:
+    """An exporter's ``--out``: a file of one of ``suffixes`` or, with ``folder_ok``, a folder (any other name;
+    with ``folder_only`` it must be one); None (the run's own export folder) passes.
 
     Raises:
         InputError: naming ``--out``.
     """
     if out is None:
         return
-    if folder_ok and (out.is_dir() or not out.suffix):
+    if folder_only and out.suffix.lower() in tuple(suffixes):
+        raise InputError("--out", f"{out}: a sequence is written as a folder of files", hint="name a folder")
+    if folder_ok and out.suffix.lower() not in tuple(suffixes):  # as the exporters decide: by the suffix
+        if out.is_file():
+            kinds = " / ".join(suffixes)
+            raise InputError(
+                "--out", f"{out} is a file, not {kinds}", hint=f"name a {kinds} file or a folder"
+            )
         check_out_dir(out, "--out")
     else:
         check_out_file(out, "--out", suffixes)
@@ -294,4 +305,16 @@ def check_not_run_folder(folder: Path, option: str) -> None:
         InputError: naming ``option``.
     """
     if (folder / RUN_MARKER).is_file():
-        raise InputError(option, f"{folder} is a run folder written by nerfhead fit", hint="choose another folder")
+        raise InputError(
+            option, f"{folder} is a run folder written by nerfhead fit", hint="choose another folder"
+        )
+
+
+def check_range(option: str, value: float, low: float, high: float) -> None:
+    """``low <= value <= high``.
+
+    Raises:
+        InputError: naming ``option``, the value and the range.
+    """
+    if not low <= value <= high:
+        raise InputError(option, f"{value} out of range [{low}, {high}]")

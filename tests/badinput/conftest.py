@@ -56,7 +56,9 @@ def good(tmp_path_factory) -> Good:
     save_capture(write_tiny_capture(cap), cap)
     threads = torch.get_num_threads()
     try:
-        run_fit(cap, root / "run", preset="fast", steps=2, device="cpu", progress=False, evaluate=False, threads=1)
+        run_fit(
+            cap, root / "run", preset="fast", steps=2, device="cpu", progress=False, evaluate=False, threads=1
+        )
     finally:
         torch.set_num_threads(threads)
     return Good(root, cap, root / "run", _write_wav(root / "speech.wav"))
@@ -127,7 +129,10 @@ def foreign_weights(path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    save_file({"model.field.grid.table": torch.zeros(64, 2), "model.field.mlp.0.weight": torch.zeros(8, 8)}, str(path))
+    save_file(
+        {"model.field.grid.table": torch.zeros(64, 2), "model.field.mlp.0.weight": torch.zeros(8, 8)},
+        str(path),
+    )
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -142,7 +147,9 @@ def _mount(kind: str, target: Path, options: str) -> str | None:
     if shutil.which("mount") is None:
         return "no mount command"
     target.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True
+    )
     return None if p.returncode == 0 else f"mount -t tmpfs failed: {p.stderr.strip()}"
 
 

@@ -31,7 +31,10 @@ def case(fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good]
 
 @case
 def out_into_its_own_run(tmp, good):
-    return [good.run, "--audio", good.audio, "--out", good.run / "talk.mp4"], ["--out", "inside the run folder"]
+    return [good.run, "--audio", good.audio, "--out", good.run / "talk.mp4"], [
+        "--out",
+        "inside the run folder",
+    ]
 
 
 @case

@@ -81,7 +81,10 @@ def device_unknown(tmp, good):
 
 @case
 def set_wrong_type(tmp, good):
-    return [good.capture, "--out", tmp / "run", "--set", 'trainer.log_every="abc"'], ["--set", "trainer.log_every"]
+    return [good.capture, "--out", tmp / "run", "--set", 'trainer.log_every="abc"'], [
+        "--set",
+        "trainer.log_every",
+    ]
 
 
 @case
