@@ -177,3 +177,53 @@ def tmpfs(
         yield target
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+class Cases(dict):
+    """A verb group's table of cases: ``name -> fn(tmp, good) -> (args, names the line must hold)``."""
+
+    def add(self, fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good], tuple[list, list]]:
+        self[fn.__name__] = fn
+        return fn
+
+
+def edited_capture(good: Good, tmp: Path, edit: Callable[[dict, Path], None] | None = None) -> Path:
+    """A copy of the good capture in ``tmp/cap``, its transforms.json edited by ``edit(meta, folder)``."""
+    import json
+
+    cap = tmp / "cap"
+    shutil.copytree(good.capture, cap)
+    if edit is not None:
+        meta = json.loads((cap / "transforms.json").read_text())
+        edit(meta, cap)
+        (cap / "transforms.json").write_text(json.dumps(meta))
+    return cap
+
+
+def set_frame(i: int, key: str, value: str) -> Callable[[dict, Path], None]:
+    """An ``edited_capture`` edit: frame ``i``'s ``key`` becomes ``value``."""
+
+    def edit(meta: dict, cap: Path) -> None:
+        meta["frames"][i][key] = value
+
+    return edit
+
+
+_HELD: list = []
+
+
+def hold_lock(run: Path) -> Path:
+    """Hold ``run``'s lock (as another fit would) until the test ends."""
+    from nerfhead.engine.runlock import run_lock
+
+    held = run_lock(run, "fit")
+    held.__enter__()
+    _HELD.append(held)
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _release_locks():
+    yield
+    while _HELD:
+        _HELD.pop().__exit__(None, None, None)

@@ -4,13 +4,10 @@ changes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
 from tests.badinput.conftest import (
-    Good,
+    Cases,
     assert_one_line,
     checkpoint_file,
     copy_run,
@@ -21,15 +18,10 @@ from tests.badinput.conftest import (
 )
 
 SMALL = ["--res", "32", "--device", "cpu", "--driver", "rules"]
-CASES: dict[str, Callable[[Path, Good], tuple[list, list]]] = {}
+CASES = Cases()
 
 
-def case(fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good], tuple[list, list]]:
-    CASES[fn.__name__] = fn
-    return fn
-
-
-@case
+@CASES.add
 def out_into_its_own_run(tmp, good):
     return [good.run, "--audio", good.audio, "--out", good.run / "talk.mp4"], [
         "--out",
@@ -37,80 +29,80 @@ def out_into_its_own_run(tmp, good):
     ]
 
 
-@case
+@CASES.add
 def out_into_another_run(tmp, good):
     other = copy_run(good, tmp / "other")
     return [good.run, "--audio", good.audio, "--out", other / "talk.mp4"], ["--out", "inside the run folder"]
 
 
-@case
+@CASES.add
 def out_is_a_folder(tmp, good):
     (tmp / "talk.mp4").mkdir()
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4"], ["--out", "is a folder"]
 
 
-@case
+@CASES.add
 def out_not_mp4(tmp, good):
     (tmp / "notes.txt").write_text("keep me")
     return [good.run, "--audio", good.audio, "--out", tmp / "notes.txt"], ["--out", ".mp4"]
 
 
-@case
+@CASES.add
 def out_below_a_file(tmp, good):
     (tmp / "notes.txt").write_text("keep me")
     return [good.run, "--audio", good.audio, "--out", tmp / "notes.txt" / "talk.mp4"], ["--out", "notes.txt"]
 
 
-@case
+@CASES.add
 def curves_next_to_out_is_a_folder(tmp, good):
     (tmp / "curves.csv").mkdir()
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4"], ["--out", "curves.csv"]
 
 
-@case
+@CASES.add
 def audio_missing(tmp, good):
     return [good.run, "--audio", tmp / "gone.wav", "--out", tmp / "talk.mp4"], ["gone.wav"]
 
 
-@case
+@CASES.add
 def audio_not_audio(tmp, good):
     (tmp / "speech.wav").write_text("this is not a wav file")
     return [good.run, "--audio", tmp / "speech.wav", "--out", tmp / "talk.mp4"], ["speech.wav"]
 
 
-@case
+@CASES.add
 def res_out_of_range(tmp, good):
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4", "--res", "5"], ["--res"]
 
 
-@case
+@CASES.add
 def fps_zero(tmp, good):
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4", "--fps", "0"], ["--fps"]
 
 
-@case
+@CASES.add
 def driver_unknown(tmp, good):
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4", "--driver", "magic"], ["--driver"]
 
 
-@case
+@CASES.add
 def device_cuda_missing(tmp, good):
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4", "--device", "cuda:64"], ["--device"]
 
 
-@case
+@CASES.add
 def run_missing(tmp, good):
     return [tmp / "no_run", "--audio", good.audio, "--out", tmp / "talk.mp4"], ["no_run"]
 
 
-@case
+@CASES.add
 def run_truncated_checkpoint(tmp, good):
     run = copy_run(good, tmp / "run")
     truncate(checkpoint_file(run))
     return [run, "--audio", good.audio, "--out", tmp / "talk.mp4"], ["model.safetensors"]
 
 
-@case
+@CASES.add
 def camera_path_missing(tmp, good):
     return [good.run, "--audio", good.audio, "--out", tmp / "talk.mp4", "--camera", tmp / "path.json"], [
         "path.json"

@@ -5,72 +5,67 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from tests.badinput.conftest import (
-    Good,
+    Cases,
     assert_one_line,
     checkpoint_file,
     copy_run,
+    edited_capture,
     foreign_weights,
+    hold_lock,
     run_subprocess,
+    set_frame,
     snapshot,
     tmpfs,
     truncate,
 )
 
-CASES: dict[str, Callable[[Path, Good], tuple[list, list]]] = {}
+CASES = Cases()
 
 
-def case(fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good], tuple[list, list]]:
-    CASES[fn.__name__] = fn
-    return fn
-
-
-@case
+@CASES.add
 def run_missing(tmp, good):
     return [tmp / "no_run"], ["no_run", "no such run"]
 
 
-@case
+@CASES.add
 def run_is_a_file(tmp, good):
     (tmp / "run.txt").write_text("keep me")
     return [tmp / "run.txt"], ["run.txt"]
 
 
-@case
+@CASES.add
 def run_is_not_a_run(tmp, good):
     (tmp / "plain").mkdir()
     (tmp / "plain" / "notes.txt").write_text("keep me")
     return [tmp / "plain"], ["plain", "avatar.json"]
 
 
-@case
+@CASES.add
 def truncated_checkpoint(tmp, good):
     run = copy_run(good, tmp / "run")
     truncate(checkpoint_file(run))
     return [run, "--capture", good.capture], ["model.safetensors", "unreadable"]
 
 
-@case
+@CASES.add
 def truncated_optimizer_state(tmp, good):
     run = copy_run(good, tmp / "run")
     truncate(checkpoint_file(run, "optimizer.safetensors"), 0.1)
     return [run, "--capture", good.capture], ["optimizer.safetensors"]
 
 
-@case
+@CASES.add
 def wrong_kind_weights(tmp, good):
     run = copy_run(good, tmp / "run")
     foreign_weights(checkpoint_file(run))
     return [run, "--capture", good.capture], ["model.safetensors", "do not fit"]
 
 
-@case
+@CASES.add
 def unknown_model_kind(tmp, good):
     run = copy_run(good, tmp / "run")
     spec = json.loads((run / "avatar.json").read_text())
@@ -79,51 +74,32 @@ def unknown_model_kind(tmp, good):
     return [run], ["avatar.json", "mesh_head"]
 
 
-@case
+@CASES.add
 def out_is_a_file(tmp, good):
     (tmp / "eval.txt").write_text("keep me")
     return [good.run, "--out", tmp / "eval.txt"], ["--out", "eval.txt"]
 
 
-@case
+@CASES.add
 def device_cuda_missing(tmp, good):
     return [good.run, "--device", "cuda:64"], ["--device"]
 
 
-@case
+@CASES.add
 def capture_escapes(tmp, good):
-    cap = tmp / "cap"
-    shutil.copytree(good.capture, cap)
-    meta = json.loads((cap / "transforms.json").read_text())
-    meta["frames"][0]["file_path"] = "../../../../../../etc/passwd"
-    (cap / "transforms.json").write_text(json.dumps(meta))
+    cap = edited_capture(good, tmp, set_frame(0, "file_path", "../../../../../../etc/passwd"))
     return [good.run, "--capture", cap], ["frame 0 file_path", "outside the capture"]
 
 
-@case
+@CASES.add
 def capture_missing(tmp, good):
     return [good.run, "--capture", tmp / "gone"], ["gone"]
 
 
-@case
+@CASES.add
 def run_in_use(tmp, good):
-    from nerfhead.engine.runlock import run_lock
-
-    run = copy_run(good, tmp / "run")
-    held = run_lock(run, "fit")
-    held.__enter__()
-    _HELD.append(held)
+    run = hold_lock(copy_run(good, tmp / "run"))
     return [run], [run, f"pid {os.getpid()}"]
-
-
-_HELD: list = []
-
-
-@pytest.fixture(autouse=True)
-def _release_locks():
-    yield
-    while _HELD:
-        _HELD.pop().__exit__(None, None, None)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -3,13 +3,10 @@ and one line naming the file or option, nothing written before it changed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
 from tests.badinput.conftest import (
-    Good,
+    Cases,
     assert_one_line,
     checkpoint_file,
     copy_run,
@@ -19,101 +16,96 @@ from tests.badinput.conftest import (
     truncate,
 )
 
-CASES: dict[str, Callable[[Path, Good], tuple[list, list]]] = {}
+CASES = Cases()
 
 
-def case(fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good], tuple[list, list]]:
-    CASES[fn.__name__] = fn
-    return fn
-
-
-@case
+@CASES.add
 def ply_out_other_kind(tmp, good):
     (tmp / "notes.txt").write_text("keep me")
     return ["ply", good.run, "--out", tmp / "notes.txt"], ["--out", "notes.txt", ".ply"]
 
 
-@case
+@CASES.add
 def ply_out_is_a_folder_named_ply(tmp, good):
     (tmp / "head.ply").mkdir()
     return ["ply", good.run, "--out", tmp / "head.ply"], ["--out", "head.ply", "is a folder"]
 
 
-@case
+@CASES.add
 def ply_sequence_into_a_file(tmp, good):
     return ["ply", good.run, "--sequence", "--out", tmp / "head.ply"], ["--out", "head.ply", "folder"]
 
 
-@case
+@CASES.add
 def ply_out_folder_is_a_file(tmp, good):
     (tmp / "frames").write_text("keep me")
     return ["ply", good.run, "--sequence", "--out", tmp / "frames"], ["--out", "frames"]
 
 
-@case
+@CASES.add
 def ply_frame_out_of_range(tmp, good):
     return ["ply", good.run, "--frame", "99", "--out", tmp / "head.ply"], ["--frame", "99"]
 
 
-@case
+@CASES.add
 def ply_drive_missing(tmp, good):
     return ["ply", good.run, "--drive", tmp / "gone.npz", "--out", tmp / "head.ply"], ["gone.npz"]
 
 
-@case
+@CASES.add
 def ply_drive_not_npz(tmp, good):
     (tmp / "drive.npz").write_text("not a zip")
     return ["ply", good.run, "--drive", tmp / "drive.npz", "--out", tmp / "head.ply"], ["drive.npz"]
 
 
-@case
+@CASES.add
 def ply_run_missing(tmp, good):
     return ["ply", tmp / "no_run", "--out", tmp / "head.ply"], ["no_run"]
 
 
-@case
+@CASES.add
 def ply_truncated_checkpoint(tmp, good):
     run = copy_run(good, tmp / "run")
     truncate(checkpoint_file(run), 0.3)
     return ["ply", run, "--out", tmp / "head.ply"], ["model.safetensors"]
 
 
-@case
+@CASES.add
 def ply_wrong_kind_weights(tmp, good):
     run = copy_run(good, tmp / "run")
     foreign_weights(checkpoint_file(run))
     return ["ply", run, "--out", tmp / "head.ply"], ["model.safetensors", "do not fit"]
 
 
-@case
+@CASES.add
 def mesh_out_other_kind(tmp, good):
     (tmp / "head.stl").write_text("keep me")
     return ["mesh", good.run, "--out", tmp / "head.stl"], ["--out", "head.stl"]
 
 
-@case
+@CASES.add
 def mesh_out_is_a_folder(tmp, good):
     (tmp / "head.obj").mkdir()
     return ["mesh", good.run, "--out", tmp / "head.obj"], ["--out", "is a folder"]
 
 
-@case
+@CASES.add
 def mesh_resolution_too_small(tmp, good):
     return ["mesh", good.run, "--out", tmp / "head.obj", "--resolution", "1"], ["--resolution"]
 
 
-@case
+@CASES.add
 def mesh_no_views(tmp, good):
     return ["mesh", good.run, "--out", tmp / "head.obj", "--views", "0"], ["--views"]
 
 
-@case
+@CASES.add
 def mesh_run_not_a_run(tmp, good):
     (tmp / "plain").mkdir()
     return ["mesh", tmp / "plain", "--out", tmp / "head.obj"], ["plain", "avatar.json"]
 
 
-@case
+@CASES.add
 def mesh_frame_out_of_range(tmp, good):
     return ["mesh", good.run, "--frame", "-4", "--out", tmp / "head.obj", "--views", "1"], ["frame"]
 

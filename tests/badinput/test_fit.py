@@ -3,42 +3,28 @@ naming the file or option, nothing written before it changed."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.badinput.conftest import (
-    Good,
+    Cases,
     assert_one_line,
     checkpoint_file,
     copy_run,
+    edited_capture,
     foreign_weights,
+    hold_lock,
     run_subprocess,
+    set_frame,
     snapshot,
     tmpfs,
     truncate,
 )
 
 FAST = ["--preset", "fast", "--steps", "2", "--no-evaluate", "--threads", "1", "--device", "cpu"]
-
-
-def _capture(good: Good, tmp: Path, edit: Callable[[dict, Path], None] | None = None) -> Path:
-    """A copy of the good capture, its transforms.json edited by ``edit(meta, folder)``."""
-    cap = tmp / "cap"
-    shutil.copytree(good.capture, cap)
-    if edit is not None:
-        meta = json.loads((cap / "transforms.json").read_text())
-        edit(meta, cap)
-        (cap / "transforms.json").write_text(json.dumps(meta))
-    return cap
-
-
-def _frame(meta: dict, i: int, key: str, value: str) -> None:
-    meta["frames"][i][key] = value
 
 
 def _outside(tmp: Path) -> Path:
@@ -48,38 +34,32 @@ def _outside(tmp: Path) -> Path:
     return p
 
 
-# id -> (tmp, good) -> (args after "fit", names the line must hold)
-CASES: dict[str, Callable[[Path, Good], tuple[list, list]]] = {}
+CASES = Cases()
 
 
-def case(fn: Callable[[Path, Good], tuple[list, list]]) -> Callable[[Path, Good], tuple[list, list]]:
-    CASES[fn.__name__] = fn
-    return fn
-
-
-@case
+@CASES.add
 def out_is_existing_file(tmp, good):
     (tmp / "existing_file.txt").write_text("keep me")
     return [good.capture, "--out", tmp / "existing_file.txt"], ["existing_file.txt"]
 
 
-@case
+@CASES.add
 def out_below_a_file(tmp, good):
     (tmp / "notes.txt").write_text("keep me")
     return [good.capture, "--out", tmp / "notes.txt" / "run"], ["notes.txt"]
 
 
-@case
+@CASES.add
 def device_cuda_missing(tmp, good):
     return [good.capture, "--out", tmp / "run", "--device", "cuda:64"], ["--device", "cuda:64"]
 
 
-@case
+@CASES.add
 def device_unknown(tmp, good):
     return [good.capture, "--out", tmp / "run", "--device", "tpu"], ["--device", "tpu"]
 
 
-@case
+@CASES.add
 def set_wrong_type(tmp, good):
     return [good.capture, "--out", tmp / "run", "--set", 'trainer.log_every="abc"'], [
         "--set",
@@ -87,165 +67,150 @@ def set_wrong_type(tmp, good):
     ]
 
 
-@case
+@CASES.add
 def set_unknown_key(tmp, good):
     return [good.capture, "--out", tmp / "run", "--set", "trainer.no_such=1"], ["--set", "trainer.no_such"]
 
 
-@case
+@CASES.add
 def set_without_equals(tmp, good):
     return [good.capture, "--out", tmp / "run", "--set", "trainer.steps"], ["--set", "KEY=VALUE"]
 
 
-@case
+@CASES.add
 def set_into_a_number(tmp, good):
     return [good.capture, "--out", tmp / "run", "--set", "trainer.steps.x=1"], ["--set", "trainer.steps.x"]
 
 
-@case
+@CASES.add
 def preset_unknown(tmp, good):
     return [good.capture, "--out", tmp / "run", "--preset", "turbo"], ["--preset", "turbo"]
 
 
-@case
+@CASES.add
 def capture_missing(tmp, good):
     return [tmp / "no_capture", "--out", tmp / "run"], ["no_capture"]
 
 
-@case
+@CASES.add
 def capture_not_a_capture(tmp, good):
     (tmp / "empty").mkdir()
     return [tmp / "empty", "--out", tmp / "run"], ["empty", "not a capture"]
 
 
-@case
+@CASES.add
 def capture_without_drive(tmp, good):
-    cap = _capture(good, tmp, lambda m, _: m["nerfhead"].pop("drive"))
+    cap = edited_capture(good, tmp, lambda m, _: m["nerfhead"].pop("drive"))
     return [cap, "--out", tmp / "run"], ["cap", "no drive"]
 
 
-@case
+@CASES.add
 def image_missing(tmp, good):
-    cap = _capture(good, tmp)
+    cap = edited_capture(good, tmp)
     (cap / "c2_t1.png").unlink()
     return [cap, "--out", tmp / "run"], ["c2_t1.png", "not found"]
 
 
-@case
+@CASES.add
 def image_truncated(tmp, good):
-    cap = _capture(good, tmp)
+    cap = edited_capture(good, tmp)
     truncate(cap / "c0_t0.png")
     return [cap, "--out", tmp / "run"], ["c0_t0.png"]
 
 
-@case
+@CASES.add
 def image_not_an_image(tmp, good):
-    cap = _capture(good, tmp)
+    cap = edited_capture(good, tmp)
     (cap / "c3_t2.png").write_text("not a png")
     return [cap, "--out", tmp / "run"], ["c3_t2.png"]
 
 
-@case
+@CASES.add
 def mask_wrong_size(tmp, good):
     from nerfhead.data import save_mask
 
-    cap = _capture(good, tmp)
+    cap = edited_capture(good, tmp)
     import torch
 
     save_mask(cap / "c1_t1_mask.png", torch.ones(7, 9))
     return [cap, "--out", tmp / "run"], ["c1_t1_mask.png", "9x7"]
 
 
-@case
+@CASES.add
 def file_path_absolute_outside(tmp, good):
     secret = _outside(tmp)
     shutil.copy(good.capture / "c0_t0.png", secret)
-    cap = _capture(good, tmp, lambda m, _: _frame(m, 0, "file_path", str(secret)))
+    cap = edited_capture(good, tmp, set_frame(0, "file_path", str(secret)))
     return [cap, "--out", tmp / "run"], ["transforms.json", "file_path", "outside the capture"]
 
 
-@case
+@CASES.add
 def file_path_dotdot_passwd(tmp, good):
-    cap = _capture(good, tmp, lambda m, _: _frame(m, 1, "file_path", "../../../../../../../../etc/passwd"))
+    cap = edited_capture(good, tmp, set_frame(1, "file_path", "../../../../../../../../etc/passwd"))
     return [cap, "--out", tmp / "run"], ["transforms.json", "frame 1 file_path", "outside the capture"]
 
 
-@case
+@CASES.add
 def file_path_symlink_out(tmp, good):
     secret = _outside(tmp)
     shutil.copy(good.capture / "c0_t1.png", secret)
 
     def edit(meta: dict, cap: Path) -> None:
         (cap / "link.png").symlink_to(secret)
-        _frame(meta, 2, "file_path", "link.png")
+        meta["frames"][2]["file_path"] = "link.png"
 
-    cap = _capture(good, tmp, edit)
+    cap = edited_capture(good, tmp, edit)
     return [cap, "--out", tmp / "run"], ["frame 2 file_path", "link.png", "outside the capture"]
 
 
-@case
+@CASES.add
 def mask_path_escape(tmp, good):
     secret = _outside(tmp)
     shutil.copy(good.capture / "c0_t0_mask.png", secret)
-    cap = _capture(good, tmp, lambda m, _: _frame(m, 3, "mask_path", "../elsewhere/secret.png"))
+    cap = edited_capture(good, tmp, set_frame(3, "mask_path", "../elsewhere/secret.png"))
     return [cap, "--out", tmp / "run"], ["frame 3 mask_path", "outside the capture"]
 
 
-@case
+@CASES.add
 def existing_run_without_resume(tmp, good):
     return [good.capture, "--out", good.run], [good.run, "--resume"]
 
 
-@case
+@CASES.add
 def resume_without_checkpoint(tmp, good):
     return [good.capture, "--out", tmp / "fresh", "--resume"], ["fresh", "no checkpoint"]
 
 
-@case
+@CASES.add
 def resume_with_other_model(tmp, good):
     return [good.capture, "--out", good.run, "--resume", "--model", "nerf"], ["--model", "splat run"]
 
 
-@case
+@CASES.add
 def resume_truncated_checkpoint(tmp, good):
     run = copy_run(good, tmp / "run")
     truncate(checkpoint_file(run))
     return [good.capture, "--out", run, "--resume"], ["model.safetensors", "unreadable"]
 
 
-@case
+@CASES.add
 def resume_garbage_state(tmp, good):
     run = copy_run(good, tmp / "run")
     checkpoint_file(run, "state.json").write_text('{"step": ')
     return [good.capture, "--out", run, "--resume"], ["state.json"]
 
 
-@case
+@CASES.add
 def resume_wrong_kind_weights(tmp, good):
     run = copy_run(good, tmp / "run")
     foreign_weights(checkpoint_file(run))
     return [good.capture, "--out", run, "--resume"], ["model.safetensors", "do not fit"]
 
 
-@case
+@CASES.add
 def concurrent_fit(tmp, good):
-    from nerfhead.engine.runlock import run_lock
-
-    run = copy_run(good, tmp / "run")
-    held = run_lock(run, "fit")
-    held.__enter__()  # released when the test's tmp folder goes (and by the finaliser below)
-    _HELD.append(held)
+    run = hold_lock(copy_run(good, tmp / "run"))
     return [good.capture, "--out", run, "--resume"], [run, f"pid {os.getpid()}"]
-
-
-_HELD: list = []
-
-
-@pytest.fixture(autouse=True)
-def _release_locks():
-    yield
-    while _HELD:
-        _HELD.pop().__exit__(None, None, None)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
