@@ -533,7 +533,9 @@ def dumps(d: dict) -> str:
 def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str | None = "drive.npz") -> Path:
     """Write ``capture`` as a ``transforms.json`` (atomic) plus, when it has a drive, ``drive_file`` beside it.
 
-    Image, mask and audio files are referenced by relative paths, not copied.
+    Image, mask and audio files are referenced by relative paths; images and masks outside the JSON's folder
+    are first hard-linked (copied across file systems) into ``images/`` there, since readers accept only paths
+    inside a capture's folder (:meth:`Capture.contained`).
 
     Returns:
         the JSON path.
@@ -542,6 +544,7 @@ def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str 
     if path.suffix != ".json":
         path = path / "transforms.json"
     path = path.absolute()
+    capture = capture.contained(path.parent)
     d = transforms_dict(capture, path.parent, drive_file)
     atomic_write_text(path, dumps(d))
     if capture.drive is not None and drive_file is not None:

@@ -123,3 +123,22 @@ def test_track_read_only_out(tmp_path, good, run_cli):
         code, _, err = run_cli("track", good.capture, "--out", ro / "tracked", "--quiet")
         assert_one_line(code, err, "--out", "read-only")
         assert snapshot(ro, good.capture) == before
+
+
+def test_written_capture_brings_outside_images_along(tmp_path, good):
+    """Writing a capture elsewhere (as `track` does for a calibrated input) hard-links its images and masks into
+    the new folder, so the default contained reader accepts it and no pixels are copied on one file system."""
+    from nerfhead.data import load_capture, save_capture
+
+    src = load_capture(good.capture)
+    save_capture(src, tmp_path / "tracked")
+    back = load_capture(tmp_path / "tracked")
+    root = (tmp_path / "tracked").resolve()
+    for a, b in zip(src.frames, back.frames, strict=True):
+        assert b.image_path.resolve().is_relative_to(root) and b.mask_path is not None
+        assert (
+            a.image_path.samefile(b.image_path)
+            and a.mask_path is not None
+            and a.mask_path.samefile(b.mask_path)
+        )
+    assert back.num_cameras == src.num_cameras and back.drive is not None
