@@ -142,3 +142,13 @@ def test_written_capture_brings_outside_images_along(tmp_path, good):
             and a.mask_path.samefile(b.mask_path)
         )
     assert back.num_cameras == src.num_cameras and back.drive is not None
+
+
+def test_inspect_allow_outside_paths(tmp_path, good, run_cli):
+    shutil.copy(good.capture / "c0_t0.png", tmp_path / "shared.png")
+    cap = edited_capture(good, tmp_path, set_frame(0, "file_path", "../shared.png"))
+    code, _, err = run_cli("inspect", cap, "--json")
+    assert_one_line(code, err, "frame 0 file_path", "--allow-outside-paths")
+    code, out, err = run_cli("inspect", cap, "--json", "--allow-outside-paths")
+    assert code == 0, err
+    assert json.loads(out)["frames"] == 12
