@@ -28,9 +28,9 @@ def eval_drive_out_is_a_folder(tmp, good):
 
 
 @CASES.add
-def eval_drive_save_run_not_a_run(tmp, good):
-    (tmp / "plain").mkdir()
-    return ["eval-drive", good.capture, "--save-run", tmp / "plain"], ["plain", "avatar.json"]
+def eval_drive_save_run_is_a_file(tmp, good):
+    (tmp / "run.txt").write_text("keep me")
+    return ["eval-drive", good.capture, "--save-run", tmp / "run.txt"], ["--save-run", "run.txt"]
 
 
 @CASES.add
