@@ -124,3 +124,15 @@ def test_subprocess_eval_truncated_checkpoint(tmp_path, good):
     p = run_subprocess("eval", run, "--capture", good.capture, "--device", "cpu")
     assert_one_line(p.returncode, p.stderr, "model.safetensors")
     assert snapshot(run) == before
+
+
+def test_eval_full_disk(tmp_path, good, run_cli):
+    """A full disk when eval.json / eval_grid.png are written: one line naming the file, the earlier report
+    intact, no temporary file left."""
+    seed = {"eval.json": b'{"earlier": true}\n', "eval_grid.png": b"earlier grid"}
+    with tmpfs(tmp_path / "full", "64k", seed=seed, fill=True) as disk:
+        before = snapshot(disk / "eval.json", disk / "eval_grid.png", good.run)
+        code, _, err = run_cli("eval", good.run, "--out", disk, "--device", "cpu")
+        assert_one_line(code, err, disk, "no space left")
+        assert snapshot(disk / "eval.json", disk / "eval_grid.png", good.run) == before
+        assert sorted(p.name for p in disk.iterdir()) == ["eval.json", "eval_grid.png", "pad"]
