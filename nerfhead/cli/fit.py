@@ -83,8 +83,9 @@ def run_fit(
     ``viewer`` (a :class:`nerfhead.viewer.server.ViewerConfig`) shows the model in the web viewer while it trains;
     with ``viewer_wait`` the viewer keeps serving the finished fit until Ctrl-C (or SIGTERM).
 
-    Everything a user supplies is checked before the first write (see :func:`nerfhead.cli.checks.check_fit`);
-    the run folder is locked for the whole call, and a resume reuses the run's saved settings.
+    Everything a user supplies is checked before the first write (:mod:`nerfhead.cli.checks`); the run folder
+    is locked for the whole call, and a resume reuses the run's saved settings (preset, device, threads,
+    outside capture paths) unless given again.
     """
     import importlib
 
@@ -104,6 +105,7 @@ def run_fit(
     preset = saved.get("preset", preset)
     dev = resolve_device(saved.get("device", device) if device == "auto" else device)
     threads = saved.get("threads", threads) if threads is None else threads
+    allow_outside_paths = allow_outside_paths or bool(saved.get("allow_outside_paths"))
     dist = init_from_env(dev)  # under torchrun: join its group (gloo on CPU, NCCL on GPUs)
     if dist.active and dev == "cuda":
         dev = f"cuda:{dist.local_rank}"

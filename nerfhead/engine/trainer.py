@@ -28,13 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from nerfhead.engine.checkpoint import (
-    atomic_write_json,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    weights_mismatch,
-)
+from nerfhead.engine.checkpoint import atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint
 from nerfhead.engine.config import TrainerConfig
 from nerfhead.engine.distributed import average_gradients, current
 from nerfhead.errors import InputError
@@ -206,6 +200,8 @@ def fit(
         try:
             task.load_state_tensors(data["model"])
         except (RuntimeError, KeyError) as e:  # another model's weights (unexpected keys, other shapes)
+            from nerfhead.engine.checkpoint import weights_mismatch
+
             raise InputError(existing / "model.safetensors", weights_mismatch(e)) from None
         optimizers = task.make_optimizers()
         for k, o in optimizers.items():
