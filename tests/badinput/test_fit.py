@@ -177,6 +177,11 @@ def existing_run_without_resume(tmp, good):
 
 
 @CASES.add
+def nerf_fit_into_a_splat_run(tmp, good):
+    return [good.capture, "--out", good.run, "--model", "nerf"], [good.run, "already holds a fitted run"]
+
+
+@CASES.add
 def resume_without_checkpoint(tmp, good):
     return [good.capture, "--out", tmp / "fresh", "--resume"], ["fresh", "no checkpoint"]
 
