@@ -102,15 +102,16 @@ def check_out_dir(path: Path, option: str) -> Path:
     return path
 
 
-def check_not_in_run(path: Path, option: str) -> None:
-    """Refuse an output whose folder is a run folder: a run's files (its tracked drive.npz, ...) belong to its
-    fit, and a verb writing next to ``path`` must not replace them.
+def check_not_in_run(path: Path, option: str, own: Path | None = None) -> None:
+    """Refuse an output whose folder is a run folder (other than ``own``, the run the verb exports): a run's
+    files (its tracked drive.npz, ...) belong to its fit, and a verb writing next to ``path`` must not replace
+    them.
 
     Raises:
         InputError: naming ``option`` and the run.
     """
     folder = path.resolve().parent
-    if (folder / RUN_MARKER).is_file():
+    if (folder / RUN_MARKER).is_file() and (own is None or folder != own.resolve()):
         raise InputError(
             option,
             f"{path} is inside the run folder {folder} (its drive.npz and other files would be replaced)",
@@ -274,16 +275,22 @@ def check_drive_out(out: Path, option: str = "--out") -> None:
 
 
 def check_export_out(
-    out: Path | None, suffixes: Iterable[str], folder_ok: bool = False, folder_only: bool = False
+    out: Path | None,
+    suffixes: Iterable[str],
+    folder_ok: bool = False,
+    folder_only: bool = False,
+    run: Path | None = None,
 ) -> None:
     """An exporter's ``--out``: a file of one of ``suffixes`` or, with ``folder_ok``, a folder (any other name;
-    with ``folder_only`` it must be one); None (the run's own export folder) passes.
+    with ``folder_only`` it must be one) not inside a run folder other than ``run`` (the exported one); None
+    (the run's own export folder) passes.
 
     Raises:
         InputError: naming ``--out``.
     """
     if out is None:
         return
+    check_not_in_run(out / "x" if out.is_dir() else out, "--out", own=run)
     if folder_only and out.suffix.lower() in tuple(suffixes):
         raise InputError("--out", f"{out}: a sequence is written as a folder of files", hint="name a folder")
     if folder_ok and out.suffix.lower() not in tuple(suffixes):  # as the exporters decide: by the suffix

@@ -35,7 +35,7 @@ def mesh_main(
     from nerfhead.export.mesh import export_run_mesh
 
     check_run(run)
-    check_export_out(out, (".obj", ".ply", ".glb"))
+    check_export_out(out, (".obj", ".ply", ".glb"), run=run)
     check_range("--resolution", resolution, 8, 1024)
     check_range("--views", views, 1, 1024)
     path = export_run_mesh(

@@ -78,6 +78,18 @@ def ply_wrong_kind_weights(tmp, good):
 
 
 @CASES.add
+def ply_into_another_run(tmp, good):
+    other = copy_run(good, tmp / "other")
+    return ["ply", good.run, "--out", other / "head.ply"], ["--out", "inside the run folder"]
+
+
+@CASES.add
+def mesh_into_another_run(tmp, good):
+    other = copy_run(good, tmp / "other")
+    return ["mesh", good.run, "--out", other], ["--out", "inside the run folder"]
+
+
+@CASES.add
 def mesh_out_other_kind(tmp, good):
     (tmp / "head.stl").write_text("keep me")
     return ["mesh", good.run, "--out", tmp / "head.stl"], ["--out", "head.stl"]
