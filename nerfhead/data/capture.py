@@ -262,13 +262,13 @@ class Capture:
     def contained(self, folder: str | os.PathLike, sub: str = "images") -> Capture:
         """This capture with every image and mask outside ``folder`` hard-linked (copied across file systems)
         into ``folder/sub``, so a capture written to ``folder`` reads only inside it (what the readers require
-        by default). Files already inside are kept where they are."""
+        by default). Files already inside, and missing files, are kept where they are."""
         folder = Path(folder)
         root = folder.resolve()
 
         def inside(p: Path | None, name: str) -> Path | None:
-            if p is None or p.resolve().is_relative_to(root):
-                return p
+            if p is None or not p.is_file() or p.resolve().is_relative_to(root):
+                return p  # inside already, or nothing to bring (a missing file stays referenced as it was)
             dest = folder / sub / f"{name}{p.suffix.lower()}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.unlink(missing_ok=True)

@@ -115,15 +115,18 @@ def _is_num(v: Any) -> bool:
 
 
 def _resolve(root: Path, rel: Any, what: str, path: Path, contained: bool = False) -> Path:
-    """``rel`` (from the file ``path``) as a path under ``root``; with ``contained`` it must resolve inside
-    ``root`` (after symlinks), so a capture file cannot make a verb read any file on the machine."""
+    """``rel`` (from the file ``path``) as a path under ``root``; with ``contained`` an existing file must
+    resolve inside ``root`` (after symlinks), so a capture file cannot make a verb read any file on the machine
+    (a missing one is reported as missing when it is opened)."""
     if not isinstance(rel, str) or not rel:
         raise InputError(path, f"{what} must be a non-empty string, got {rel!r}")
     p = Path(rel)
     p = p if p.is_absolute() else root / p
     if not p.suffix and not p.exists() and p.with_suffix(".png").exists():  # D-NeRF/Blender omit ".png"
         p = p.with_suffix(".png")
-    if contained and not p.resolve().is_relative_to(root.resolve()):
+    if (
+        contained and p.exists() and not p.resolve().is_relative_to(root.resolve())
+    ):  # a missing file reads nothing
         raise InputError(
             path,
             f"{what} {rel!r} points outside the capture folder {root}",

@@ -50,6 +50,8 @@ def inspect_symlinked_folder(tmp, good):
 
 @CASES.add
 def inspect_mask_escape(tmp, good):
+    (tmp / "cap_masks").mkdir()
+    shutil.copy(good.capture / "c0_t0_mask.png", tmp / "cap_masks" / "m.png")
     cap = edited_capture(good, tmp, set_frame(2, "mask_path", "../cap_masks/m.png"))
     return ["inspect", cap], ["frame 2 mask_path", "outside the capture"]
 
