@@ -7,6 +7,7 @@ extension still work), flushed to disk, renamed over the target, and the folder 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -58,8 +59,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
+            e.filename = str(path)  # name the file the user asked for, not the temporary one
         raise
     fsync_dir(path.parent)
 
@@ -69,6 +72,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     """``open(path, mode)`` that publishes the file only when the block ends without an exception."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes a new file: mode must start with 'w', got {mode!r}")
+    if "b" in mode:
+        # Binary writers (np.savez's zip file) get a memory buffer: a full disk then fails one plain write here,
+        # not inside the writer (whose __del__ would print a traceback on stderr while it unwinds).
+        buf = io.BytesIO()
+        yield buf
+        with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+            f.write(buf.getbuffer())
+        return
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
         f.flush()

@@ -3,6 +3,7 @@ the CLI prints its one line and exits with code 2. Internal bugs may raise anyth
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -29,3 +30,26 @@ class InputError(Exception):
         if self.hint:
             s += f" ({self.hint})"
         return "error: " + s.replace("\n", " ")
+
+
+# errno -> (what went wrong, what to do): the OS errors a user causes with a path or a disk, not a bug.
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere"),
+    errno.EROFS: ("is on a read-only file system", "choose a writable location"),
+    errno.EACCES: ("permission denied", "choose a location you may write to"),
+    errno.EPERM: ("operation not permitted", "choose a location you may write to"),
+    errno.EEXIST: ("already exists", "remove it or choose another name"),
+    errno.EISDIR: ("is a folder, expected a file", "name a file"),
+    errno.ENOTDIR: ("a component of the path is a file, not a folder", "check the path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter name"),
+}
+
+
+def from_os_error(e: OSError) -> InputError | None:
+    """The ``InputError`` for an OS error the user caused (full disk, read-only or foreign folder, a file where
+    a folder should be, ...), or None for any other error (which stays a bug with a traceback)."""
+    if e.errno not in _OS_ERRORS:
+        return None
+    what, hint = _OS_ERRORS[e.errno]
+    return InputError(e.filename or e.filename2, what, hint=hint)

@@ -29,6 +29,8 @@ def run_drive(
 
     from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig, check_config
+    from nerfhead.cli.checks import check_drive_out, check_run
+    from nerfhead.cli.fit import resolve_device
     from nerfhead.errors import InputError
     from nerfhead.export.camera_path import camera_path_cameras
     from nerfhead.export.curves import write_curves_csv
@@ -43,7 +45,9 @@ def run_drive(
     from nerfhead.models.avatar import load_avatar
 
     t0 = time.perf_counter()
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = resolve_device(device)
+    check_run(run)
+    check_drive_out(out)
     if res < 16 or res > 4096:
         raise InputError("--res", f"resolution {res} out of range [16, 4096]")
     if not fps > 0:

@@ -8,7 +8,10 @@ from typing import Annotated
 
 import tyro
 
+from nerfhead.engine.runlock import locks_run
 
+
+@locks_run("run", "eval", create=False)
 def main(
     run: Annotated[Path, tyro.conf.Positional],
     capture: Path | None = None,
@@ -27,9 +30,13 @@ def main(
         out: folder for eval.json and eval_grid.png (default: the run folder).
         device: auto, cpu or cuda.
     """
+    from nerfhead.cli.checks import check_out_dir, check_run
     from nerfhead.cli.fit import resolve_device
     from nerfhead.models.run_eval import evaluate_run
 
-    m = evaluate_run(run, capture, out, device=resolve_device(device))
+    dev = resolve_device(device)
+    check_run(run)
+    check_out_dir(run if out is None else out, "--out")
+    m = evaluate_run(run, capture, out, device=dev)
     extra = {k: m[k] for k in ("per_angle", "split_policy") if k in m}
     print(json.dumps({"split": m["split"], **m["mean"], "per_camera": m["per_camera"], **extra}, indent=2))

@@ -95,4 +95,10 @@ def main(
     """
     import json
 
+    from nerfhead.cli.checks import check_out_dir, check_out_file
+
+    if out is not None:
+        check_out_file(out, "--out", (".json",))
+    if save_run is not None:
+        check_out_dir(save_run, "--save-run")
     print(json.dumps(run_eval_drive(capture, out, holdout, steps, phonetic, save_run, seed, folds)))

@@ -25,8 +25,11 @@ def ply(
         sequence: export every timestep of the drive.
         drive: another drive file (.npz) instead of the run's training drive.
     """
+    from nerfhead.cli.checks import check_export_out, check_run
     from nerfhead.export.ply import export_run_ply
 
+    check_run(run)
+    check_export_out(out, (".ply",), folder_ok=True, folder_only=sequence, run=run)
     paths = export_run_ply(run, out, frame=frame, sequence=sequence, drive_path=drive)
     print(f"wrote {len(paths)} PLY file(s): {paths[0]}" + (f" .. {paths[-1].name}" if len(paths) > 1 else ""))
 

@@ -31,8 +31,13 @@ def mesh_main(
         drive: another drive file (.npz) instead of the run's training drive.
         views: depth renders fused (splat head).
     """
+    from nerfhead.cli.checks import check_export_out, check_range, check_run
     from nerfhead.export.mesh import export_run_mesh
 
+    check_run(run)
+    check_export_out(out, (".obj", ".ply", ".glb"), run=run)
+    check_range("--resolution", resolution, 8, 1024)
+    check_range("--views", views, 1, 1024)
     path = export_run_mesh(
         run, out, frame, resolution, threshold, world=not head_frame, drive_path=drive, views=views
     )

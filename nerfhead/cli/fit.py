@@ -9,14 +9,14 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from nerfhead.engine.runlock import locks_run
+
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; a device the machine lacks is an InputError."""
+    from nerfhead.cli.checks import check_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return check_device(device)
 
 
 def choose_threads(threads: int | None) -> int:
@@ -56,6 +56,7 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+@locks_run("out", "fit")
 def run_fit(
     capture: Path,
     out: Path,
@@ -72,6 +73,7 @@ def run_fit(
     threads: int | None = None,
     viewer: Any = None,
     viewer_wait: bool = False,
+    allow_outside_paths: bool = False,
 ) -> dict[str, Any]:
     """The work of ``nerfhead fit`` as a function; returns the summary it writes to ``RUN/fit.json``.
 
@@ -80,13 +82,18 @@ def run_fit(
 
     ``viewer`` (a :class:`nerfhead.viewer.server.ViewerConfig`) shows the model in the web viewer while it trains;
     with ``viewer_wait`` the viewer keeps serving the finished fit until Ctrl-C (or SIGTERM).
+
+    Everything a user supplies is checked before the first write (:mod:`nerfhead.cli.checks`); the run folder
+    is locked for the whole call, and a resume reuses the run's saved settings (preset, device, threads,
+    outside capture paths) unless given again.
     """
     import importlib
 
     import torch
 
+    from nerfhead.cli.checks import check_fit_out, check_overrides, check_resume_weights, fit_settings
     from nerfhead.data.loaders import load_capture
-    from nerfhead.engine.checkpoint import atomic_write_json
+    from nerfhead.engine.checkpoint import atomic_write_json, trim_log
     from nerfhead.engine.config import TRAIN_MODULES, from_dict, replace_nested
     from nerfhead.engine.config import preset as get_preset
     from nerfhead.engine.distributed import init_from_env, shutdown
@@ -94,7 +101,11 @@ def run_fit(
     from nerfhead.errors import InputError
     from nerfhead.models.avatar import read_avatar_json
 
-    dev = resolve_device(device)
+    saved = check_fit_out(out, model, resume)  # the run's saved settings on resume, else {}
+    preset = saved.get("preset", preset)
+    dev = resolve_device(saved.get("device", device) if device == "auto" else device)
+    threads = saved.get("threads", threads) if threads is None else threads
+    allow_outside_paths = allow_outside_paths or bool(saved.get("allow_outside_paths"))
     dist = init_from_env(dev)  # under torchrun: join its group (gloo on CPU, NCCL on GPUs)
     if dist.active and dev == "cuda":
         dev = f"cuda:{dist.local_rank}"
@@ -104,9 +115,10 @@ def run_fit(
             local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
             n = max(1, (os.cpu_count() or 1) // max(local, 1))
         torch.set_num_threads(n)
-    cap = load_capture(capture)
+    cap = load_capture(capture, allow_outside_paths=allow_outside_paths)
     if cap.drive is None:
         raise InputError(capture, "the capture has no drive", hint="track it first (nerfhead track)")
+    cap.check_files(decode=4)  # every header, a few decoded: a bad image fails now, not at its first step
     if resume and (out / "avatar.json").is_file():
         if model not in TRAIN_MODULES:
             raise InputError("--model", f"unknown model {model!r}")
@@ -124,14 +136,18 @@ def run_fit(
         changes["trainer.max_minutes"] = max_minutes
     if seed is not None:
         changes["trainer.seed"] = seed
+    check_overrides(cfg, changes)
     try:
         cfg = replace_nested(cfg, **changes)
     except (AttributeError, TypeError) as e:
         raise InputError("--set", f"bad config override ({e})") from None
     torch.manual_seed(cfg.trainer.seed)  # initialisation (hash tables, MLPs) is seeded too
     task = module.make_task(cap, cfg, dev)
+    check_resume_weights(saved, task.state_tensors())
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            trim_log(out, saved.get("step", 0))  # records a killed fit wrote after its last checkpoint
         cap.drive.save_npz(out / "drive.npz")
     live = None
     if viewer is not None and dist.is_main:
@@ -145,7 +161,12 @@ def run_fit(
             out,
             cfg.trainer,
             resume=resume,
-            extra_spec={"capture": str(Path(capture).resolve())},
+            extra_spec={
+                "capture": str(Path(capture).resolve()),
+                "fit_settings": fit_settings(
+                    model, preset, dev, torch.get_num_threads(), allow_outside_paths
+                ),
+            },
             monitor=live,
         )
         summary: dict[str, Any] = {
@@ -253,6 +274,7 @@ def main(
     viewer_host: str = "127.0.0.1",
     viewer_wait: bool = True,
     nproc: int = 1,
+    allow_outside_paths: bool = False,
 ) -> None:
     """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
 
@@ -281,6 +303,8 @@ def main(
         nproc: data-parallel processes on this machine (runs this command under ``torchrun --standalone``;
             gloo on CPU, NCCL with one GPU per process). Already under torchrun (``WORLD_SIZE`` set), the
             ranks torchrun started are used and this is ignored. See README "Scaling out".
+        allow_outside_paths: let the capture's file_path / mask_path point outside its folder (refused by
+            default: a capture file could otherwise make the fit read any file).
     """
     from nerfhead.engine.distributed import env_world_size
 
@@ -313,6 +337,7 @@ def main(
         threads=threads,
         viewer=live_cfg,
         viewer_wait=viewer_wait,
+        allow_outside_paths=allow_outside_paths,
     )
     line = {"steps": s["steps"], "minutes": round(s["seconds"] / 60, 2)}
     if "eval" in s:

@@ -36,12 +36,12 @@ def _audio_info(path: Path) -> dict[str, Any]:
         raise InputError(path, f"not a readable audio file ({type(e).__name__})") from None
 
 
-def report(capture_path: Path, decode: int = 32) -> dict[str, Any]:
+def report(capture_path: Path, decode: int = 32, allow_outside_paths: bool = False) -> dict[str, Any]:
     """Everything ``inspect`` prints, as a JSON-able dict (raises InputError on a bad capture)."""
     from nerfhead.data import detect_format, load_capture
 
     fmt, _ = detect_format(capture_path)
-    cap = load_capture(capture_path)
+    cap = load_capture(capture_path, allow_outside_paths=allow_outside_paths)
     decoded = cap.check_files(decode=decode)
     out = {
         "path": str(capture_path),
@@ -58,6 +58,7 @@ def main(
     capture: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CAPTURE")],
     json_out: Annotated[bool, tyro.conf.arg(name="json")] = False,
     decode: int = 32,
+    allow_outside_paths: bool = False,
 ) -> None:
     """Load a capture (nerfhead or nerfstudio transforms.json folder, or a NeRSemble folder; detected from the
     files), check every image/mask header against its camera, decode a sample, and print a summary.
@@ -66,8 +67,9 @@ def main(
         capture: capture folder, transforms.json, or NeRSemble participant/sequence folder.
         json_out: print machine-readable JSON instead of a table.
         decode: frames to fully decode (spread evenly; -1 decodes all).
+        allow_outside_paths: accept file_path / mask_path outside the capture folder (refused by default).
     """
-    r = report(capture, decode=decode)
+    r = report(capture, decode=decode, allow_outside_paths=allow_outside_paths)
     if json_out:
         print(json.dumps(r, indent=2))
         return

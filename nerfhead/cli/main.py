@@ -2,7 +2,8 @@
 
 Every verb is a plain function whose typed arguments and docstring become its ``--help``. A verb group (``export``)
 has subcommands of its own. An ``InputError`` anywhere below a verb is printed as one line on stderr and exits
-with code 2.
+with code 2; so are the OS errors a user causes (full disk, read-only or foreign folder, a file where a folder
+should be: :func:`nerfhead.errors.from_os_error`). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from nerfhead.errors import InputError
+from nerfhead.errors import InputError, from_os_error
 
 # verb -> "module:function"; each verb module imports only light things at top level.
 VERBS: dict[str, str] = {
@@ -72,6 +73,12 @@ def run(argv: list[str] | None = None) -> int:
             )
     except InputError as e:
         print(e.one_line(), file=sys.stderr)
+        return InputError.exit_code
+    except OSError as e:
+        err = from_os_error(e)
+        if err is None:
+            raise
+        print(err.one_line(), file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

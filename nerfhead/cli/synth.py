@@ -35,8 +35,12 @@ def main(
     """
     import time
 
+    from nerfhead.cli.checks import check_not_run_folder, check_out_dir
     from nerfhead.errors import InputError
     from nerfhead.synth import RigConfig, SynthConfig, load_drive_file, render_capture, render_preview
+
+    check_out_dir(out, "--out")
+    check_not_run_folder(out, "--out")
 
     cfg = SynthConfig(
         rig=RigConfig(name=rig, width=res, height=res),

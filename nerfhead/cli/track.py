@@ -73,8 +73,11 @@ def main(
         backend: rasterizer backend for masks and the overlay: auto, cuda, cpu or torch.
         quiet: no progress bar or summary.
     """
+    from nerfhead.cli.checks import check_not_run_folder, check_out_dir
     from nerfhead.track.pipeline import TrackConfig, summary_line, track
 
+    check_out_dir(out, "--out")
+    check_not_run_folder(out, "--out")
     config = TrackConfig(
         video=video,
         landmarks=landmarks,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +258,39 @@ class Capture:
             if m is not None and require_nonempty_masks and not bool((m > 0).any()):
                 raise InputError(f.mask_path, "mask is empty (all zero): no subject pixels")
         return len(picks)
+
+    def contained(self, folder: str | os.PathLike, sub: str = "images") -> Capture:
+        """This capture with every image and mask outside ``folder`` hard-linked (copied across file systems)
+        into ``folder/sub``, so a capture written to ``folder`` reads only inside it (what the readers require
+        by default). Files already inside, and missing files, are kept where they are."""
+        folder = Path(folder)
+        root = folder.resolve()
+
+        def inside(p: Path | None, name: str) -> Path | None:
+            if p is None or not p.is_file() or p.resolve().is_relative_to(root):
+                return p  # inside already, or nothing to bring (a missing file stays referenced as it was)
+            dest = folder / sub / f"{name}{p.suffix.lower()}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)
+            try:
+                os.link(p.resolve(), dest)
+            except OSError:
+                shutil.copy2(p, dest)
+            return dest
+
+        frames = tuple(
+            dataclasses.replace(
+                f,
+                image_path=inside(f.image_path, f"c{f.camera:03d}_t{f.timestep:05d}"),
+                mask_path=inside(f.mask_path, f"c{f.camera:03d}_t{f.timestep:05d}_mask"),
+            )
+            for f in self.frames
+        )
+        if frames == self.frames:
+            return self
+        out = dataclasses.replace(self, frames=frames)
+        object.__setattr__(out, "_cache", self._cache)
+        return out
 
     # ---------------------------------------------------------------- subsets
     def subset(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfhead.atomic import atomic_path
 from nerfhead.errors import InputError
 
 
@@ -99,23 +100,21 @@ def _to_uint8(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 def save_image(path: str | os.PathLike, rgb: Tensor | np.ndarray) -> Path:
-    """Write float RGB [H, W, 3] in [0, 1] as 8-bit (PNG/JPEG by suffix)."""
+    """Write float RGB [H, W, 3] in [0, 1] as 8-bit (PNG/JPEG by suffix), atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_to_uint8(rgb), "RGB").save(path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(_to_uint8(rgb), "RGB").save(tmp)
+    return Path(path)
 
 
 def save_mask(path: str | os.PathLike, mask: Tensor | np.ndarray) -> Path:
-    """Write a float mask [H, W] in [0, 1] as an 8-bit single-channel PNG."""
+    """Write a float mask [H, W] in [0, 1] as an 8-bit single-channel PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_to_uint8(mask), "L").save(path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(_to_uint8(mask), "L").save(tmp)
+    return Path(path)
 
 
 class ImageCache:

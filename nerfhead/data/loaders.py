@@ -52,8 +52,9 @@ def detect_format(path: str | os.PathLike) -> tuple[CaptureFormat, Path]:
     return ("nerfhead" if b'"nerfhead"' in head + tail else "nerfstudio"), json_file
 
 
-def load_capture(path: str | os.PathLike) -> Capture:
-    """Read a capture in any supported layout (see :func:`detect_format`).
+def load_capture(path: str | os.PathLike, allow_outside_paths: bool = False) -> Capture:
+    """Read a capture in any supported layout (see :func:`detect_format`). Image and mask paths must lie inside
+    the capture's folder (symlinks resolved) unless ``allow_outside_paths``.
 
     Raises:
         InputError: naming the file and the problem.
@@ -65,4 +66,4 @@ def load_capture(path: str | os.PathLike) -> Capture:
         return read_nersemble(p)
     from nerfhead.data.nerfstudio import read_transforms
 
-    return read_transforms(p)
+    return read_transforms(p, allow_outside_paths=allow_outside_paths)

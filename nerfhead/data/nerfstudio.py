@@ -114,13 +114,24 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _resolve(root: Path, rel: Any, what: str, path: Path) -> Path:
+def _resolve(root: Path, rel: Any, what: str, path: Path, contained: bool = False) -> Path:
+    """``rel`` (from the file ``path``) as a path under ``root``; with ``contained`` an existing file must
+    resolve inside ``root`` (after symlinks), so a capture file cannot make a verb read any file on the machine
+    (a missing one is reported as missing when it is opened)."""
     if not isinstance(rel, str) or not rel:
         raise InputError(path, f"{what} must be a non-empty string, got {rel!r}")
     p = Path(rel)
     p = p if p.is_absolute() else root / p
     if not p.suffix and not p.exists() and p.with_suffix(".png").exists():  # D-NeRF/Blender omit ".png"
         p = p.with_suffix(".png")
+    if (
+        contained and p.exists() and not p.resolve().is_relative_to(root.resolve())
+    ):  # a missing file reads nothing
+        raise InputError(
+            path,
+            f"{what} {rel!r} points outside the capture folder {root}",
+            hint="copy the file into the capture, or pass --allow-outside-paths",
+        )
     return p
 
 
@@ -328,12 +339,13 @@ def _read_block(meta: dict, path: Path) -> dict[str, Any]:
     return out
 
 
-def read_transforms(path: str | os.PathLike) -> Capture:
+def read_transforms(path: str | os.PathLike, allow_outside_paths: bool = False) -> Capture:
     """Read a ``transforms.json`` (a folder holding one, or the file) into a Capture.
 
     Frames with a ``camera_index`` share that camera (their poses and intrinsics must agree); without it each
     frame is its own camera. Timesteps come from ``timestep_index``, else from distinct ``time`` values, else
-    all 0. Image files are not opened here (except for a missing w/h); see ``Capture.check_files``.
+    all 0. Image files are not opened here (except for a missing w/h); see ``Capture.check_files``. Every
+    ``file_path`` / ``mask_path`` must resolve inside the file's folder unless ``allow_outside_paths``.
     Cameras are float64 (exact values from the file).
 
     Raises:
@@ -369,10 +381,13 @@ def read_transforms(path: str | os.PathLike) -> Capture:
 
     root = path.parent
     images = [
-        _resolve(root, fr.get("file_path"), f"frame {i} file_path", path) for i, fr in enumerate(frames)
+        _resolve(root, fr.get("file_path"), f"frame {i} file_path", path, not allow_outside_paths)
+        for i, fr in enumerate(frames)
     ]
     masks = [
-        _resolve(root, fr["mask_path"], f"frame {i} mask_path", path) if "mask_path" in fr else None
+        _resolve(root, fr["mask_path"], f"frame {i} mask_path", path, not allow_outside_paths)
+        if "mask_path" in fr
+        else None
         for i, fr in enumerate(frames)
     ]
     kw = _read_block(meta, path)
@@ -521,7 +536,9 @@ def dumps(d: dict) -> str:
 def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str | None = "drive.npz") -> Path:
     """Write ``capture`` as a ``transforms.json`` (atomic) plus, when it has a drive, ``drive_file`` beside it.
 
-    Image, mask and audio files are referenced by relative paths, not copied.
+    Image, mask and audio files are referenced by relative paths; images and masks outside the JSON's folder
+    are first hard-linked (copied across file systems) into ``images/`` there, since readers accept only paths
+    inside a capture's folder (:meth:`Capture.contained`).
 
     Returns:
         the JSON path.
@@ -530,6 +547,7 @@ def write_transforms(capture: Capture, path: str | os.PathLike, drive_file: str 
     if path.suffix != ".json":
         path = path / "transforms.json"
     path = path.absolute()
+    capture = capture.contained(path.parent)
     d = transforms_dict(capture, path.parent, drive_file)
     atomic_write_text(path, dumps(d))
     if capture.drive is not None and drive_file is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nerfhead.atomic import atomic_write_bytes, atomic_write_json, fsync_dir
@@ -29,10 +31,80 @@ from nerfhead.errors import InputError
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
+    "clean_leftovers",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
+    "trim_log",
+    "weights_mismatch",
 ]
+
+
+def _os_error(e: SafetensorError, path: Path) -> OSError | SafetensorError:
+    """safetensors reports a full disk or a read-only folder as ``SafetensorError("... (os error 28)")``: give it
+    back as the ``OSError`` it is (naming ``path``) so the CLI answers it in one line; anything else unchanged."""
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    if m is None:
+        return e
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
+def _save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:
+        raise _os_error(e, path) from None
+
+
+def weights_mismatch(e: Exception, kind: str | None = None) -> str:
+    """The one-line problem for weights that ``load_state_dict`` refuses (another model's keys or shapes)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text.removeprefix("Error(s) in loading state_dict for ")
+    whose = f"this run's {kind}" if kind else "this run's model"
+    return f"weights do not fit {whose} (another model's checkpoint?): {text[:200]}"
+
+
+def clean_leftovers(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what killed writes left in a run folder: temporary checkpoint folders (``checkpoints/.step_*``)
+    and ``.*.partial*`` files of atomic writes. Call it only while holding the run's lock (another writer's
+    temporary files would look the same). Returns what was removed."""
+    run_dir = Path(run_dir)
+    gone: list[Path] = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".step_") and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                gone.append(p)
+            elif p.name.startswith(".") and ".partial" in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
+def trim_log(run_dir: str | os.PathLike, step: int, name: str = "log.jsonl") -> int:
+    """Drop the records after ``step`` from ``RUN/log.jsonl`` (what a killed fit logged past its last checkpoint)
+    so a resumed fit continues the log without repeating steps; a torn last line goes too. Rewritten
+    atomically; returns the number of records dropped."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and int(rec.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in keep).encode())
+    return dropped
 
 
 def _flatten_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -91,7 +163,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-        save_file(tensors, str(tmp / "model.safetensors"))
+        _save_file(tensors, tmp / "model.safetensors")
         opt_json: dict[str, Any] = {}
         opt_tensors: dict[str, torch.Tensor] = {}
         for oname, ostate in (optimizer_states or {}).items():
@@ -101,7 +173,7 @@ def save_checkpoint(
             # keys in the skeleton are relative; remember the prefix
             opt_json[oname]["prefix"] = f"{oname}."
         opt_tensors["rng.torch"] = torch.get_rng_state()
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        _save_file(opt_tensors, tmp / "optimizer.safetensors")
         state = {"step": step, "optimizers": opt_json, "extra": dict(extra or {})}
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
         for f in tmp.iterdir():
@@ -146,19 +218,31 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     for f in ("model.safetensors", "optimizer.safetensors", "state.json"):
         if not (path / f).is_file():
             raise InputError(path / f, "missing checkpoint file", hint="is this a nerfhead run folder?")
+    f = path / "state.json"
     try:
-        state = json.loads((path / "state.json").read_text())
-        model = load_file(str(path / "model.safetensors"), device=str(device))
-        opt_t = load_file(str(path / "optimizer.safetensors"), device="cpu")
-    except (OSError, ValueError) as e:  # safetensors raises its own errors subclassing these or Exception
-        raise InputError(path, f"unreadable checkpoint ({e.__class__.__name__}: {e})") from None
-    optimizers = {}
-    for oname, skel in state["optimizers"].items():
-        prefix = skel.get("prefix", f"{oname}.")
-        sub = {k[len(prefix) :]: v for k, v in opt_t.items() if k.startswith(prefix)}
-        optimizers[oname] = _unflatten_optimizer(sub, skel)
+        state = json.loads(f.read_text())
+        f = path / "model.safetensors"
+        model = load_file(str(f), device=str(device))
+        f = path / "optimizer.safetensors"
+        opt_t = load_file(str(f), device="cpu")
+        f = path / "state.json"
+        optimizers = {}
+        for oname, skel in state["optimizers"].items():
+            prefix = skel.get("prefix", f"{oname}.")
+            sub = {k[len(prefix) :]: v for k, v in opt_t.items() if k.startswith(prefix)}
+            optimizers[oname] = _unflatten_optimizer(sub, skel)
+        step = int(state["step"])
+    except (OSError, ValueError, SafetensorError) as e:  # torn or foreign file (safetensors' own error type)
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise InputError(
+            f,
+            f"unreadable checkpoint file ({type(e).__name__}: {msg})",
+            hint="resume from another checkpoint",
+        ) from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InputError(f, f"not a nerfhead checkpoint state ({type(e).__name__}: {e})") from None
     return {
-        "step": int(state["step"]),
+        "step": step,
         "model": model,
         "optimizers": optimizers,
         "extra": state.get("extra", {}),

@@ -197,7 +197,12 @@ def fit(
     optimizers = task.make_optimizers()
     if existing is not None:
         data = load_checkpoint(existing)
-        task.load_state_tensors(data["model"])
+        try:
+            task.load_state_tensors(data["model"])
+        except (RuntimeError, KeyError) as e:  # another model's weights (unexpected keys, other shapes)
+            from nerfhead.engine.checkpoint import weights_mismatch
+
+            raise InputError(existing / "model.safetensors", weights_mismatch(e)) from None
         optimizers = task.make_optimizers()
         for k, o in optimizers.items():
             if k in data["optimizers"]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from nerfhead.atomic import atomic_path
+from nerfhead.errors import InputError
 
 
 def to_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -47,6 +48,7 @@ def write_video(
     import imageio_ffmpeg
 
     writer = None
+    stopped = False  # ffmpeg stopped reading frames (it failed to write: a full disk, a vanished folder)
     with atomic_path(path) as tmp:
         try:
             for frame in frames:
@@ -60,7 +62,7 @@ def write_video(
                         quality=quality,
                         codec="libx264",
                         macro_block_size=1,
-                        ffmpeg_log_level="error",
+                        ffmpeg_log_level="quiet",  # failures are answered by check_written_video
                         audio_path=None if audio_path is None else str(audio_path),
                         audio_codec=None if audio_path is None else "aac",
                         output_params=["-movflags", "+faststart"] + (["-preset", preset] if preset else []),
@@ -68,10 +70,43 @@ def write_video(
                     writer.send(None)
                 if w % 2 or h % 2:  # yuv420p needs even sizes: pad one black row / column
                     img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
-                writer.send(np.ascontiguousarray(img))
+                try:
+                    writer.send(np.ascontiguousarray(img))
+                except OSError as e:  # imageio-ffmpeg's broken-pipe IOError has no errno: say why below
+                    if e.errno is not None:
+                        raise
+                    stopped = True
+                    break
             if writer is None:
                 raise ValueError("write_video got no frames")
         finally:
             if writer is not None:
                 writer.close()
+        check_written_video(tmp, path, stopped)
     return Path(path)
+
+
+def check_written_video(tmp: Path, path: str | os.PathLike, stopped: bool = False) -> None:
+    """imageio-ffmpeg does not report ffmpeg's exit status: open what it wrote, so a failed write raises (and the
+    atomic write keeps the previous file) instead of replacing it with a broken video.
+
+    Raises:
+        OSError: ENOSPC when the disk is full.
+        InputError: any other failed write.
+    """
+    import errno
+
+    import av
+
+    try:
+        with av.open(str(tmp)) as c:
+            ok = not stopped and len(c.streams.video) > 0
+    except (av.FFmpegError, OSError):
+        ok = False
+    if ok:
+        return
+    if os.statvfs(tmp.parent).f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    raise InputError(
+        path, "ffmpeg could not write the video", hint="is the folder writable and the disk not full?"
+    )

@@ -119,7 +119,7 @@ def load_avatar(
     Raises:
         InputError: no avatar.json, no checkpoint, or an unreadable one.
     """
-    from nerfhead.engine.checkpoint import latest_checkpoint, load_checkpoint
+    from nerfhead.engine.checkpoint import latest_checkpoint, load_checkpoint, weights_mismatch
 
     spec = read_avatar_json(run_dir)
     if step is None:
@@ -133,6 +133,9 @@ def load_avatar(
     data = load_checkpoint(ckpt, device="cpu")
     tensors = {k[len(MODEL_PREFIX) :]: v for k, v in data["model"].items() if k.startswith(MODEL_PREFIX)}
     module = importlib.import_module(MODEL_KINDS[spec["kind"]])
-    model = module.from_checkpoint(spec, tensors, device)
+    try:
+        model = module.from_checkpoint(spec, tensors, device)
+    except (RuntimeError, KeyError) as e:  # weights of another model kind or size
+        raise InputError(ckpt / "model.safetensors", weights_mismatch(e, spec["kind"])) from None
     model.eval()
     return model

@@ -44,7 +44,8 @@ def evaluate_run(
         capture_path = spec.get("capture")
         if capture_path is None:
             raise InputError(run_dir / "avatar.json", "names no capture", hint="pass --capture")
-    capture = load_capture(capture_path)
+    outside = bool((spec.get("fit_settings") or {}).get("allow_outside_paths"))  # as the fit was allowed
+    capture = load_capture(capture_path, allow_outside_paths=outside)
     model = load_avatar(run_dir, device=device)
     other = spec.get("capture") is not None and _resolved(capture_path) != _resolved(spec["capture"])
     test = spec.get("test_cameras") or list(capture.test_cameras or ())
