@@ -1,12 +1,14 @@
+# pyright: reportMissingImports=false
 """The nerfstudio side of ``scripts/bench_peers.py``. Runs with the Python of the nerfstudio 1.1.5 environment that
 ``bench_peers.py`` builds (it imports nerfstudio, never nerfhead) and prints one JSON object.
 
     python _peers_nerfstudio.py fit --data CAPTURE/transforms_nerfstudio.json --out DIR --minutes 2 --threads 2
         nerfstudio's own Trainer with the stock ``nerfacto`` method config, changed only where the CPU needs it
         (machine.device_type cpu, mixed precision off, no viewer) and where the capture needs it (white
-        background; no evaluation or checkpoints inside the budget). The loop stops at the first step that starts
-        after ``--minutes`` of training; then every evaluation camera is rendered with the model's own
-        ``get_outputs_for_camera`` and saved to ``DIR/renders.npz`` (float32 [H, W, 3] per image file name).
+        background; no evaluation or checkpoints inside the budget). The step that ends after ``--minutes`` of
+        training is the last (as in nerfhead's trainer; nerfacto's 30000-step schedule is never reached); then
+        every evaluation camera is rendered with the model's own ``get_outputs_for_camera`` and saved to
+        ``DIR/renders.npz`` (float32 [H, W, 3] per image file name).
     python _peers_nerfstudio.py hash --points 262144 --threads 2
         forward and forward+backward throughput of nerfstudio's torch ``HashEncoding`` (the fallback without
         tiny-cuda-nn) at 16 levels x 2 features, 2^19 table, resolutions 16 to 2048.
@@ -36,16 +38,11 @@ class _NoLPIPS(torch.nn.Module):
         raise RuntimeError("LPIPS is disabled in this benchmark (its weights cannot be downloaded)")
 
 
-class _OutOfTime(Exception):
-    pass
-
-
 def fit(data: Path, out: Path, minutes: float, seed: int) -> dict:
-    import nerfstudio
-    import nerfstudio.models.nerfacto as nerfacto_module
+    import torchmetrics.image.lpip as lpip_module
     from nerfstudio.configs.method_configs import method_configs
 
-    nerfacto_module.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # type: ignore[attr-defined]
+    lpip_module.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # nerfacto imports it when the model is made
     config = method_configs["nerfacto"]
     config.machine.device_type = "cpu"
     config.machine.seed = seed
@@ -55,7 +52,6 @@ def fit(data: Path, out: Path, minutes: float, seed: int) -> dict:
     config.experiment_name = "nerfacto"
     config.timestamp = "run"
     config.relative_model_dir = Path("nerfstudio_models")
-    config.max_num_iterations = 10**9
     config.steps_per_eval_batch = 10**9
     config.steps_per_eval_image = 10**9
     config.steps_per_eval_all_images = 10**9
@@ -69,25 +65,25 @@ def fit(data: Path, out: Path, minutes: float, seed: int) -> dict:
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     budget = 60.0 * minutes
-    state = {"t0": None, "steps": 0}
+    state: dict = {"t0": None, "steps": 0, "end": None}
     train_iteration = trainer.train_iteration
 
     def timed_iteration(step: int):
-        now = time.perf_counter()
         if state["t0"] is None:
-            state["t0"] = now
-        elif now - state["t0"] >= budget:
-            raise _OutOfTime
+            state["t0"] = time.perf_counter()
         result = train_iteration(step)
         state["steps"] += 1
+        now = time.perf_counter()
+        if (
+            now - state["t0"] >= budget
+        ):  # like nerfhead's trainer: the step that crosses the budget is the last
+            trainer.stop_training = True
+            state["end"] = now
         return result
 
     trainer.train_iteration = timed_iteration  # type: ignore[method-assign]
-    try:
-        trainer.train()
-    except _OutOfTime:
-        pass
-    seconds = time.perf_counter() - state["t0"] if state["t0"] is not None else 0.0
+    trainer.train()  # stops at the budget, then saves its checkpoint (outside the timed loop)
+    seconds = (state["end"] or time.perf_counter()) - (state["t0"] or 0.0)
 
     pipeline = trainer.pipeline
     pipeline.eval()
@@ -104,7 +100,7 @@ def fit(data: Path, out: Path, minutes: float, seed: int) -> dict:
 
     np.savez(out / "renders.npz", **{f"r{i}": v for i, v in enumerate(renders.values())})
     return {
-        "nerfstudio": nerfstudio.__version__ if hasattr(nerfstudio, "__version__") else _version("nerfstudio"),
+        "nerfstudio": _version("nerfstudio"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "steps": state["steps"],

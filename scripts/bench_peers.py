@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "_peers_nerfstudio.py"
 NERFSTUDIO = "nerfstudio==1.1.5"
 NERFSTUDIO_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+sys.path.insert(0, str(REPO))  # nerfhead from this checkout, installed or not
 
 
 def peers_root() -> Path:
