@@ -188,6 +188,41 @@ def hash_ours(backend: str, n_points: int, threads: int, log: Path) -> dict[str,
     return run_json([sys.executable, "-c", code], log, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
+def markdown(out: dict[str, Any]) -> str:
+    """The tables of BENCHMARKS.md from the script's JSON."""
+    lines = []
+    if "nerf_vs_nerfacto" in out:
+        lines += [
+            "| budget | NeRF head: held-out PSNR / SSIM | steps | nerfacto: held-out PSNR / SSIM | steps | margin "
+            "| load avg (ours, nerfacto) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in out["nerf_vs_nerfacto"]:
+            o, n = row["nerfhead_nerf"], row["nerfacto"]
+            lines.append(
+                f"| {row['minutes']:g} min | {o['psnr']:.2f} dB / {o['ssim']:.3f} | {o['steps']} "
+                f"| {n['psnr']:.2f} dB / {n['ssim']:.3f} | {n['steps']} | {row['margin_db']:+.2f} dB "
+                f"| {o['load_before'][0]:.2f}, {n['load_before'][0]:.2f} |"
+            )
+    if "hash_encoding" in out:
+        names = {"cpu": "nerfhead C++ CPU kernel", "torch": "nerfhead torch twin"}
+        names["nerfstudio_torch"] = "nerfstudio HashEncoding (torch)"
+        lines += [
+            "",
+            "| hash encoding, 2^18 points | forward (M points/s) | forward+backward (M points/s) "
+            "| vs nerfstudio: forward | forward+backward |",
+            "|---|---|---|---|---|",
+        ]
+        for k, r in out["hash_encoding"].items():
+            sp = r["speedup_vs_nerfstudio"]
+            lines.append(
+                f"| {names.get(k, k)} | {r['forward_points_per_s'] / 1e6:.2f} "
+                f"| {r['forward_backward_points_per_s'] / 1e6:.2f} | {sp['forward_points_per_s']:.1f}x "
+                f"| {sp['forward_backward_points_per_s']:.1f}x |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=float, nargs="+", default=[2.0, 5.0, 10.0], help="minutes per fit")
@@ -198,7 +233,13 @@ def main() -> None:
     ap.add_argument("--skip-hash", action="store_true", help="only the fits")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default <cache>/peers/runs)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument(
+        "--table", type=Path, default=None, help="print the markdown tables of a JSON written before"
+    )
     a = ap.parse_args()
+    if a.table is not None:
+        print(markdown(json.loads(a.table.read_text())))
+        return
     import torch
 
     root = peers_root()

@@ -67,3 +67,23 @@ def test_heldout_psnr_uses_our_metric_on_the_heldout_images(capture_dir: Path) -
     assert bench_peers.heldout_psnr(capture_dir, {path: wrong.numpy()})["psnr"] < 15.0
     with pytest.raises(KeyError):  # a missing held-out render is an error, not a skipped frame
         bench_peers.heldout_psnr(capture_dir, {str(capture.frames[other].image_path): gt.numpy()})
+
+
+def test_markdown_tables_carry_the_measured_numbers() -> None:
+    run = {"psnr": 30.126, "ssim": 0.9512, "steps": 800, "load_before": [1.5, 1.0, 1.0]}
+    peer = {"psnr": 18.0, "ssim": 0.8, "steps": 12, "load_before": [2.25, 1.0, 1.0]}
+    rate = {"forward_points_per_s": 3.0e6, "forward_backward_points_per_s": 1.0e6}
+    out = {
+        "nerf_vs_nerfacto": [{"minutes": 1.0, "nerfhead_nerf": run, "nerfacto": peer, "margin_db": 12.126}],
+        "hash_encoding": {
+            "cpu": {
+                **rate,
+                "speedup_vs_nerfstudio": {"forward_points_per_s": 6.0, "forward_backward_points_per_s": 5.0},
+            },
+        },
+    }
+    text = bench_peers.markdown(out)
+    assert "| 1 min | 30.13 dB / 0.951 | 800 | 18.00 dB / 0.800 | 12 | +12.13 dB | 1.50, 2.25 |" in text
+    assert "| nerfhead C++ CPU kernel | 3.00 | 1.00 | 6.0x | 5.0x |" in text
+    with pytest.raises(KeyError):  # a row without its peer is not a table row
+        bench_peers.markdown({"nerf_vs_nerfacto": [{"minutes": 1.0, "nerfhead_nerf": run}]})
