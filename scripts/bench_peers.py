@@ -12,7 +12,8 @@
    cameras come back as arrays.
 2. **Hash encoding vs nerfstudio's torch HashEncoding** (what nerfstudio runs without tiny-cuda-nn): forward and
    forward+backward points/s at 2^18 points, 16 levels x 2 features, 2^19 table, resolutions 16 to 2048, for our
-   compiled C++ kernel, our torch twin and nerfstudio's module, each in its own process, one after the other.
+   compiled C++ kernel, our torch twin and nerfstudio's module, each in its own process, one after the other
+   (this part runs first; the JSON is rewritten after every job, so a run cut off keeps what it measured).
 
 nerfstudio pins numpy<2, viser 0.2.7 and gsplat 1.4.0, so it never enters nerfhead's environment: on first use the
 script builds ``<cache>/peers/nerfstudio-1.1.5/`` (``<cache>`` is ``$NERFHEAD_CACHE`` or ``scenes/cache``) with
@@ -188,6 +189,12 @@ def hash_ours(backend: str, n_points: int, threads: int, log: Path) -> dict[str,
     return run_json([sys.executable, "-c", code], log, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
+def save(out: dict[str, Any], path: Path | None) -> None:
+    """Write what is measured so far (the script writes after every job, so a cut-off run keeps its rows)."""
+    if path is not None:
+        path.write_text(json.dumps(out, indent=2) + "\n")
+
+
 def markdown(out: dict[str, Any]) -> str:
     """The tables of BENCHMARKS.md from the script's JSON."""
     lines = []
@@ -253,26 +260,6 @@ def main() -> None:
         "threads": a.threads,
         "log": str(log),
     }
-    if not a.skip_fits:
-        cap, ns_json = make_capture(root, log)
-        out["capture"] = {"path": str(cap), "rig": "nersemble16", "timesteps": 1, "res": 128}
-        rows = []
-        for minutes in a.budgets:
-            row: dict[str, Any] = {"minutes": minutes}
-            for name in ("nerfhead_nerf", "nerfacto"):
-                run = work / f"{name}_{minutes:g}min"
-                with cpu_lock(a.lock):
-                    before = load()
-                    if name == "nerfacto":
-                        r = fit_nerfacto(ns_py, ns_json, cap, run, minutes, a.threads, log)
-                    else:
-                        r = fit_ours(cap, run, minutes, a.threads, log)
-                    r["load_before"], r["load_after"] = before, load()
-                row[name] = r
-                print(f"{minutes:g} min {name}: {r['psnr']:.2f} dB, {r['steps']} steps", file=sys.stderr)
-            row["margin_db"] = row["nerfhead_nerf"]["psnr"] - row["nerfacto"]["psnr"]
-            rows.append(row)
-        out["nerf_vs_nerfacto"] = rows
     if not a.skip_hash:
         hg: dict[str, Any] = {}
         for name in ("cpu", "torch", "nerfstudio_torch"):
@@ -292,10 +279,29 @@ def main() -> None:
                 k: r[k] / base[k] for k in ("forward_points_per_s", "forward_backward_points_per_s")
             }
         out["hash_encoding"] = hg
-    text = json.dumps(out, indent=2)
-    if a.json_out is not None:
-        a.json_out.write_text(text + "\n")
-    print(text)
+        save(out, a.json_out)
+    if not a.skip_fits:
+        cap, ns_json = make_capture(root, log)
+        out["capture"] = {"path": str(cap), "rig": "nersemble16", "timesteps": 1, "res": 128}
+        rows = []
+        for minutes in a.budgets:
+            row: dict[str, Any] = {"minutes": minutes}
+            for name in ("nerfhead_nerf", "nerfacto"):
+                run = work / f"{name}_{minutes:g}min"
+                with cpu_lock(a.lock):
+                    before = load()
+                    if name == "nerfacto":
+                        r = fit_nerfacto(ns_py, ns_json, cap, run, minutes, a.threads, log)
+                    else:
+                        r = fit_ours(cap, run, minutes, a.threads, log)
+                    r["load_before"], r["load_after"] = before, load()
+                row[name] = r
+                print(f"{minutes:g} min {name}: {r['psnr']:.2f} dB, {r['steps']} steps", file=sys.stderr)
+            row["margin_db"] = row["nerfhead_nerf"]["psnr"] - row["nerfacto"]["psnr"]
+            rows.append(row)
+            out["nerf_vs_nerfacto"] = rows
+            save(out, a.json_out)
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
