@@ -216,15 +216,15 @@ def markdown(out: dict[str, Any]) -> str:
         names["nerfstudio_torch"] = "nerfstudio HashEncoding (torch)"
         lines += [
             "",
-            "| hash encoding, 2^18 points | forward (M points/s) | forward+backward (M points/s) "
+            "| hash encoding, 2^18 points | forward (k points/s) | forward+backward (k points/s) "
             "| vs nerfstudio: forward | forward+backward |",
             "|---|---|---|---|---|",
         ]
         for k, r in out["hash_encoding"].items():
             sp = r["speedup_vs_nerfstudio"]
             lines.append(
-                f"| {names.get(k, k)} | {r['forward_points_per_s'] / 1e6:.2f} "
-                f"| {r['forward_backward_points_per_s'] / 1e6:.2f} | {sp['forward_points_per_s']:.1f}x "
+                f"| {names.get(k, k)} | {r['forward_points_per_s'] / 1e3:.1f} "
+                f"| {r['forward_backward_points_per_s'] / 1e3:.1f} | {sp['forward_points_per_s']:.1f}x "
                 f"| {sp['forward_backward_points_per_s']:.1f}x |"
             )
     return "\n".join(lines)

@@ -84,6 +84,6 @@ def test_markdown_tables_carry_the_measured_numbers() -> None:
     }
     text = bench_peers.markdown(out)
     assert "| 1 min | 30.13 dB / 0.951 | 800 | 18.00 dB / 0.800 | 12 | +12.13 dB | 1.50, 2.25 |" in text
-    assert "| nerfhead C++ CPU kernel | 3.00 | 1.00 | 6.0x | 5.0x |" in text
+    assert "| nerfhead C++ CPU kernel | 3000.0 | 1000.0 | 6.0x | 5.0x |" in text
     with pytest.raises(KeyError):  # a row without its peer is not a table row
         bench_peers.markdown({"nerf_vs_nerfacto": [{"minutes": 1.0, "nerfhead_nerf": run}]})
