@@ -183,15 +183,41 @@ class SplatHead(nn.Module):
         """[F, 3] int64 triangles of the ICT mesh."""
         return self.ict.faces
 
+    def _cached(self, name: str, sources: tuple[Tensor, ...], build: Any) -> Any:
+        """``build()``, computed once and kept until one of ``sources`` is replaced (a new tensor object, e.g. by
+        densification) or modified in place (its version counter moves: an optimiser step, ``load_state_dict``)
+        or moves device. The cache holds the sources themselves (no address reuse) and builds outside inference
+        mode with no autograd, so what it keeps is usable by training as well as by the viewer."""
+        key = tuple((t, t._version, t.device) for t in sources)
+        cache = self.__dict__.get(name)
+        if (
+            cache is None
+            or len(cache[0]) != len(key)
+            or any(
+                a is not b or va != vb or da != db
+                for (a, va, da), (b, vb, db) in zip(cache[0], key, strict=True)
+            )
+        ):
+            with torch.inference_mode(False), torch.no_grad():
+                cache = (key, build())
+            self.__dict__[name] = cache
+        return cache[1]
+
     def _canonical_frames(self) -> TriangleFrames:
         """Frames of every triangle of the neutral mesh (cached until ``neutral`` changes or moves)."""
-        key = (self.neutral.data_ptr(), self.neutral._version, self.neutral.device)
-        cache = self.__dict__.get("_canonical_cache")
-        if cache is None or cache[0] != key:
-            with torch.no_grad():
-                cache = (key, triangle_frames(self.neutral[None], self.faces))
-            self.__dict__["_canonical_cache"] = cache
-        return cache[1]
+        return self._cached(
+            "_canonical_cache", (self.neutral,), lambda: triangle_frames(self.neutral[None], self.faces)
+        )
+
+    def _bindings(self) -> tuple[Tensor, Tensor]:
+        """(faces [U, 3] of the U triangles that carry Gaussians, index [N] of each Gaussian into them), cached
+        until the binding changes."""
+
+        def build() -> tuple[Tensor, Tensor]:
+            used, index = torch.unique(self.splats.binding, return_inverse=True)
+            return self.faces.to(used.device)[used], index
+
+        return self._cached("_binding_cache", (self.splats.binding,), build)
 
     def _bound_frames(self, vertices: Tensor) -> tuple[TriangleFrames, Tensor]:
         """Frames of the triangles that carry Gaussians only, and each Gaussian's index into them.
@@ -202,8 +228,16 @@ class SplatHead(nn.Module):
         Returns:
             (frames [T, U, ...] of the U bound triangles, index [N] into them).
         """
-        used, index = torch.unique(self.splats.binding, return_inverse=True)
-        return triangle_frames(vertices, self.faces[used]), index
+        faces, index = self._bindings()
+        return triangle_frames(vertices, faces), index
+
+    def _deform_input(self) -> Tensor:
+        """[N, 3] the deformation network's input (canonical Gaussian positions in the unit box; detached),
+        cached until the neutral, the binding or the local means change."""
+        sources = (self.neutral, self.splats.binding, self.splats.params["means"])
+        return self._cached(
+            "_deform_input_cache", sources, lambda: self._unit_box(self.canonical_positions()[0])
+        )
 
     @torch.no_grad()
     def _spread_on_triangles(self, n: int) -> None:
@@ -242,8 +276,11 @@ class SplatHead(nn.Module):
         pad = 0.05 * (hi - lo)
         return (positions - (lo - pad)) / (hi - lo + 2 * pad)
 
-    def gaussians(self, drive: Drive) -> tuple[WorldGaussians, Tensor, Tensor, Tensor | None]:
-        """World-space Gaussians for every drive timestep.
+    def gaussians(
+        self, drive: Drive, sh_degree: int | None = None
+    ) -> tuple[WorldGaussians, Tensor, Tensor, Tensor | None]:
+        """World-space Gaussians for every drive timestep; ``sh_degree`` limits the SH coefficients returned (and
+        computed) to that degree (default: all stored).
 
         Returns:
             (WorldGaussians with [T, N, ...] tensors, opacities [N] in (0, 1), SH coefficients [T, N, K, 3],
@@ -256,26 +293,35 @@ class SplatHead(nn.Module):
         sh0 = sp["sh0"]
         offset = None
         if self.deform is not None:
-            pos, _ = self.canonical_positions()
             d = drive.to(self.neutral.device, torch.float32)
-            offset, rgb = self.deform(self._unit_box(pos), d.expression, d.rotation)
+            offset, rgb = self.deform(self._deform_input(), d.expression, d.rotation)
             means = means[None] + offset  # [T, N, 3]
             sh0 = sh0[None] + (rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
         else:
             sh0 = sh0[None].expand(len(drive), -1, -1, -1)
         world = bind_to_world(frames, index, means, sp["quats"], sp["scales"])
-        sh = torch.cat([sh0, sp["shN"][None].expand(sh0.shape[0], -1, -1, -1)], dim=2)
+        degree = self.cfg.sh_degree if sh_degree is None else max(0, min(int(sh_degree), self.cfg.sh_degree))
+        n_rest = (degree + 1) ** 2 - 1
+        if n_rest == 0:
+            sh = sh0
+        else:
+            sh = torch.cat([sh0, sp["shN"][None, :, :n_rest].expand(sh0.shape[0], -1, -1, -1)], dim=2)
         return world, torch.sigmoid(sp["opacities"]), sh, offset
 
     @torch.no_grad()
-    def world_splats(self, drive: Drive) -> dict[str, Tensor]:
+    def world_splats(self, drive: Drive, sh_degree: int | None = None) -> dict[str, Tensor]:
         """Static world-space Gaussians of each drive timestep, pre-activation (the 3DGS PLY's values).
+
+        What does not depend on the drive (the bound triangles, the canonical frames, the deformation network's
+        input) is cached and rebuilt when the parameters change (e.g. during a live fit), so a pose costs the
+        mesh, the frames of the bound triangles, the network and the binding. ``sh_degree`` limits the SH
+        coefficients returned (0: the browser's view-independent colour only; default: all stored).
 
         Returns:
             ``means`` [T, N, 3], ``quats`` [T, N, 4] (unit, w, x, y, z), ``log_scales`` [T, N, 3],
-            ``opacity_logits`` [N], ``sh`` [T, N, K, 3] (deformation colour residual included).
+            ``opacity_logits`` [N], ``sh`` [T, N, K, 3] (deformation colour residual included; K = (d + 1)^2).
         """
-        world, _, sh, _ = self.gaussians(drive)
+        world, _, sh, _ = self.gaussians(drive, sh_degree)
         return {
             "means": world.means,
             "quats": world.quats,

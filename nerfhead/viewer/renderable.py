@@ -145,7 +145,7 @@ class AvatarRenderable:
     def _gaussians_at(self, drive: Drive) -> BrowserSplats:
         """Activated world Gaussians of timestep 0 of ``drive`` (uses the avatar's ``world_splats``)."""
         with torch.inference_mode():
-            s = self.avatar.world_splats(drive[0].to(self.device, torch.float32))
+            s = self.avatar.world_splats(drive[0].to(self.device, torch.float32), sh_degree=0)
         R = quaternion_to_matrix(s["quats"][0].float())
         S2 = torch.exp(2 * s["log_scales"][0].float())
         cov = R @ (S2[..., None] * R.transpose(-1, -2))

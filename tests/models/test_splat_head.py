@@ -273,3 +273,75 @@ def test_cuda_fit_densifies(tmp_path):
     assert res.step == 10 and res.nan_restores == 0
     assert len(task.model.splats) > n0  # grew from gsplat's screen-space gradients
     assert task.model.splats["means"].is_cuda and task.model.splats.binding.is_cuda
+
+
+# ------------------------------------------------------------------------------------ cached pose step
+def _uncached_world_splats(m: SplatHead, drive: Drive) -> dict[str, torch.Tensor]:
+    """The pose step computed from scratch (no cache): what ``world_splats`` computed before it cached."""
+    from nerfhead.splats.gaussians import SH_C0
+
+    sp = m.splats
+    with torch.no_grad():
+        verts = m.posed_vertices(drive)
+        used, index = torch.unique(sp.binding, return_inverse=True)
+        frames = triangle_frames(verts, m.faces[used])
+        cfr = triangle_frames(m.neutral[None], m.faces).select(sp.binding)
+        k = cfr.scale[0]
+        pos = (cfr.rotation[0] @ (k[:, None] * sp["means"])[..., None])[..., 0] + cfr.centroid[0]
+        d = drive.to(m.neutral.device, torch.float32)
+        assert m.deform is not None
+        offset, rgb = m.deform(m._unit_box(pos), d.expression, d.rotation)
+        sh0 = sp["sh0"][None] + (rgb / SH_C0)[:, :, None, :]
+        world = bind_to_world(frames, index, sp["means"][None] + offset, sp["quats"], sp["scales"])
+        sh = torch.cat([sh0, sp["shN"][None].expand(sh0.shape[0], -1, -1, -1)], dim=2)
+    return {"means": world.means, "quats": world.quats, "log_scales": torch.log(world.scales), "sh": sh}
+
+
+def _assert_same_splats(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    for k, w in want.items():
+        g = got[k]
+        if k == "sh":
+            w = w[:, :, : g.shape[2]]
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6, msg=k)
+
+
+def test_cached_pose_step_matches_uncached_and_follows_parameter_changes():
+    torch.manual_seed(0)
+    m = SplatHead(tiny_head_config())
+    assert m.deform is not None
+    with torch.no_grad():  # a deformation network and SH that do something
+        for p in m.deform.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        m.splats.params["shN"].add_(0.1 * torch.randn_like(m.splats.params["shN"]))
+    drive = tiny_drive(2)
+    with torch.inference_mode():  # as the viewer calls it
+        first = m.world_splats(drive)
+        again = m.world_splats(drive[1])
+        dc = m.world_splats(drive, sh_degree=0)
+    want = _uncached_world_splats(m, drive)
+    assert float((want["means"] - want["means"][:, :1]).abs().max()) > 0
+    _assert_same_splats(first, want)
+    _assert_same_splats(again, {k: v[1:] for k, v in want.items()})
+    _assert_same_splats(dc, want)
+    assert dc["sh"].shape[2] == 1 and first["sh"].shape[2] == 4
+
+    # A training step after an inference-mode pose: the caches are usable by autograd, and an optimiser step
+    # (in place) or a densification (new tensors, new binding) invalidates them.
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    world, opac, sh, _ = m.gaussians(drive)
+    (world.means.square().sum() + sh.square().sum() + opac.sum()).backward()
+    opt.step()
+    assert m.splats.params["means"].grad is not None
+    _assert_same_splats(m.world_splats(drive), _uncached_world_splats(m, drive))
+    remove(m.splats, {}, {}, torch.arange(len(m.splats)) % 3 == 0)
+    _assert_same_splats(m.world_splats(drive), _uncached_world_splats(m, drive))
+
+    # The renders are the same with a cache built earlier and with none.
+    cams = tiny_cameras(24, 2)
+    with torch.inference_mode():
+        cached = m.render(cams, drive)
+        for name in ("_canonical_cache", "_binding_cache", "_deform_input_cache"):
+            m.__dict__.pop(name, None)
+        fresh = m.render(cams, drive)
+    torch.testing.assert_close(cached.rgb, fresh.rgb, atol=0, rtol=0)
+    torch.testing.assert_close(cached.alpha, fresh.alpha, atol=0, rtol=0)
