@@ -155,7 +155,10 @@ def test_surface_occupancy_covers_the_head(rig_capture):
     frac = float(task.prior.float().mean())
     assert 0.1 < frac < 0.9, frac  # the head's shell, not the whole box
     hw = task.h * task.w
-    on = torch.nonzero(task.masks.float().reshape(-1) > 0.5).squeeze(-1)  # type: ignore[union-attr]
+    masks = [task.store.mask(i) for i in task.frames]  # uint8 [H, W] from the frame store
+    assert all(m is not None for m in masks)
+    mask = torch.stack([torch.from_numpy(m.copy()) for m in masks if m is not None]).float() / 255.0
+    on = torch.nonzero(mask.reshape(-1) > 0.5).squeeze(-1)
     f, p = on // hw, on % hw
     pix = torch.stack([(p % task.w).float() + 0.5, (p // task.w).float() + 0.5], -1)
     t = task.frame_time[f]
