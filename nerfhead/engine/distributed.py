@@ -56,17 +56,19 @@ class Dist:
 
         return step_generator(int(seed) + 1_000_033 * self.rank, step, device)
 
+    @property
+    def comm_device(self) -> torch.device:
+        """Where collectives run: this rank's GPU for NCCL (set by :func:`init_from_env`), the CPU for gloo."""
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
     def all_reduce_sum(self, *tensors: Tensor) -> None:
         """Sum ``tensors`` over the ranks, in place (one call for all of them)."""
         if not self.active or not tensors:
             return
         import torch.distributed as tdist
 
-        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
-        if self.backend == "nccl":
-            flat = flat.cuda()
+        flat = torch.cat([t.detach().reshape(-1).to(self.comm_device, torch.float64) for t in tensors])
         tdist.all_reduce(flat)
-        flat = flat.cpu() if self.backend == "nccl" else flat
         i = 0
         for t in tensors:
             n = t.numel()
@@ -92,9 +94,7 @@ class Dist:
         import torch.distributed as tdist
 
         for t in tensors:
-            buf = t.detach().contiguous()
-            if self.backend == "nccl" and not buf.is_cuda:
-                buf = buf.cuda()
+            buf = t.detach().contiguous().to(self.comm_device)
             tdist.broadcast(buf, src=0)
             if buf is not t:
                 t.copy_(buf)
