@@ -81,7 +81,7 @@ def time_render(model: Any, cams: Cameras, drive: Drive, device: torch.device, r
 
 def bench_run(run: Path, res: int, ref_res: int, repeats: int, ref_repeats: int, device: str) -> dict:
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    model = load_avatar(run, device=dev)
+    model: Any = load_avatar(run, device=dev)  # an nn.Module (both heads are)
     drive_path = run / "drive.npz"
     drive = Drive.load_npz(drive_path) if drive_path.is_file() else Drive.neutral(1)
     drive = drive[len(drive) // 2 : len(drive) // 2 + 1].to(dev, torch.float32)

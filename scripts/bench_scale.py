@@ -135,9 +135,9 @@ def _child_train(capture: str, model: str, steps: int) -> None:
 
     from nerfhead.data.framestore import FrameStore
     from nerfhead.data.loaders import load_capture
-    from nerfhead.engine.config import preset, replace_nested
+    from nerfhead.engine.config import replace_nested
     from nerfhead.engine.trainer import fit
-    from nerfhead.models import nerf_train, splat_train
+    from nerfhead.models.registry import get
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -146,11 +146,10 @@ def _child_train(capture: str, model: str, steps: int) -> None:
     FrameStore.open(cap)
     t2 = time.perf_counter()
     cfg = replace_nested(
-        preset(model, "fast"),
+        get(model).preset("fast"),
         **{"trainer.steps": steps, "trainer.checkpoint_every": 0, "trainer.tensorboard": False},
     )
-    module = splat_train if model == "splat" else nerf_train
-    task = module.make_task(cap, cfg, "cpu")
+    task = get(model).make_task(cap, cfg, "cpu")
     t3 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         r = fit(task, d, cfg.trainer)

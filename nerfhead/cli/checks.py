@@ -213,6 +213,7 @@ def check_fit_out(out: Path, model: str, resume: bool) -> dict[str, Any]:
     """
     from nerfhead.engine.checkpoint import latest_checkpoint, load_checkpoint
     from nerfhead.models.avatar import read_avatar_json
+    from nerfhead.models.registry import by_kind
 
     check_out_dir(out, "--out")
     ckpt = latest_checkpoint(out) if out.is_dir() else None
@@ -226,7 +227,8 @@ def check_fit_out(out: Path, model: str, resume: bool) -> dict[str, Any]:
         raise InputError(out, "has no checkpoint to resume from", hint="start the fit without --resume")
     spec = read_avatar_json(out)
     saved = dict(spec.get("fit_settings") or {})
-    run_model = saved.get("model") or str(spec["kind"]).split("_")[0]
+    run_kind = by_kind(str(spec["kind"]))
+    run_model = saved.get("model") or (run_kind.name if run_kind is not None else str(spec["kind"]))
     if run_model != model:
         raise InputError(
             "--model", f"{out} is a {run_model} run, not {model}", hint=f"use --model {run_model}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import tyro
 
@@ -87,20 +87,19 @@ def run_fit(
     is locked for the whole call, and a resume reuses the run's saved settings (preset, device, threads,
     outside capture paths) unless given again.
     """
-    import importlib
-
     import torch
 
     from nerfhead.cli.checks import check_fit_out, check_overrides, check_resume_weights, fit_settings
     from nerfhead.data.loaders import load_capture
     from nerfhead.engine.checkpoint import atomic_write_json, trim_log
-    from nerfhead.engine.config import TRAIN_MODULES, from_dict, replace_nested
-    from nerfhead.engine.config import preset as get_preset
+    from nerfhead.engine.config import from_dict, replace_nested
     from nerfhead.engine.distributed import init_from_env, shutdown
     from nerfhead.engine.trainer import fit
     from nerfhead.errors import InputError
     from nerfhead.models.avatar import read_avatar_json
+    from nerfhead.models.registry import get
 
+    kind = get(model)  # an unknown --model fails here, before anything is read
     saved = check_fit_out(out, model, resume)  # the run's saved settings on resume, else {}
     preset = saved.get("preset", preset)
     dev = resolve_device(saved.get("device", device) if device == "auto" else device)
@@ -120,15 +119,9 @@ def run_fit(
         raise InputError(capture, "the capture has no drive", hint="track it first (nerfhead track)")
     cap.check_files(decode=4)  # every header, a few decoded: a bad image fails now, not at its first step
     if resume and (out / "avatar.json").is_file():
-        if model not in TRAIN_MODULES:
-            raise InputError("--model", f"unknown model {model!r}")
-        module = importlib.import_module(TRAIN_MODULES[model])
-        cfg = from_dict(
-            module.FitConfig, read_avatar_json(out).get("fit", {}), where=str(out / "avatar.json")
-        )
+        cfg = from_dict(kind.fit_config, read_avatar_json(out).get("fit", {}), where=str(out / "avatar.json"))
     else:
-        cfg = get_preset(model, preset)
-        module = importlib.import_module(TRAIN_MODULES[model])
+        cfg = kind.preset(preset)
     changes: dict[str, Any] = {"trainer.progress": progress, **(overrides or {})}
     if steps is not None:
         changes["trainer.steps"] = steps
@@ -142,7 +135,7 @@ def run_fit(
     except (AttributeError, TypeError) as e:
         raise InputError("--set", f"bad config override ({e})") from None
     torch.manual_seed(cfg.trainer.seed)  # initialisation (hash tables, MLPs) is seeded too
-    task = module.make_task(cap, cfg, dev)
+    task = kind.make_task(cap, cfg, dev)
     check_resume_weights(saved, task.state_tensors())
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +252,7 @@ def _serve_until_interrupted(url: str) -> None:
 def main(
     capture: Annotated[Path, tyro.conf.Positional],
     out: Path = Path("runs/avatar"),
-    model: Literal["splat", "nerf"] = "splat",
+    model: str = "splat",
     preset: str = "default",
     resume: bool = False,
     steps: int | None = None,
@@ -281,7 +274,8 @@ def main(
     Args:
         capture: capture folder (nerfhead/nerfstudio transforms.json or NeRSemble) with a drive.
         out: run folder.
-        model: splat (Gaussians bound to the ICT mesh) or nerf (deformation field + hash ensemble).
+        model: a registered model (nerfhead.models.registry): splat (Gaussians bound to the ICT mesh) or nerf
+            (deformation field + hash ensemble).
         preset: named settings: default (a CPU budget: the splat head stops after 7.5 minutes, the NeRF head
             after 11; enough for a 128x128 rig capture or a tracked 360x288 video), fast (smoke test), quality
             (long GPU schedule). A one-camera capture holds out 20% of its timesteps in three blocks inside

@@ -1,8 +1,7 @@
-"""Configuration plumbing: the trainer's config, dataclass <-> JSON, and presets by name.
+"""Configuration plumbing: the trainer's config and dataclass <-> JSON.
 
-Configs are frozen dataclasses whose attribute docstrings become ``--help``. Each model's training module
-(``nerfhead.models.<kind>_train``) exposes ``PRESETS: dict[str, Callable[[], Config]]``; :func:`preset` looks a
-preset up by model and name.
+Configs are frozen dataclasses whose attribute docstrings become ``--help``. The engine knows no model: each
+model's fit config and presets are in its :class:`nerfhead.models.registry.ModelKind`.
 
 >>> cfg = from_dict(TrainerConfig, {"steps": 10})
 >>> cfg.steps, to_dict(cfg)["seed"]
@@ -12,7 +11,6 @@ preset up by model and name.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import types
 import typing
 from dataclasses import dataclass
@@ -21,12 +19,6 @@ from typing import Any, TypeVar
 from nerfhead.errors import InputError
 
 T = TypeVar("T")
-
-TRAIN_MODULES: dict[str, str] = {
-    "splat": "nerfhead.models.splat_train",
-    "nerf": "nerfhead.models.nerf_train",
-}
-"""Model name on the command line → module holding its fit config, ``PRESETS`` and training task."""
 
 
 @dataclass(frozen=True)
@@ -118,23 +110,3 @@ def replace_nested(cfg: T, **changes: Any) -> T:
     for head, sub in nested.items():
         direct[head] = replace_nested(getattr(cfg, head), **sub)
     return dataclasses.replace(cfg, **direct)  # type: ignore[type-var]
-
-
-def preset(model: str, name: str = "default") -> Any:
-    """The fit config preset ``name`` of ``model`` (``"splat"``, ``"nerf"``).
-
-    Raises:
-        InputError: unknown model or preset.
-    """
-    if model not in TRAIN_MODULES:
-        raise InputError("--model", f"unknown model {model!r}", hint=f"known: {', '.join(TRAIN_MODULES)}")
-    try:
-        module = importlib.import_module(TRAIN_MODULES[model])
-    except ModuleNotFoundError as e:
-        raise InputError("--model", f"model {model!r} is not available ({e})") from None
-    presets = module.PRESETS
-    if name not in presets:
-        raise InputError(
-            "--preset", f"unknown preset {name!r} for {model}", hint=f"known: {', '.join(presets)}"
-        )
-    return presets[name]()

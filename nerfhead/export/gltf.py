@@ -102,10 +102,9 @@ def rigged_head(model: Any) -> RiggedHead:
     Raises:
         InputError: an avatar without a parametric mesh (the nerf head).
     """
-    if not (hasattr(model, "ict") and hasattr(model, "neutral") and hasattr(model, "splats")):
-        raise InputError(
-            "RUN", "this avatar has no parametric head mesh", hint="glTF export needs a splat head run"
-        )
+    from nerfhead.models.registry import PARAMETRIC_MESH, require
+
+    require(model, PARAMETRIC_MESH, "RUN", "parametric head mesh", hint="glTF export needs a splat head run")
     ict = model.ict
     faces = ict.faces[ict.render_face_mask].cpu().numpy()
     used, inverse = np.unique(faces, return_inverse=True)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -233,9 +233,11 @@ def export_run_mesh(
 ) -> Path:
     """Mesh of a trained head (a nerf head or splat head run folder) at one drive frame, written as obj/ply/glb.
 
-    A nerf head is meshed by marching cubes on its density (:func:`nerf_head_mesh`); a splat head by fusing
-    depth renders from ``views`` cameras around it (:func:`splat_head_mesh`; ``threshold`` does not apply, and
-    the mesh is always in the world frame of the frame's pose unless ``world`` is False).
+    The avatar's capabilities (:mod:`nerfhead.models.registry`) choose the method: a density field (the nerf
+    head) is meshed by marching cubes on its density (:func:`nerf_head_mesh`); Gaussians (the splat head) by
+    fusing depth renders from ``views`` cameras around them (:func:`splat_head_mesh`; ``threshold`` does not
+    apply, and the mesh is always in the world frame of the frame's pose unless ``world`` is False). A model
+    with neither is refused.
 
     Args:
         run: run folder written by ``nerfhead fit``.
@@ -248,16 +250,20 @@ def export_run_mesh(
         views: depth maps fused (splat head).
 
     Raises:
-        InputError: not a nerf or splat head run, no drive, or a frame outside the drive.
+        InputError: an avatar with neither a density field nor Gaussians, no drive, or a frame outside the drive.
     """
     from nerfhead.data.drive import Drive
-    from nerfhead.models import nerf_head, splat_head
     from nerfhead.models.avatar import load_avatar, read_avatar_json
+    from nerfhead.models.registry import DENSITY_FIELD, GAUSSIANS, by_kind
 
     run = Path(run)
-    spec = read_avatar_json(run)
-    if spec["kind"] not in (nerf_head.KIND, splat_head.KIND):
-        raise InputError(run, f"holds a {spec['kind']}, which has no mesh export")
+    kind = by_kind(read_avatar_json(run)["kind"])
+    caps = kind.capabilities if kind is not None else frozenset()
+    if DENSITY_FIELD not in caps and GAUSSIANS not in caps:
+        name = kind.name if kind is not None else "?"
+        raise InputError(
+            run, f"holds a {name} avatar, which has no mesh export (no density field or Gaussians)"
+        )
     dpath = Path(drive_path) if drive_path is not None else run / "drive.npz"
     if not dpath.is_file():
         raise InputError(dpath, "drive not found")
@@ -266,10 +272,10 @@ def export_run_mesh(
         raise InputError("--frame", f"must be in [0, {len(drive) - 1}], got {frame}")
     if resolution < 8:
         raise InputError("--resolution", f"must be at least 8, got {resolution}")
-    model = load_avatar(run)
-    if spec["kind"] == nerf_head.KIND:
+    model: Any = load_avatar(run)
+    if DENSITY_FIELD in caps:  # an iso-surface of the density
         mesh = nerf_head_mesh(model, drive, frame, resolution, threshold, world)
-    else:
+    else:  # Gaussians: fused depth maps
         if views < 1:
             raise InputError("--views", f"must be at least 1, got {views}")
         mesh = splat_head_mesh(model, drive, frame, resolution, views)

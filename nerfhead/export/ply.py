@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -241,14 +242,12 @@ def export_run_ply(
 
     from nerfhead.data.drive import Drive
     from nerfhead.models.avatar import load_avatar
+    from nerfhead.models.registry import GAUSSIANS, require
 
     run_dir = Path(run_dir)
     drive = Drive.load_npz(drive_path if drive_path is not None else run_dir / "drive.npz")
-    model = load_avatar(run_dir)
-    if not hasattr(model, "world_splats"):
-        raise InputError(
-            run_dir, "this avatar has no Gaussians to export", hint="PLY export needs a splat head"
-        )
+    model: Any = load_avatar(run_dir)
+    require(model, GAUSSIANS, str(run_dir), "Gaussians to export", hint="PLY export needs a splat head")
     frames = list(range(len(drive))) if sequence else [frame]
     if not all(0 <= t < len(drive) for t in frames):
         raise InputError("--frame", f"frame {frame} out of range (the drive has {len(drive)} timesteps)")

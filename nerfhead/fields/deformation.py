@@ -1,9 +1,10 @@
-"""NeRSemble-style deformation field: a point in the head's unit box, deformed by the current expression, to the
-canonical space where the hash ensemble lives.
+"""The expression-conditioned deformation network both heads use (:class:`ExpressionDeformation`), and the nerf
+head's settings for it.
 
-A hash grid encodes the (posed-head-frame) position in ``[0, 1]^3``; the Drive's 53 expression coefficients (and
-its latent, when the avatar uses one) are projected to a short code; a one-hidden-layer MLP maps both to an offset
-in unit-box units. The output layer starts at zero, so a fresh field is the identity.
+The nerf head (NeRSemble): a point in the head's unit box, deformed by the current expression (and the Drive's
+latent, when the avatar uses one), to the canonical space where the hash ensemble lives; a fresh field is the
+identity. The splat head (:mod:`nerfhead.models.deform`): per-Gaussian offsets and colour residuals from the
+expression and head rotation, soft-limited and with the expression clamped to the training range.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from nerfhead.components.hash_grid import HashGrid
 from nerfhead.data.expressions import NUM_EXPRESSIONS
-from nerfhead.ops.hash_grid_config import SpannedGrid
+from nerfhead.ops.hash_grid_config import HashGridConfig, SpannedGrid
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class DeformationConfig(SpannedGrid):
     hidden: int = 32
     """Hidden width of the MLP."""
 
+    def build(self, backend: str = "auto") -> ExpressionDeformation:
+        """The field: canonical positions = head-box positions + offsets (:class:`ExpressionDeformation`)."""
+        return ExpressionDeformation(
+            self.grid(),
+            NUM_EXPRESSIONS + max(self.latent_dim, 0),
+            self.code_dim,
+            self.hidden,
+            residual=True,
+            backend=backend,
+        )
+
 
 def drive_code(expression: Tensor, latent: Tensor | None, latent_dim: int) -> Tensor:
     """[T, 53 + latent_dim] conditioning of T timesteps (the latent is zero-padded or cut to ``latent_dim``)."""
@@ -53,41 +65,106 @@ def drive_code(expression: Tensor, latent: Tensor | None, latent_dim: int) -> Te
     return torch.cat([expression, lat], dim=-1)
 
 
-class DeformationField(nn.Module):
-    """Expression-conditioned offsets from the posed head box to the canonical box.
+class ExpressionDeformation(nn.Module):
+    """The expression-conditioned deformation network of both heads: a hash grid encodes a position in the unit
+    box, a linear layer projects the per-timestep conditioning (the 53 expression coefficients, then whatever a
+    head appends: head rotation, a latent) to a short code, and a one-hidden-layer MLP maps both to ``out_dim``
+    outputs. The output layer starts at zero, so a fresh network changes nothing.
 
     Args:
-        cfg: settings.
+        grid: the position encoding's hash grid.
+        conditioning_dim: width of the conditioning (53 + what the head appends).
+        code_dim: width of its linear projection.
+        hidden: hidden width of the MLP.
+        out_dim: outputs per point.
+        limits: soft limits (``m * tanh(o / m)``) of consecutive groups of three outputs (the splat head: offset
+            and colour residual); empty: none.
+        residual: return ``unit_x`` plus the (three) outputs (the nerf head: canonical positions).
+        expression_margin: clamp the expression the network reads to the training range widened by this share
+            of it (:meth:`set_expression_range`; the range is saved with the model); None: no clamp.
         backend: hash-grid backend (``"auto"|"cuda"|"cpu"|"torch"``).
     """
 
-    def __init__(self, cfg: DeformationConfig = DeformationConfig(), backend: str = "auto"):
+    def __init__(
+        self,
+        grid: HashGridConfig,
+        conditioning_dim: int,
+        code_dim: int,
+        hidden: int,
+        out_dim: int = 3,
+        limits: tuple[float, ...] = (),
+        residual: bool = False,
+        expression_margin: float | None = None,
+        backend: str = "auto",
+    ):
         super().__init__()
-        self.cfg = cfg
-        self.grid = HashGrid(cfg.grid(), backend=backend)
-        self.code = nn.Linear(NUM_EXPRESSIONS + max(cfg.latent_dim, 0), cfg.code_dim)
+        if residual and out_dim != 3:
+            raise ValueError("a residual deformation has three outputs")
+        if limits and len(limits) * 3 != out_dim:
+            raise ValueError(f"{len(limits)} limits for {out_dim} outputs (one per group of three)")
+        self.limits, self.residual, self.expression_margin = tuple(limits), residual, expression_margin
+        self.grid = HashGrid(grid, backend=backend)
+        self.code = nn.Linear(conditioning_dim, code_dim)
         # the hidden layer on [features, code], split so the code part is computed once per timestep
-        self.hidden_pos = nn.Linear(self.grid.output_dim, cfg.hidden)
-        self.hidden_code = nn.Linear(cfg.code_dim, cfg.hidden, bias=False)
-        self.out = nn.Linear(cfg.hidden, 3)
+        self.hidden_pos = nn.Linear(self.grid.output_dim, hidden)
+        self.hidden_code = nn.Linear(code_dim, hidden, bias=False)
+        self.out = nn.Linear(hidden, out_dim)
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.zero_()
+        if expression_margin is not None:
+            self.register_buffer("expr_low", torch.zeros(NUM_EXPRESSIONS))
+            self.register_buffer("expr_high", torch.ones(NUM_EXPRESSIONS))
 
-    def forward(self, unit_x: Tensor, conditioning: Tensor, time_index: Tensor) -> Tensor:
-        """Canonical positions of N points.
+    expr_low: Tensor
+    expr_high: Tensor
+
+    @torch.no_grad()
+    def set_expression_range(self, expression: Tensor) -> None:
+        """Clamp the network's expression input to the range of ``expression`` [N, 53] (the training frames'),
+        widened by ``expression_margin`` of it on both sides."""
+        if self.expression_margin is None:
+            raise ValueError("this network was built without an expression range")
+        lo, hi = expression.min(0).values.float(), expression.max(0).values.float()
+        m = self.expression_margin * (hi - lo)
+        self.expr_low.copy_((lo - m).clamp(0.0, 1.0))
+        self.expr_high.copy_((hi + m).clamp(0.0, 1.0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        for k in [k for k in state_dict if k.startswith(prefix + "expr.")]:  # the splat head's old name
+            state_dict[prefix + "code." + k[len(prefix) + 5 :]] = state_dict.pop(k)
+        if self.expression_margin is not None:
+            for k in ("expr_low", "expr_high"):  # checkpoints from before the range: no clamp
+                state_dict.setdefault(prefix + k, getattr(self, k).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, unit_x: Tensor, conditioning: Tensor, time_index: Tensor | None = None) -> Tensor:
+        """Outputs for N points.
 
         Args:
-            unit_x: [N, 3] positions in the posed head's unit box.
-            conditioning: [T, 53 + latent_dim] per-timestep conditioning (:func:`drive_code`).
-            time_index: [N] int64 timestep of every point.
+            unit_x: [N, 3] positions in the unit box.
+            conditioning: [T, conditioning_dim] per timestep (expression first).
+            time_index: [N] int64 timestep of every point; None: every point at every timestep.
 
         Returns:
-            [N, 3] canonical positions (``unit_x`` plus the offset; exactly ``unit_x`` at initialisation).
+            [N, out_dim] (with ``time_index``) or [T, N, out_dim]; with ``residual``, ``unit_x`` plus them
+            (exactly ``unit_x`` at initialisation).
         """
-        if not self.cfg.enabled:
-            return unit_x
+        c = conditioning.to(unit_x.dtype)
+        if self.expression_margin is not None:
+            k = NUM_EXPRESSIONS
+            e = torch.minimum(torch.maximum(c[:, :k], self.expr_low.to(c)), self.expr_high.to(c))
+            c = torch.cat([e, c[:, k:]], dim=-1)
         feat = self.grid(unit_x.clamp(0.0, 1.0)).to(unit_x.dtype)  # [N, G]
-        code = self.hidden_code(self.code(conditioning.to(unit_x.dtype)))  # [T, H]
-        h = torch.relu(self.hidden_pos(feat) + code[time_index])
-        return unit_x + self.out(h)
+        code = self.hidden_code(self.code(c))  # [T, H]
+        pos = self.hidden_pos(feat)  # [N, H]
+        h = pos + code[time_index] if time_index is not None else pos[None] + code[:, None]
+        o = self.out(torch.relu(h))
+        if self.limits:
+            o = torch.cat(
+                [m * torch.tanh(o[..., 3 * i : 3 * i + 3] / m) for i, m in enumerate(self.limits)], -1
+            )
+        return unit_x + o if self.residual else o
+
+    def extra_repr(self) -> str:
+        return f"limits={self.limits}, residual={self.residual}, expression_margin={self.expression_margin}"

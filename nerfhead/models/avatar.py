@@ -11,7 +11,6 @@ trainer; the model's tensors are the checkpoint's ``model.*`` entries.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,12 +28,6 @@ if TYPE_CHECKING:
 
 AVATAR_JSON = "avatar.json"
 MODEL_PREFIX = "model."
-
-MODEL_KINDS: dict[str, str] = {
-    "splat_head": "nerfhead.models.splat_head",
-    "nerf_head": "nerfhead.models.nerf_head",
-}
-"""Model kind (``avatar.json["kind"]``) → module providing ``from_checkpoint(spec, tensors, device)``."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +57,10 @@ class Avatar(Protocol):
             drive: T timesteps.
             background: [3] or [B, 3] colour behind the head; None uses the avatar's own.
         """
+        ...
+
+    def eval(self) -> Avatar:
+        """Inference mode (``torch.nn.Module.eval``); returns the avatar."""
         ...
 
 
@@ -97,15 +94,18 @@ def read_avatar_json(run_dir: str | os.PathLike) -> dict[str, Any]:
         spec = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise InputError(path, f"unreadable avatar.json ({e})") from None
-    if not isinstance(spec, dict) or spec.get("kind") not in MODEL_KINDS:
-        kind = spec.get("kind") if isinstance(spec, dict) else None
-        raise InputError(path, f"unknown model kind {kind!r}", hint=f"known: {', '.join(MODEL_KINDS)}")
+    from nerfhead.models.registry import by_kind, model_kinds
+
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if not isinstance(kind, str) or by_kind(kind) is None:
+        known = ", ".join(m.kind for m in model_kinds().values())
+        raise InputError(path, f"unknown model kind {kind!r}", hint=f"known: {known}")
     return spec
 
 
 def load_avatar(
     run_dir: str | os.PathLike, device: str | torch.device = "cpu", step: int | None = None
-) -> Any:
+) -> Avatar:
     """Load the avatar of a run folder (the newest checkpoint, or ``step``), in eval mode.
 
     Args:
@@ -114,12 +114,14 @@ def load_avatar(
         step: load ``checkpoints/step_{step:06d}`` instead of the newest one.
 
     Returns:
-        The model (an :class:`Avatar`, e.g. a ``SplatHead``).
+        The model (an :class:`Avatar`, e.g. a ``SplatHead``); its model's capabilities say what else it offers
+        (:mod:`nerfhead.models.registry`).
 
     Raises:
         InputError: no avatar.json, no checkpoint, or an unreadable one.
     """
     from nerfhead.engine.checkpoint import latest_checkpoint, load_checkpoint, weights_mismatch
+    from nerfhead.models.registry import by_kind
 
     spec = read_avatar_json(run_dir)
     if step is None:
@@ -132,9 +134,10 @@ def load_avatar(
         ckpt = Path(run_dir) / "checkpoints" / f"step_{step:06d}"
     data = load_checkpoint(ckpt, device="cpu")
     tensors = {k[len(MODEL_PREFIX) :]: v for k, v in data["model"].items() if k.startswith(MODEL_PREFIX)}
-    module = importlib.import_module(MODEL_KINDS[spec["kind"]])
+    kind = by_kind(spec["kind"])
+    assert kind is not None  # read_avatar_json checked it
     try:
-        model = module.from_checkpoint(spec, tensors, device)
+        model = kind.from_checkpoint(spec, tensors, device)
     except (RuntimeError, KeyError) as e:  # weights of another model kind or size
         raise InputError(ckpt / "model.safetensors", weights_mismatch(e, spec["kind"])) from None
     model.eval()

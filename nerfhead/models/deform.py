@@ -1,4 +1,5 @@
-"""The splat head's small deformation / colour network, conditioned on the Drive.
+"""The splat head's settings for its deformation / colour network (the one network both heads use:
+:class:`nerfhead.fields.deformation.ExpressionDeformation`), conditioned on the Drive.
 
 A hash grid encodes each Gaussian's canonical position (on the neutral mesh, normalised to the head's box); the
 Drive's 53 expression coefficients and head rotation (axis-angle: shading under world-fixed light changes with
@@ -12,11 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
-
-from nerfhead.components.hash_grid import HashGrid
 from nerfhead.data.expressions import NUM_EXPRESSIONS
+from nerfhead.fields.deformation import ExpressionDeformation
 from nerfhead.ops.hash_grid_config import SpannedGrid
 
 
@@ -47,65 +45,18 @@ class DeformConfig(SpannedGrid):
     """Colour residuals are soft-limited to this (``m * tanh(c / m)``)."""
     expression_margin: float = 0.1
     """The expression the network reads is clamped to the training range widened by this share of it (set by
-    the training task, :meth:`DeformNet.set_expression_range`); the mesh still follows the full expression."""
+    the training task, :meth:`ExpressionDeformation.set_expression_range`); the mesh still follows the full
+    expression."""
 
-
-class DeformNet(nn.Module):
-    """Expression-conditioned per-Gaussian offsets and colour residuals.
-
-    Args:
-        cfg: settings.
-        backend: hash-grid backend (``"auto"|"cuda"|"cpu"|"torch"``).
-    """
-
-    def __init__(self, cfg: DeformConfig, backend: str = "auto"):
-        super().__init__()
-        self.cfg = cfg
-        self.grid = HashGrid(cfg.grid(), backend=backend)
-        self.expr = nn.Linear(NUM_EXPRESSIONS + 3, cfg.expression_code)
-        # the hidden layer on [features, code], split so the code part is computed once per timestep
-        self.hidden_pos = nn.Linear(self.grid.output_dim, cfg.hidden)
-        self.hidden_code = nn.Linear(cfg.expression_code, cfg.hidden, bias=False)
-        self.out = nn.Linear(cfg.hidden, 6)
-        with torch.no_grad():
-            self.out.weight.zero_()
-            self.out.bias.zero_()
-        self.register_buffer("expr_low", torch.zeros(NUM_EXPRESSIONS))
-        self.register_buffer("expr_high", torch.ones(NUM_EXPRESSIONS))
-
-    expr_low: Tensor
-    expr_high: Tensor
-
-    @torch.no_grad()
-    def set_expression_range(self, expression: Tensor) -> None:
-        """Clamp the network's expression input to the range of ``expression`` [N, 53] (the training frames'),
-        widened by ``expression_margin`` of it on both sides."""
-        lo, hi = expression.min(0).values.float(), expression.max(0).values.float()
-        m = self.cfg.expression_margin * (hi - lo)
-        self.expr_low.copy_((lo - m).clamp(0.0, 1.0))
-        self.expr_high.copy_((hi + m).clamp(0.0, 1.0))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        for k in ("expr_low", "expr_high"):  # checkpoints from before the range: no clamp
-            state_dict.setdefault(prefix + k, getattr(self, k).clone())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward(self, unit_positions: Tensor, expression: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor]:
-        """Offsets and colour residuals for T timesteps.
-
-        Args:
-            unit_positions: [N, 3] canonical positions in [0, 1]^3.
-            expression: [T, 53] expression coefficients.
-            rotation: [T, 3] head rotation (axis-angle).
-
-        Returns:
-            (offsets [T, N, 3] in triangle units, rgb residuals [T, N, 3]).
-        """
-        feat = self.grid(unit_positions.clamp(0.0, 1.0)).to(expression.dtype)  # [N, G]
-        e = torch.minimum(
-            torch.maximum(expression, self.expr_low.to(expression)), self.expr_high.to(expression)
+    def build(self, backend: str = "auto") -> ExpressionDeformation:
+        """The network: input [expression (53), rotation (3)], outputs [offset (3), colour residual (3)]."""
+        return ExpressionDeformation(
+            self.grid(),
+            NUM_EXPRESSIONS + 3,
+            self.expression_code,
+            self.hidden,
+            out_dim=6,
+            limits=(self.max_offset, self.max_rgb),
+            expression_margin=self.expression_margin,
+            backend=backend,
         )
-        code = self.hidden_code(self.expr(torch.cat([e, rotation.to(expression)], dim=-1)))  # [T, H]
-        o = self.out(torch.relu(self.hidden_pos(feat)[None] + code[:, None]))  # [T, N, 6]
-        mo, mc = self.cfg.max_offset, self.cfg.max_rgb
-        return mo * torch.tanh(o[..., :3] / mo), mc * torch.tanh(o[..., 3:] / mc)

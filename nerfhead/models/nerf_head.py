@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from nerfhead.components.occupancy_grid import OccupancyGrid, OccupancyGridConfig
 from nerfhead.data.cameras import Cameras, pixel_centers
 from nerfhead.data.drive import Drive
-from nerfhead.fields.deformation import DeformationConfig, DeformationField, drive_code
+from nerfhead.fields.deformation import DeformationConfig, drive_code
 from nerfhead.fields.ensemble import EnsembleConfig, HashEnsemble
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.models.avatar import RenderOutput, pair_indices
@@ -87,7 +87,7 @@ class NerfHead(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        self.deformation = DeformationField(cfg.deformation, backend=cfg.backend)
+        self.deformation = cfg.deformation.build(cfg.backend)
         self.ensemble = HashEnsemble(cfg.ensemble, backend=cfg.backend)
         self.grid = OccupancyGrid(occupancy if occupancy is not None else cfg.occupancy())
         bg = (
@@ -118,7 +118,10 @@ class NerfHead(nn.Module):
 
     def canonical(self, x_head: Tensor, cond: Tensor, time_index: Tensor) -> Tensor:
         """Canonical unit-box positions [N, 3] of head-frame points [N, 3] at timesteps ``time_index`` [N]."""
-        return self.deformation(self.unit(x_head), self._cond(cond, "deformation"), time_index)
+        x = self.unit(x_head)
+        if not self.cfg.deformation.enabled:
+            return x
+        return self.deformation(x, self._cond(cond, "deformation"), time_index)
 
     def query(
         self, x_head: Tensor, dirs_head: Tensor, cond: Tensor, time_index: Tensor

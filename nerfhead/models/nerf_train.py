@@ -358,10 +358,6 @@ class NerfFit:
         }
 
 
-FitConfig = NerfFitConfig
-"""The fit config class of this model (read by ``nerfhead fit``)."""
-
-
 def make_task(capture: Capture, cfg: NerfFitConfig, device: str | torch.device = "cpu") -> NerfFit:
     """The training task for ``capture`` (the entry point ``nerfhead fit`` uses for every model)."""
     return NerfFit(capture, cfg, device)

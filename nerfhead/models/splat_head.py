@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.models.avatar import RenderOutput, pair_indices
-from nerfhead.models.deform import DeformConfig, DeformNet
+from nerfhead.models.deform import DeformConfig
 from nerfhead.parametric.ict import PART_ID, ICTHead
 from nerfhead.splats.binding import TriangleFrames, WorldGaussians, bind_to_world, triangle_frames
 from nerfhead.splats.gaussians import SH_C0, SplatParams, rgb_to_sh0
@@ -147,7 +147,7 @@ class SplatHead(nn.Module):
                 a = b
         if n > 1:
             self._spread_on_triangles(n)
-        self.deform = DeformNet(cfg.deform, backend=cfg.backend) if cfg.deform.enabled else None
+        self.deform = cfg.deform.build(cfg.backend) if cfg.deform.enabled else None
         self.backdrop: nn.Parameter | None = None
         if cfg.backdrop_size is not None:
             w, h = (int(x) for x in cfg.backdrop_size)
@@ -294,7 +294,9 @@ class SplatHead(nn.Module):
         offset = None
         if self.deform is not None:
             d = drive.to(self.neutral.device, torch.float32)
-            offset, rgb = self.deform(self._deform_input(), d.expression, d.rotation)
+            offset, rgb = self.deform(self._deform_input(), torch.cat([d.expression, d.rotation], -1)).split(
+                3, -1
+            )
             means = means[None] + offset  # [T, N, 3]
             sh0 = sh0[None] + (rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
         else:

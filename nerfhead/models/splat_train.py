@@ -437,10 +437,6 @@ class SplatFit:
         }
 
 
-FitConfig = SplatFitConfig
-"""The fit config class of this model (read by ``nerfhead fit``)."""
-
-
 def make_task(capture: Capture, cfg: SplatFitConfig, device: str | torch.device = "cpu") -> SplatFit:
     """The training task for ``capture`` (the entry point ``nerfhead fit`` uses for every model)."""
     return SplatFit(capture, cfg, device)

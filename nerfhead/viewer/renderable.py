@@ -20,6 +20,7 @@ from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.geometry import axis_angle_to_matrix, quaternion_to_matrix
 from nerfhead.models.avatar import RenderOutput
+from nerfhead.models.registry import GAUSSIANS, PARAMETRIC_MESH, has
 
 SH_C0 = 0.28209479177387814
 """Degree-0 spherical-harmonic constant (colour = 0.5 + SH_C0 * dc)."""
@@ -113,7 +114,7 @@ class AvatarRenderable:
         self.device = torch.device(device)
         self.background = background
         self._drive = drive if drive is not None else Drive.neutral(1)
-        if hasattr(avatar, "world_splats"):
+        if has(avatar, GAUSSIANS):
             self.gaussians_at = self._gaussians_at
 
     def render(self, cameras: Cameras, drive: Drive) -> RenderOutput:
@@ -130,7 +131,7 @@ class AvatarRenderable:
         d = self._drive[0].to("cpu", torch.float32)
         R = axis_angle_to_matrix(d.rotation[0])
         center, radius = d.translation[0], 0.15
-        if hasattr(self.avatar, "posed_vertices"):
+        if has(self.avatar, PARAMETRIC_MESH):
             with torch.inference_mode():
                 v = self.avatar.posed_vertices(d.to(self.device))[0].float().cpu()
             lo, hi = v.min(0).values, v.max(0).values

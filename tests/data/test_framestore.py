@@ -73,8 +73,9 @@ def test_loader_prefetches_the_same_targets(capture):
 
 
 def test_nerf_rays_come_from_the_store(capture):
-    from nerfhead.engine.config import preset, replace_nested
+    from nerfhead.engine.config import replace_nested
     from nerfhead.models.nerf_train import NerfFit
+    from nerfhead.models.registry import preset
 
     task = NerfFit(capture, replace_nested(preset("nerf", "fast"), fit_aabb=False))
     assert not hasattr(task, "pixels")  # no image held in memory

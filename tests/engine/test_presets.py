@@ -3,13 +3,12 @@ habit: a preset nobody ran is a broken preset)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 
 import pytest
 
-from nerfhead.engine.config import TRAIN_MODULES
+from nerfhead.models.registry import model_kinds
 from tests.models.tiny_capture import one_thread, write_tiny_capture
 
 SHRINK = {
@@ -23,11 +22,7 @@ SHRINK = {
 """GPU-sized presets keep their structure (16 grids, 16 levels, SH, schedule) but get small tables and ray
 batches here: 16 x 2^19-entry tables take minutes per step on a 2-core CPU."""
 
-CASES = [
-    (model, name)
-    for model, module in sorted(TRAIN_MODULES.items())
-    for name in sorted(importlib.import_module(module).PRESETS)
-]
+CASES = [(model, name) for model, kind in sorted(model_kinds().items()) for name in sorted(kind.presets)]
 
 
 @pytest.fixture(scope="module")

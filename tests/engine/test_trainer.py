@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-from nerfhead.engine.config import TrainerConfig, from_dict, preset, replace_nested, to_dict
+from nerfhead.engine.config import TrainerConfig, from_dict, replace_nested, to_dict
 from nerfhead.engine.trainer import fit
 from nerfhead.errors import InputError
+from nerfhead.models.registry import preset
 from nerfhead.models.splat_train import SplatFit, SplatFitConfig, SplatOptimConfig
 from nerfhead.splats.strategy import BoundStrategy
 from tests.models.tiny_capture import one_thread, psnr_of_grey, tiny_head_config, write_tiny_capture

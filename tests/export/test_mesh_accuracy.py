@@ -62,9 +62,9 @@ SPLAT_TINY = {
 
 
 def _fit(capture, model: str, tmp: Path, changes: dict[str, Any], preset_name: str = "fast") -> Path:
-    from nerfhead.engine.config import preset
     from nerfhead.engine.trainer import fit
     from nerfhead.models.nerf_train import make_task as nerf_task
+    from nerfhead.models.registry import preset
     from nerfhead.models.splat_train import make_task as splat_task
 
     cfg = replace_nested(preset(model, preset_name), **changes)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nerfhead.data.expressions import EXPRESSION_INDEX
-from nerfhead.models.deform import DeformConfig, DeformNet
+from nerfhead.fields.deformation import ExpressionDeformation
+from nerfhead.models.deform import DeformConfig
 from nerfhead.models.splat_head import INTERIOR_COLOURS, PART_ID, SplatHead, SplatHeadConfig
 from nerfhead.models.splat_train import SplatFit
 from nerfhead.splats.gaussians import rgb_to_sh0
@@ -20,13 +21,20 @@ from tests.models.tiny_capture import one_thread
 JAW = EXPRESSION_INDEX["jawOpen"]
 
 
-def _net() -> DeformNet:
+CFG = DeformConfig(n_levels=4, log2_hashmap_size=10, hidden=16)
+
+
+def _net() -> ExpressionDeformation:
     torch.manual_seed(0)
-    net = DeformNet(DeformConfig(n_levels=4, log2_hashmap_size=10, hidden=16), backend="torch")
+    net = CFG.build(backend="torch")
     with torch.no_grad():
         net.out.weight.normal_(0.0, 0.5)
-        net.expr.weight.mul_(4.0)
+        net.code.weight.mul_(4.0)
     return net
+
+
+def _offsets_colours(net: ExpressionDeformation, pos, expression, rotation):
+    return net(pos, torch.cat([expression, rotation], -1)).split(3, -1)
 
 
 @torch.no_grad()
@@ -38,14 +46,14 @@ def test_deformation_holds_still_outside_the_training_expressions():
     train[:, JAW] = torch.linspace(0.0, 0.3, 20)
     far = torch.zeros(3, 53)
     far[:, JAW] = torch.tensor([0.33, 0.7, 1.0])  # the edge of the range (0.3 + 10%) and far beyond it
-    before = net(pos, far, rot)[0]
+    before = _offsets_colours(net, pos, far, rot)[0]
     assert float((before[2] - before[0]).abs().max()) > 0.05  # unbounded input: the far jaw moves Gaussians
     net.set_expression_range(train)
-    off, rgb = net(pos, far, rot)
+    off, rgb = _offsets_colours(net, pos, far, rot)
     torch.testing.assert_close(off[1], off[0])
     torch.testing.assert_close(off[2], off[0])
     torch.testing.assert_close(rgb[2], rgb[0])
-    assert float(off.abs().max()) < net.cfg.max_offset and float(rgb.abs().max()) < net.cfg.max_rgb
+    assert float(off.abs().max()) < CFG.max_offset and float(rgb.abs().max()) < CFG.max_rgb
     # the range is saved with the model and old checkpoints (without it) still load
     state = net.state_dict()
     fresh = _net()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nerfhead.engine.config import to_dict
-from nerfhead.fields.deformation import DeformationConfig, DeformationField
+from nerfhead.fields.deformation import DeformationConfig
 from nerfhead.fields.ensemble import EnsembleConfig, HashEnsemble, sh_encode
 from nerfhead.models.nerf_head import KIND, NerfHead, from_checkpoint
 from nerfhead.models.nerf_train import PRESETS, NerfFit
@@ -28,7 +28,7 @@ def tiny_model(**kw) -> NerfHead:
 
 def test_deformation_is_identity_at_init():
     torch.manual_seed(0)
-    field = DeformationField(DeformationConfig(n_levels=4, log2_hashmap_size=10, hidden=16))
+    field = DeformationConfig(n_levels=4, log2_hashmap_size=10, hidden=16).build()
     x = torch.rand(100, 3)
     out = field(x, torch.rand(3, 53), torch.randint(3, (100,)))
     assert torch.equal(out, x)

@@ -290,7 +290,7 @@ def _uncached_world_splats(m: SplatHead, drive: Drive) -> dict[str, torch.Tensor
         pos = (cfr.rotation[0] @ (k[:, None] * sp["means"])[..., None])[..., 0] + cfr.centroid[0]
         d = drive.to(m.neutral.device, torch.float32)
         assert m.deform is not None
-        offset, rgb = m.deform(m._unit_box(pos), d.expression, d.rotation)
+        offset, rgb = m.deform(m._unit_box(pos), torch.cat([d.expression, d.rotation], -1)).split(3, -1)
         sh0 = sp["sh0"][None] + (rgb / SH_C0)[:, :, None, :]
         world = bind_to_world(frames, index, sp["means"][None] + offset, sp["quats"], sp["scales"])
         sh = torch.cat([sh0, sp["shN"][None].expand(sh0.shape[0], -1, -1, -1)], dim=2)
