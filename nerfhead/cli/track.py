@@ -7,7 +7,7 @@ from typing import Annotated
 
 import tyro
 
-from nerfhead.track.fit import FitConfig
+from nerfhead.track.fit import TrackFitConfig
 from nerfhead.track.landmarks import LandmarkConfig
 from nerfhead.track.masks import MaskConfig
 from nerfhead.track.photometric import PhotometricConfig
@@ -38,7 +38,7 @@ def main(
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")],
     video: VideoConfig = VideoConfig(),
     landmarks: LandmarkConfig = LandmarkConfig(),
-    fit: FitConfig = FitConfig(),
+    fit: TrackFitConfig = TrackFitConfig(),
     photometric: PhotometricConfig = PhotometricConfig(),
     masks: MaskConfig = MaskConfig(),
     write_masks: bool = True,

@@ -12,7 +12,13 @@ per-sequence fit in torch (:mod:`~nerfhead.track.fit`), masks (:mod:`~nerfhead.t
 """
 
 from nerfhead.track.correspondence import Correspondence, load_correspondence
-from nerfhead.track.fit import FitConfig, FitResult, Observations, fit_sequence, monocular_observations
+from nerfhead.track.fit import (
+    Observations,
+    TrackFitConfig,
+    TrackFitResult,
+    fit_sequence,
+    monocular_observations,
+)
 from nerfhead.track.landmarks import LandmarkConfig, Landmarks, detect_landmarks, fill_missing
 from nerfhead.track.masks import MaskConfig
 from nerfhead.track.pipeline import TrackConfig, TrackResult, track, track_capture, track_video
@@ -20,8 +26,8 @@ from nerfhead.track.video import Video, VideoConfig, extract_audio, read_video
 
 __all__ = [
     "Correspondence",
-    "FitConfig",
-    "FitResult",
+    "TrackFitConfig",
+    "TrackFitResult",
     "LandmarkConfig",
     "Landmarks",
     "MaskConfig",

@@ -64,7 +64,7 @@ from nerfhead.track.projection import (
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class TrackFitConfig:
     """Optimisation schedule and loss weights of :func:`fit_sequence`."""
 
     rigid_iters: int = 150
@@ -132,7 +132,7 @@ class Observations:
 
 
 @dataclass(frozen=True)
-class FitResult:
+class TrackFitResult:
     """What :func:`fit_sequence` found.
 
     Attributes:
@@ -336,11 +336,11 @@ def fit_sequence(
     obs: Observations,
     head: ICTHead,
     corr: Correspondence,
-    config: FitConfig | None = None,
+    config: TrackFitConfig | None = None,
     fit_focal: bool = False,
     identity: Tensor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
-) -> FitResult:
+) -> TrackFitResult:
     """Fit identity, per-timestep expression and pose (and optionally a shared focal scale) to landmarks.
 
     Args:
@@ -353,9 +353,9 @@ def fit_sequence(
         progress: called as ``progress(step, total_steps, loss)`` every 10 steps.
 
     Returns:
-        :class:`FitResult`.
+        :class:`TrackFitResult`.
     """
-    config = config or FitConfig()
+    config = config or TrackFitConfig()
     fit_focal = fit_focal and config.fit_focal
     dt = torch.float32
     model = LandmarkModel(head, corr).to(dt)
@@ -471,4 +471,4 @@ def fit_sequence(
     drive = Drive(
         rotation.detach().float(), translation.detach().float(), expression.detach().float(), None, obs.fps
     )
-    return FitResult(drive, beta.detach().float(), out_cams, reproj, loss_val, off.detach().float())
+    return TrackFitResult(drive, beta.detach().float(), out_cams, reproj, loss_val, off.detach().float())

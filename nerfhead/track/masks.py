@@ -83,7 +83,20 @@ class PersonSegmenter:
         return np.clip(res.segmentation_mask.astype(np.float32), 0.0, 1.0)
 
 
-def silhouettes(
+class PosedHead(NamedTuple):
+    """The posed head of a batch of frames, rasterized: what masks and the overlay are drawn from."""
+
+    vertices: Tensor
+    """[B, V, 3] world-space vertices."""
+    vertices_cam: Tensor
+    """[B, V, 3] camera-space vertices (OpenCV axes)."""
+    triangle: Tensor
+    """[B, H, W] int triangle id of the opaque head, -1 on background (``>= 0`` is the silhouette)."""
+    depth: Tensor
+    """[B, H, W] depth of the nearest surface, 0 on background."""
+
+
+def pose_and_rasterize(
     head: ICTHead,
     expression: Tensor,
     rotation: Tensor,
@@ -94,8 +107,8 @@ def silhouettes(
     width: int,
     height: int,
     backend: str = "auto",
-) -> Tensor:
-    """Binary silhouettes of the posed head's opaque triangles.
+) -> PosedHead:
+    """Pose the head and rasterize its opaque triangles (visibility only).
 
     Args:
         head: ICT model.
@@ -103,16 +116,13 @@ def silhouettes(
         K: [B, 3, 3]; viewmat: [B, 4, 4] world to camera.
         width, height: image size.
         backend: rasterizer backend.
-
-    Returns:
-        [B, H, W] bool.
     """
     with torch.no_grad():
         v = head(expression, rotation, translation, identity=identity).vertices
         vc = v @ viewmat[:, :3, :3].transpose(1, 2).to(v) + viewmat[:, None, :3, 3].to(v)
         faces = head.faces[head.render_face_mask]
-        tri_id, _ = mesh_zbuffer(vc, faces, K.to(v), width, height, backend)
-        return tri_id >= 0
+        tri_id, depth = mesh_zbuffer(vc, faces, K.to(v), width, height, backend)
+        return PosedHead(v, vc, tri_id, depth)
 
 
 def mesh_zbuffer(

@@ -75,39 +75,31 @@ def draw_points(img: np.ndarray, xy: np.ndarray, rgb: np.ndarray, radius: int = 
 
 def overlay_frame(
     rgb: np.ndarray,
-    verts_world: Tensor,
-    head: ICTHead,
-    edges: Tensor,
+    verts_cam: Tensor,
     K: Tensor,
-    viewmat: Tensor,
+    edges: Tensor,
+    zbuf: Tensor,
     observed: np.ndarray | None = None,
     fitted: np.ndarray | None = None,
-    backend: str = "auto",
 ) -> np.ndarray:
     """One overlay image.
 
     Args:
         rgb: [H, W, 3] uint8 frame.
-        verts_world: [V, 3] fitted vertices.
-        head: the ICT model (faces).
+        verts_cam: [V, 3] fitted vertices in the frame's camera space.
+        K: [3, 3] intrinsics of the frame's camera.
         edges: from :func:`wire_edges`.
-        K: [3, 3]; viewmat: [4, 4] of the frame's camera.
+        zbuf: [H, W] depth of the head's opaque triangles (0 = background), e.g.
+            :func:`nerfhead.track.masks.pose_and_rasterize`'s ``depth``: the wireframe's depth test.
         observed: [P, 2] landmarks found in the frame, or None.
         fitted: [M, 2] the fitted mesh's landmark points projected, or None.
-        backend: rasterizer backend (depth test).
 
     Returns:
         [H, W, 3] uint8 copy with the drawing.
     """
     img = np.array(rgb[..., :3], dtype=np.uint8, copy=True)
     H, W = img.shape[:2]
-    vc = verts_world.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()
-    faces = head.faces[head.render_face_mask]
-    from nerfhead.track.masks import mesh_zbuffer
-
-    with torch.no_grad():
-        _, zbuf = mesh_zbuffer(vc[None].float(), faces, K[None].float(), W, H, backend)
-    draw_wireframe(img, vc, K.double(), edges, zbuf[0])
+    draw_wireframe(img, verts_cam, K.double(), edges, zbuf)
     radius = max(1, round(min(H, W) / 400))
     if observed is not None:
         draw_points(img, observed, OBSERVED_RGB, radius)

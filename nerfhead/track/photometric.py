@@ -35,7 +35,14 @@ from nerfhead.ops.rasterize_mesh import rasterize_mesh
 from nerfhead.parametric.ict import NARROW_FACE_END, PART_ID, ICTHead
 from nerfhead.render.mesh import Packed, interpolate_packed, pack
 from nerfhead.track.correspondence import Correspondence
-from nerfhead.track.fit import FitConfig, FitResult, LandmarkModel, LandmarkTerm, Observations, smoothness
+from nerfhead.track.fit import (
+    LandmarkModel,
+    LandmarkTerm,
+    Observations,
+    TrackFitConfig,
+    TrackFitResult,
+    smoothness,
+)
 from nerfhead.track.projection import head_to_camera
 
 
@@ -99,16 +106,16 @@ def _load_images(image: Callable[[int], np.ndarray], n: int, sizes: list[tuple[i
 
 
 def refine_photometric(
-    result: FitResult,
+    result: TrackFitResult,
     obs: Observations,
     image: Callable[[int], np.ndarray],
     head: ICTHead,
     corr: Correspondence,
-    fit_config: FitConfig,
+    fit_config: TrackFitConfig,
     config: PhotometricConfig,
     progress: Callable[[int, int, float], None] | None = None,
     seed: int = 0,
-) -> FitResult:
+) -> TrackFitResult:
     """Refine pose and expression of a landmark fit against the images.
 
     Args:
@@ -123,7 +130,7 @@ def refine_photometric(
         seed: seed of the batch sampling.
 
     Returns:
-        a :class:`FitResult` with the refined drive and landmark reprojection errors.
+        a :class:`TrackFitResult` with the refined drive and landmark reprojection errors.
     """
     if config.iters <= 0:
         return result
@@ -229,4 +236,4 @@ def refine_photometric(
         reproj = term.reprojection_px(model(expression, identity) + off, rotation, translation, cams.K)
     drive = Drive(rotation.detach(), translation.detach(), expression.detach(), None, d.fps)
     loss_val = float(loss.detach()) if config.iters else math.nan
-    return FitResult(drive, result.identity, result.cameras, reproj, loss_val, result.landmark_offset)
+    return TrackFitResult(drive, result.identity, result.cameras, reproj, loss_val, result.landmark_offset)

@@ -6,7 +6,8 @@ Output folder (nerfhead's capture format; read it back with :func:`nerfhead.data
     drive.npz           the tracked Drive: head pose + 53 expression coefficients per timestep
     images/<t>.jpg      decoded video frames, JPEG q95 4:4:4, written as they are tracked (video input; a
                         capture's images are referenced in place)
-    masks/...png        foreground masks (see nerfhead.track.masks), unless the capture brought its own
+    masks/...png        foreground masks (see nerfhead.track.masks), unless the capture brought its own; 8-bit
+                        PNG at compression level 1
     audio.wav           the video's soundtrack, sample 0 at timestamp 0 (video input with audio)
     landmarks.npz       MediaPipe landmarks: points [N, 478, 2], camera [N], timestep [N], detected [N]
     track.json          the metrics (also in transforms.json's metadata), with each stage's rate (``stages``)
@@ -14,6 +15,12 @@ Output folder (nerfhead's capture format; read it back with :func:`nerfhead.data
     .track_partial.npz  while a video is tracked: the landmarks of its whole 250-frame windows (a killed run
                         resumes from them); removed at the end
     overlay.mp4         frames with the fitted wireframe and the landmarks (one camera), with the audio
+                        (H.264, x264 preset veryfast)
+
+One pipeline of stages (:func:`run`) serves both inputs; a :class:`FrameSource` (:class:`VideoSource`,
+:class:`CaptureSource`) is what differs: how frames and landmarks are found, the fit's observations, and the
+capture written. Stages: landmarks -> landmark fit -> optional photometric refinement -> one pass over the
+frames that poses and rasterizes the fitted head once per frame and writes its mask and its overlay image.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import json
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,9 +45,15 @@ from nerfhead.data.capture import Capture, Frame
 from nerfhead.errors import InputError
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.track.correspondence import Correspondence, load_correspondence
-from nerfhead.track.fit import FitConfig, FitResult, Observations, fit_sequence, monocular_observations
+from nerfhead.track.fit import (
+    Observations,
+    TrackFitConfig,
+    TrackFitResult,
+    fit_sequence,
+    monocular_observations,
+)
 from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig, fill_missing
-from nerfhead.track.masks import MaskConfig, PersonSegmenter, combine, head_region, silhouettes
+from nerfhead.track.masks import MaskConfig, PersonSegmenter, combine, head_region, pose_and_rasterize
 from nerfhead.track.photometric import PhotometricConfig, refine_photometric
 from nerfhead.track.video import VideoConfig, VideoInfo, extract_audio, stream_video
 
@@ -53,7 +68,7 @@ class TrackConfig:
     """Frame range, stride, crop and scale of a video input."""
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     """MediaPipe Face Mesh options."""
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: TrackFitConfig = field(default_factory=TrackFitConfig)
     """Optimisation schedule and weights."""
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     """Optional photometric refinement after the landmark fit (off unless ``photometric.iters`` > 0)."""
@@ -117,8 +132,22 @@ class _Timed:
                 "items": self._n,
                 "seconds": round(dt, 2),
                 "per_second": round(self._n / max(dt, 1e-9), 2),
+                **_memory_mb(),
             }
         self._name = None
+
+
+def _memory_mb() -> dict[str, float]:
+    """``rss_mb``: this process's resident memory now; ``peak_rss_mb``: its peak so far (Linux; {} elsewhere)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (OSError, ImportError, ValueError):
+        return {}
+    return {"rss_mb": round(rss / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1)}
 
 
 @dataclass(frozen=True)
@@ -127,7 +156,7 @@ class TrackResult:
 
     capture: Capture
     """The tracked capture (as written to ``out``)."""
-    fit: FitResult
+    fit: TrackFitResult
     """The fit (drive, identity, cameras, per-observation reprojection error)."""
     metrics: dict[str, Any]
     """Also in ``out/track.json``."""
@@ -143,7 +172,7 @@ def _to_uint8(img: Tensor) -> np.ndarray:
     return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
-def _metrics(fit: FitResult, obs: Observations, detected: np.ndarray, seconds: dict[str, float]) -> dict:
+def _metrics(fit: TrackFitResult, obs: Observations, detected: np.ndarray, seconds: dict[str, float]) -> dict:
     r = fit.reprojection_px.numpy()
     return {
         "timesteps": int(obs.num_timesteps),
@@ -180,6 +209,319 @@ def track(
     return track_capture(path, out, config, reporter)
 
 
+def track_video(
+    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
+) -> TrackResult:
+    """Monocular video -> tracked capture (see the module docstring), streaming: frames are decoded, searched
+    for landmarks and written to ``images/`` one at a time, and the later stages read them back one at a time,
+    so memory does not grow with the video's length. A run that is killed resumes from its last landmark window
+    (``.track_partial.npz``; the images already written are kept)."""
+    return run(VideoSource(Path(path), config), out, config, reporter)
+
+
+def track_capture(
+    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
+) -> TrackResult:
+    """Calibrated capture (any layout :func:`nerfhead.data.load_capture` reads) -> tracked capture."""
+    return run(CaptureSource(Path(path), config), out, config, reporter)
+
+
+# ------------------------------------------------------------------------------------------------ sources
+class FrameSource(ABC):
+    """Where a tracking's frames come from: the part that differs between a video and a capture. The stages
+    (:func:`run`) ask it for the landmarks, the observations of the fit, frame images, and the capture to write.
+    """
+
+    kind: str
+    """``video`` or ``capture`` (``metrics["kind"]``)."""
+    unit: str
+    """What a frame is called in messages (``frames`` / ``images``)."""
+    fit_focal: bool
+    """Whether the fit may refine the focal length (an uncalibrated camera)."""
+
+    def __init__(self, path: Path, config: TrackConfig):
+        self.path, self.config = path, config
+        self.frames: list[Frame] = []
+        """The frames (known after :meth:`detect`)."""
+
+    @abstractmethod
+    def detect(self, out: Path, rep: Reporter) -> np.ndarray:
+        """MediaPipe landmarks of every frame, [N, P, 2] pixels, NaN where no face was found."""
+
+    @abstractmethod
+    def observations(
+        self, raw: np.ndarray, head: ICTHead, corr: Correspondence
+    ) -> tuple[Observations, np.ndarray]:
+        """The fit's observations, and the frame index of each."""
+
+    @abstractmethod
+    def image(self, i: int) -> np.ndarray:
+        """Frame ``i``'s image, uint8 [H, W, 3]."""
+
+    @abstractmethod
+    def fps(self) -> float:
+        """Frame rate of the timesteps."""
+
+    @abstractmethod
+    def capture(self, fit: TrackFitResult, frames: Sequence[Frame], metrics: dict) -> Capture:
+        """The tracked capture (``metrics`` goes into its metadata; sources add their own keys)."""
+
+    def needs_masks(self) -> bool:
+        """Whether masks are to be made (a capture with masks keeps its own)."""
+        return True
+
+    def mask_name(self, f: Frame) -> str:
+        """File name (no suffix) of frame ``f``'s mask under ``masks/``."""
+        return f"{f.timestep:05d}"
+
+    def overlay_frames(self, raw: np.ndarray) -> list[int]:
+        """Frame indices of the overlay video, in time order."""
+        return list(range(len(self.frames)))
+
+    def audio(self) -> tuple[Path | None, float]:
+        """(soundtrack, timestamp of its first sample)."""
+        return None, 0.0
+
+    def landmark_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(camera, timestep) of each frame, for ``landmarks.npz``."""
+        return (
+            np.array([f.camera for f in self.frames], np.int64),
+            np.array([f.timestep for f in self.frames], np.int64),
+        )
+
+    def done(self, out: Path) -> None:  # noqa: B027  (optional hook)
+        """Called once everything is written."""
+
+
+PARTIAL = ".track_partial.npz"
+"""Landmarks of the frames tracked so far (a killed run resumes from them)."""
+WINDOW = 250
+"""Frames between saves of :data:`PARTIAL`."""
+IMAGE_SUFFIX = ".jpg"
+"""Video frames are written as JPEG, quality 95 without chroma subsampling: ~5x faster to write than PNG and
+within ~1/255 mean absolute error of the decoded frame."""
+
+
+class VideoSource(FrameSource):
+    """A monocular video: decoded as it is tracked, each frame written to ``images/`` (JPEG) and read back."""
+
+    kind, unit, fit_focal = "video", "frames", True
+
+    def __init__(self, path: Path, config: TrackConfig):
+        super().__init__(path, config)
+        self.info = VideoInfo()
+        self._audio: Path | None = None
+
+    def detect(self, out: Path, rep: Reporter) -> np.ndarray:
+        raw, times = _stream_landmarks(self.path, out, self.config, self.info, rep)
+        self.frames = [Frame(0, t, float(times[t]), _frame_path(out, t)) for t in range(len(times))]
+        if self.info.has_audio and np.isfinite(raw).any():
+            v = self.config.video
+            self._audio = extract_audio(self.path, out / "audio.wav", v.start, v.duration)
+        return raw
+
+    def observations(
+        self, raw: np.ndarray, head: ICTHead, corr: Correspondence
+    ) -> tuple[Observations, np.ndarray]:
+        from nerfhead.track.landmarks import Landmarks
+
+        width, height = self.info.out_size
+        lm = fill_missing(Landmarks(raw, np.isfinite(raw).all(axis=(1, 2)), width, height), source=self.path)
+        focal = self.config.focal or default_focal(width, height)
+        pts = torch.from_numpy(lm.points[:, corr.landmark])
+        obs = monocular_observations(pts, width, height, self.info.fps, head, corr, focal)
+        return obs, np.arange(len(raw))
+
+    def image(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.frames[i].image_path) as im:
+            return np.array(im.convert("RGB"))  # writable (the photometric stage wraps it in a tensor)
+
+    def audio(self) -> tuple[Path | None, float]:
+        return self._audio, 0.0
+
+    def fps(self) -> float:
+        return self.info.fps
+
+    def capture(self, fit: TrackFitResult, frames: Sequence[Frame], metrics: dict) -> Capture:
+        width, height = self.info.out_size
+        metrics["video"] = {
+            "fps": self.info.fps,
+            "size": [width, height],
+            "source_size": list(self.info.size),
+        }
+        return Capture(
+            cameras=fit.cameras,
+            frames=tuple(frames),
+            fps=self.info.fps,
+            drive=fit.drive,
+            audio_path=self._audio,
+            audio_offset=0.0,
+            metadata={"track": metrics},
+        )
+
+    def done(self, out: Path) -> None:
+        (out / PARTIAL).unlink(missing_ok=True)
+
+
+class CaptureSource(FrameSource):
+    """A calibrated capture (any layout :func:`nerfhead.data.load_capture` reads); its images stay in place."""
+
+    kind, unit, fit_focal = "capture", "images", False
+
+    def __init__(self, path: Path, config: TrackConfig):
+        from nerfhead.data import load_capture
+
+        super().__init__(path, config)
+        cap = load_capture(path)
+        if config.cameras is not None:
+            cap = cap.subset(cameras=list(config.cameras))
+        self.cap = cap
+        self.frames = list(cap.frames)
+
+    def detect(self, out: Path, rep: Reporter) -> np.ndarray:
+        cap = self.cap
+        rep.stage("landmarks", len(cap))
+        raw = np.full((len(cap), 478 if self.config.landmarks.refine else 468, 2), np.nan, np.float32)
+        for stream in _streams(cap):
+            with FaceMeshDetector(self.config.landmarks) as det:
+                for i in stream:
+                    p = det(self.image(i))
+                    if p is not None:
+                        raw[i] = p
+                    rep.advance()
+        return raw
+
+    def observations(
+        self, raw: np.ndarray, head: ICTHead, corr: Correspondence
+    ) -> tuple[Observations, np.ndarray]:
+        cap = self.cap
+        idx = np.nonzero(np.isfinite(raw).all(axis=(1, 2)))[0]
+        obs = Observations(
+            points=torch.from_numpy(raw[idx][:, corr.landmark]),
+            camera=torch.tensor([cap.frames[i].camera for i in idx]),
+            timestep=torch.tensor([cap.frames[i].timestep for i in idx]),
+            cameras=cap.cameras.to(dtype=torch.float64),
+            num_timesteps=cap.num_timesteps,
+            fps=cap.fps,
+        )
+        return obs, idx
+
+    def image(self, i: int) -> np.ndarray:
+        return _to_uint8(self.cap.image(i))
+
+    def needs_masks(self) -> bool:
+        return not self.cap.has_masks
+
+    def mask_name(self, f: Frame) -> str:
+        names = self.cap.cameras.names or tuple(str(c) for c in range(self.cap.num_cameras))
+        return f"{names[f.camera]}/{f.timestep:05d}"
+
+    def overlay_frames(self, raw: np.ndarray) -> list[int]:
+        cap = self.cap
+        streams = _streams(cap)
+        if len(streams) == 1:
+            return streams[0]
+        if self.config.overlay_camera is not None:
+            return cap.frames_of(cap.camera_ids([self.config.overlay_camera])[0])
+        from nerfhead.track.projection import face_size
+
+        best, score = 0, -1.0
+        for c in range(cap.num_cameras):
+            p = raw[cap.frames_of(c)]
+            ok = np.isfinite(p).all(axis=(1, 2))
+            s = float(face_size(torch.from_numpy(p[ok])).sum()) if ok.any() else 0.0
+            if s > score:
+                best, score = c, s
+        return cap.frames_of(best)
+
+    def audio(self) -> tuple[Path | None, float]:
+        return self.cap.audio_path, self.cap.audio_offset
+
+    def fps(self) -> float:
+        return self.cap.fps
+
+    def capture(self, fit: TrackFitResult, frames: Sequence[Frame], metrics: dict) -> Capture:
+        cap = self.cap
+        metrics["cameras"] = len(cap.cameras)
+        return Capture(
+            cameras=cap.cameras,
+            frames=tuple(frames),
+            fps=cap.fps,
+            drive=fit.drive,
+            audio_path=cap.audio_path,
+            audio_offset=cap.audio_offset,
+            train_cameras=cap.train_cameras,
+            test_cameras=cap.test_cameras,
+            metadata={**{k: v for k, v in cap.metadata.items() if k != "track"}, "track": metrics},
+        )
+
+
+def _streams(cap: Capture) -> list[list[int]]:
+    """Frame index lists to run the landmark tracker through in order: one per camera, or (when every camera
+    has a single frame, as a moving monocular camera) one stream over time."""
+    per_cam = [cap.frames_of(c) for c in range(cap.num_cameras)]
+    per_cam = [s for s in per_cam if s]
+    if all(len(s) == 1 for s in per_cam):
+        return [sorted((s[0] for s in per_cam), key=lambda i: cap.frames[i].timestep)]
+    return per_cam
+
+
+# ------------------------------------------------------------------------------------------------ the stages
+def run(
+    source: FrameSource, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
+) -> TrackResult:
+    """The tracking stages, for any :class:`FrameSource`: landmarks -> fit -> (photometric refinement) -> one
+    pass writing masks and the overlay -> capture, landmarks.npz and track.json."""
+    from nerfhead.data.nerfstudio import save_capture
+    from nerfhead.engine.checkpoint import atomic_write_json
+
+    rep = _Timed(reporter)
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bound_allocator()
+    head = ICTHead()
+    corr = load_correspondence(num_faces=int(head.faces.shape[0]))
+    sec: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    raw = source.detect(out, rep)
+    detected = np.isfinite(raw).all(axis=(1, 2))
+    if not detected.any():
+        raise InputError(
+            source.path,
+            f"no face found in any of its {len(raw)} {source.unit}",
+            hint="is a face visible and lit?",
+        )
+    sec["landmarks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    obs, obs_frame = source.observations(raw, head, corr)
+    fit = _fit(obs, head, corr, config, source.fit_focal, rep)
+    sec["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = _refine(fit, obs, lambda i: source.image(int(obs_frame[i])), head, corr, config, rep)
+    sec["photometric"] = time.perf_counter() - t0
+    trim_heap()  # the fit's buffers grow with the video's length: give them back before the per-frame pass
+
+    t0 = time.perf_counter()
+    frames = _render(source, fit, head, corr, config, rep, raw, out)
+    sec["masks_overlay"] = time.perf_counter() - t0
+
+    metrics = {"input": str(source.path), "kind": source.kind, **_metrics(fit, obs, detected, sec)}
+    cap = source.capture(fit, frames, metrics)
+    _save_landmarks(out, raw, *source.landmark_index(), detected)
+    rep.close()
+    metrics["stages"] = rep.stats
+    metrics["frames_per_second"] = round(len(cap) / max(time.perf_counter() - start, 1e-9), 2)  # end to end
+    save_capture(cap, out)
+    atomic_write_json(out / "track.json", _jsonable(metrics))
+    source.done(out)
+    return TrackResult(cap, fit, metrics, out)
+
+
 def _fit(
     obs: Observations,
     head: ICTHead,
@@ -187,7 +529,7 @@ def _fit(
     config: TrackConfig,
     fit_focal: bool,
     reporter: Reporter,
-) -> FitResult:
+) -> TrackFitResult:
     f = config.fit
     total = f.rigid_iters + f.full_iters + (f.offset_iters if f.w_landmark_offset > 0 else 0)
     reporter.stage("fitting", total)
@@ -201,14 +543,14 @@ def _fit(
 
 
 def _refine(
-    fit: FitResult,
+    fit: TrackFitResult,
     obs: Observations,
     image: Callable[[int], np.ndarray],
     head: ICTHead,
     corr: Correspondence,
     config: TrackConfig,
     reporter: Reporter,
-) -> FitResult:
+) -> TrackFitResult:
     """Photometric refinement when ``config.photometric.iters`` > 0."""
     if config.photometric.iters <= 0:
         return fit
@@ -218,75 +560,154 @@ def _refine(
     )
 
 
-def track_video(
-    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
-) -> TrackResult:
-    """Monocular video -> tracked capture (see the module docstring), streaming: frames are decoded, searched
-    for landmarks and written to ``images/`` one at a time, and the later stages (masks, overlay) read them back,
-    so memory does not grow with the video's length. A run that is killed resumes from its last landmark window
-    (``.track_partial.npz``; the images already written are kept)."""
-    rep = _Timed(reporter)
-    start = time.perf_counter()
-    path, out = Path(path), Path(out)
-    sec: dict[str, float] = {}
-    head = ICTHead()
-    corr = load_correspondence(num_faces=int(head.faces.shape[0]))
-    out.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    info = VideoInfo()
-    raw, times = _stream_landmarks(path, out, config, info, rep)
-    T = len(times)
-    width, height = info.out_size
-    audio = None
-    if info.has_audio:
-        audio = extract_audio(path, out / "audio.wav", config.video.start, config.video.duration)
-    sec["decode_landmarks"] = time.perf_counter() - t0
-    lm = fill_missing(_as_landmarks(raw, width, height), source=path)
-
-    t0 = time.perf_counter()
-    focal = config.focal or default_focal(width, height)
-    pts = torch.from_numpy(lm.points[:, corr.landmark])
-    obs = monocular_observations(pts, width, height, info.fps, head, corr, focal)
-    fit = _fit(obs, head, corr, config, True, rep)
-    sec["fit"] = time.perf_counter() - t0
-    image = _image_reader([_frame_path(out, t) for t in range(T)])
-    t0 = time.perf_counter()
-    fit = _refine(fit, obs, image, head, corr, config, rep)
-    sec["photometric"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    frames = [Frame(0, t, float(times[t]), _frame_path(out, t)) for t in range(T)]
-    if config.make_masks:
-        frames = _write_masks(
-            frames, image, fit, head, config, rep, out / "masks", lambda f: f"{f.timestep:05d}"
-        )
-    sec["masks"] = time.perf_counter() - t0
-    detected = lm.detected
-    metrics = {"input": str(path), "kind": "video", **_metrics(fit, obs, detected, sec)}
-    metrics["video"] = {"fps": info.fps, "size": [width, height], "source_size": list(info.size)}
-    cap = Capture(
-        cameras=fit.cameras,
-        frames=tuple(frames),
-        fps=info.fps,
-        drive=fit.drive,
-        audio_path=audio,
-        audio_offset=0.0,
-        metadata={"track": metrics},
-    )
-    _save_landmarks(out, raw, np.zeros(T, np.int64), np.arange(T), detected)
-    result = _finish(cap, fit, metrics, out, head, corr, config, rep, image, raw, start)
-    (out / PARTIAL).unlink(missing_ok=True)
-    return result
+PIXEL_BUDGET = 1 << 20
+"""Pixels rendered per batch of the masks and overlay pass (8 frames at most): one 720p or 1080p frame at a
+time, 8 at 360x288. Whole-frame float buffers scale with it (a batch of eight 1080p frames held ~0.8 GB of
+them), so memory does not depend on the resolution much more than the frames themselves do."""
 
 
-PARTIAL = ".track_partial.npz"
-"""Landmarks of the frames tracked so far (a killed run resumes from them)."""
-WINDOW = 250
-"""Frames between saves of :data:`PARTIAL`."""
-IMAGE_SUFFIX = ".jpg"
-"""Video frames are written as JPEG, quality 95 without chroma subsampling: ~5x faster to write than PNG and
-within ~1/255 mean absolute error of the decoded frame."""
+def _render(
+    source: FrameSource,
+    fit: TrackFitResult,
+    head: ICTHead,
+    corr: Correspondence,
+    config: TrackConfig,
+    rep: Reporter,
+    raw: np.ndarray,
+    out: Path,
+) -> list[Frame]:
+    """One pass over the frames after the fit: each frame is read once and its fitted head posed and
+    rasterized once; from that come its mask (``masks/``, when masks are made) and its overlay image (streamed
+    to ``overlay.mp4``'s encoder, for the overlay camera's frames). Returns the frames with ``mask_path`` set."""
+    from dataclasses import replace
+
+    from nerfhead.export.video import write_video
+    from nerfhead.track.overlay import overlay_frame, wire_edges
+    from nerfhead.track.projection import project
+
+    frames = list(source.frames)
+    make_masks = config.make_masks and source.needs_masks()
+    shown = sorted(source.overlay_frames(raw), key=lambda i: frames[i].timestep) if config.overlay else []
+    rank = {i: k for k, i in enumerate(shown)}
+    todo = sorted(
+        range(len(frames)) if make_masks else shown,
+        key=lambda i: (frames[i].timestep, rank.get(i, -1), frames[i].camera),
+    )  # the overlay's frames come in their video's order
+    if not todo:
+        return frames
+    rep.stage("masks+overlay" if make_masks and shown else "masks" if make_masks else "overlay", len(todo))
+    d, identity = fit.drive, fit.identity
+    cams = fit.cameras.to(dtype=torch.float32)
+    size = [(int(cams.width[f.camera]), int(cams.height[f.camera])) for f in frames]
+    edges = wire_edges(head)
+    seg = PersonSegmenter() if make_masks and config.masks.mode != "mesh" else None
+
+    def batches() -> Iterator[list[int]]:
+        batch: list[int] = []
+        for i in todo:
+            if batch and (size[i] != size[batch[0]] or (len(batch) + 1) * _pixels(size[i]) > PIXEL_BUDGET):
+                yield batch
+                batch = []
+            batch.append(i)
+            if len(batch) == 8:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def overlay_images(readers: ThreadPoolExecutor, writers: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+        pending: list[Future] = []
+        it = batches()
+        nxt = next(it, None)
+        ahead = [readers.submit(source.image, i) for i in nxt] if nxt else []
+        while nxt is not None:
+            batch, images = nxt, ahead
+            nxt = next(it, None)  # decode the next batch's images while this one is drawn
+            ahead = [readers.submit(source.image, i) for i in nxt] if nxt else []
+            w, h = size[batch[0]]
+            t = torch.tensor([frames[i].timestep for i in batch])
+            c = torch.tensor([frames[i].camera for i in batch])
+            K, V = cams.K[c], cams.viewmat[c]
+            posed = pose_and_rasterize(
+                head, d.expression[t], d.rotation[t], d.translation[t], identity, K, V, w, h, config.backend
+            )
+            rgb = [f.result() for f in images]
+            if make_masks:
+                keep = head_region(d.rotation[t], d.translation[t], K, V, w, h, config.masks)
+                person = None if seg is None else torch.from_numpy(np.stack([seg(x) for x in rgb]))
+                masks = combine(posed.triangle >= 0, person, keep, config.masks)
+                for k, i in enumerate(batch):
+                    path = out / "masks" / f"{source.mask_name(frames[i])}.png"
+                    frames[i] = replace(frames[i], mask_path=path)
+                    pending.append(writers.submit(_save_mask, path, masks[k]))
+                del person, keep, masks
+                while len(pending) > 8:  # bounded queue of masks being written
+                    pending.pop(0).result()
+            sel = [k for k, i in enumerate(batch) if i in rank]
+            if sel:
+                with torch.no_grad():
+                    pts = corr.points(posed.vertices[sel], head.faces, d.rotation[t[sel]])
+                    uv, _ = project(K[sel], V[sel], None, pts)
+                for j, k in enumerate(sel):
+                    yield overlay_frame(
+                        rgb[k], posed.vertices_cam[k], K[k], edges, posed.depth[k], raw[batch[k]], uv[j].numpy()
+                    )  # fmt: skip
+            rep.advance(len(batch))
+            del posed, rgb
+        for f in pending:
+            f.result()
+
+    try:
+        with ThreadPoolExecutor(2) as readers, ThreadPoolExecutor(1) as writers:
+            images = overlay_images(readers, writers)
+            if shown:
+                audio, offset = source.audio()
+                if audio is not None and abs(frames[shown[0]].timestamp - offset) > 1e-3:
+                    audio = None  # the overlay would start at another time than the audio: leave it silent
+                write_video(images, out / "overlay.mp4", source.fps(), audio, preset="veryfast")
+            else:
+                for _ in images:
+                    pass
+    finally:
+        if seg is not None:
+            seg.__exit__(None, None, None)
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def bound_allocator() -> None:
+    """glibc only (a no-op elsewhere): serve every allocation above 4 MiB with its own mapping, returned to the
+    OS when freed. glibc otherwise raises that threshold to the largest block freed so far (up to 32 MiB), after
+    which the per-frame image and mask buffers of a 1080p video (6-30 MB each, from several threads) are carved
+    from the heaps and fragment them: resident memory then creeps up with the video's length."""
+    lib = _libc()
+    if lib is not None:
+        lib.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
+
+
+def trim_heap() -> None:
+    """glibc: give the heaps' free pages back to the OS (``malloc_trim``)."""
+    lib = _libc()
+    if lib is not None:
+        lib.malloc_trim(0)
+
+
+def _libc() -> Any:
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        lib = ctypes.CDLL("libc.so.6")
+        lib.gnu_get_libc_version  # noqa: B018  (glibc, not musl)
+    except (OSError, AttributeError):
+        return None
+    return lib
 
 
 def _frame_path(out: Path, t: int) -> Path:
@@ -299,22 +720,6 @@ def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(rgb).save(tmp, format="JPEG", quality=95, subsampling=0)
     os.replace(tmp, path)  # a killed run never leaves half an image
-
-
-def _image_reader(paths: Sequence[Path]) -> Callable[[int], np.ndarray]:
-    """Frame ``i`` decoded from ``paths[i]`` when asked (uint8 RGB), the last one kept."""
-    from PIL import Image
-
-    last: dict[int, np.ndarray] = {}
-
-    def image(i: int) -> np.ndarray:
-        if i not in last:
-            last.clear()
-            with Image.open(paths[i]) as im:
-                last[i] = np.asarray(im.convert("RGB"))
-        return last[i]
-
-    return image
 
 
 def _source_key(path: Path, config: TrackConfig) -> str:
@@ -330,8 +735,6 @@ def _stream_landmarks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass over the video: decode, detect landmarks, write ``images/``; returns (landmarks [T, P, 2] with
     NaN where no face, timestamps [T]). Resumes from :data:`PARTIAL` when it belongs to this video and config."""
-    from concurrent.futures import ThreadPoolExecutor
-
     key = _source_key(path, config)
     done_pts: np.ndarray | None = None
     done_times: np.ndarray | None = None
@@ -371,10 +774,6 @@ def _stream_landmarks(
         for f in pending:
             f.result()
     _save_partial(partial, key, pts, times)
-    if not np.isfinite(np.stack(pts)).any():
-        raise InputError(
-            path, f"no face found in any of its {len(pts)} frames", hint="is a face visible and lit?"
-        )
     return np.stack(pts), np.asarray(times, np.float64)
 
 
@@ -408,116 +807,6 @@ def _expected_frames(path: Path, config: TrackConfig) -> int:
     return min(n, v.max_frames) if v.max_frames is not None else n
 
 
-def track_capture(
-    path: str | os.PathLike, out: str | os.PathLike, config: TrackConfig, reporter: Reporter | None = None
-) -> TrackResult:
-    """Calibrated capture (any layout :func:`nerfhead.data.load_capture` reads) -> tracked capture."""
-    from nerfhead.data import load_capture
-
-    rep = _Timed(reporter)
-    start = time.perf_counter()
-    path, out = Path(path), Path(out)
-    sec: dict[str, float] = {}
-    cap = load_capture(path)
-    if config.cameras is not None:
-        cap = cap.subset(cameras=list(config.cameras))
-    head = ICTHead()
-    corr = load_correspondence(num_faces=int(head.faces.shape[0]))
-    out.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    rep.stage("landmarks", len(cap))
-    streams = _streams(cap)
-    raw = np.full((len(cap), 478 if config.landmarks.refine else 468, 2), np.nan, np.float32)
-    for stream in streams:
-        pts = _detect_stream((_to_uint8(cap.image(i)) for i in stream), config.landmarks, rep.advance)
-        raw[stream] = pts
-    detected = np.isfinite(raw).all(axis=(1, 2))
-    if not detected.any():
-        raise InputError(
-            path, f"no face found in any of its {len(cap)} images", hint="is a face visible and lit?"
-        )
-    sec["landmarks"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    idx = np.nonzero(detected)[0]
-    obs = Observations(
-        points=torch.from_numpy(raw[idx][:, corr.landmark]),
-        camera=torch.tensor([cap.frames[i].camera for i in idx]),
-        timestep=torch.tensor([cap.frames[i].timestep for i in idx]),
-        cameras=cap.cameras.to(dtype=torch.float64),
-        num_timesteps=cap.num_timesteps,
-        fps=cap.fps,
-    )
-    fit = _fit(obs, head, corr, config, False, rep)
-    sec["fit"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit = _refine(fit, obs, lambda i: _to_uint8(cap.image(int(idx[i]))), head, corr, config, rep)
-    sec["photometric"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    frames = list(cap.frames)
-    if config.make_masks and not cap.has_masks:
-        names = cap.cameras.names or tuple(str(c) for c in range(cap.num_cameras))
-        frames = _write_masks(
-            frames,
-            lambda i: _to_uint8(cap.image(i)),
-            fit,
-            head,
-            config,
-            rep,
-            out / "masks",
-            lambda f: f"{names[f.camera]}/{f.timestep:05d}",
-        )
-    sec["write"] = time.perf_counter() - t0
-    metrics = {"input": str(path), "kind": "capture", **_metrics(fit, obs, detected, sec)}
-    metrics["cameras"] = len(cap.cameras)
-    new = Capture(
-        cameras=cap.cameras,
-        frames=tuple(frames),
-        fps=cap.fps,
-        drive=fit.drive,
-        audio_path=cap.audio_path,
-        audio_offset=cap.audio_offset,
-        train_cameras=cap.train_cameras,
-        test_cameras=cap.test_cameras,
-        metadata={**{k: v for k, v in cap.metadata.items() if k != "track"}, "track": metrics},
-    )
-    cams = np.array([f.camera for f in cap.frames])
-    ts = np.array([f.timestep for f in cap.frames])
-    _save_landmarks(out, raw, cams, ts, detected)
-    image = lambda i: _to_uint8(cap.image(i))  # noqa: E731
-    return _finish(new, fit, metrics, out, head, corr, config, rep, image, raw, start)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def _streams(cap: Capture) -> list[list[int]]:
-    """Frame index lists to run the landmark tracker through in order: one per camera, or (when every camera
-    has a single frame, as a moving monocular camera) one stream over time."""
-    per_cam = [cap.frames_of(c) for c in range(cap.num_cameras)]
-    per_cam = [s for s in per_cam if s]
-    if all(len(s) == 1 for s in per_cam):
-        return [sorted((s[0] for s in per_cam), key=lambda i: cap.frames[i].timestep)]
-    return per_cam
-
-
-def _detect_stream(frames: Any, config: LandmarkConfig, advance: Callable[[int], None]) -> np.ndarray:
-    out = []
-    with FaceMeshDetector(config) as det:
-        P = det.num_points
-        for rgb in frames:
-            p = det(rgb)
-            out.append(np.full((P, 2), np.nan, np.float32) if p is None else p)
-            advance(1)
-    return np.stack(out)
-
-
-def _as_landmarks(raw: np.ndarray, width: int, height: int):
-    from nerfhead.track.landmarks import Landmarks
-
-    return Landmarks(raw, np.isfinite(raw).all(axis=(1, 2)), width, height)
-
-
 def _save_mask(path: Path, mask: Tensor) -> None:
     """8-bit PNG with fast compression (level 1: several times faster than the default, ~20% larger)."""
     from PIL import Image
@@ -534,94 +823,6 @@ def _save_landmarks(
         np.savez(f, points=raw, camera=cams, timestep=ts, detected=detected)
 
 
-def _batches(n: int, size: int) -> Iterator[list[int]]:
-    for a in range(0, n, size):
-        yield list(range(a, min(a + size, n)))
-
-
-def _write_masks(
-    frames: Sequence[Frame],
-    image: Callable[[int], np.ndarray],
-    fit: FitResult,
-    head: ICTHead,
-    config: TrackConfig,
-    rep: Reporter,
-    folder: Path,
-    name: Callable[[Frame], str],
-) -> list[Frame]:
-    """Render, combine and save a mask per frame; returns the frames with ``mask_path`` set."""
-    from dataclasses import replace
-
-    rep.stage("masks", len(frames))
-    d = fit.drive
-    cams = fit.cameras.to(dtype=torch.float32)
-    out: list[Frame] = []
-    seg = PersonSegmenter() if config.masks.mode != "mesh" else None
-    try:
-        for batch in _batches(len(frames), 8):
-            fr = [frames[i] for i in batch]
-            t = torch.tensor([f.timestep for f in fr])
-            c = torch.tensor([f.camera for f in fr])
-            sizes = {(int(cams.width[k]), int(cams.height[k])) for k in c.tolist()}
-            for w, h in sizes:  # group by image size
-                sel = [
-                    j for j, k in enumerate(c.tolist()) if (int(cams.width[k]), int(cams.height[k])) == (w, h)
-                ]
-                tt, cc = t[sel], c[sel]
-                sil = silhouettes(
-                    head, d.expression[tt], d.rotation[tt], d.translation[tt], fit.identity,
-                    cams.K[cc], cams.viewmat[cc], w, h, config.backend,
-                )  # fmt: skip
-                keep = head_region(
-                    d.rotation[tt], d.translation[tt], cams.K[cc], cams.viewmat[cc], w, h, config.masks
-                )
-                person = None
-                if seg is not None:
-                    person = torch.from_numpy(np.stack([seg(image(batch[j])) for j in sel]))
-                masks = combine(sil, person, keep, config.masks)
-                for k, j in enumerate(sel):
-                    f = fr[j]
-                    mp = folder / f"{name(f)}.png"
-                    _save_mask(mp, masks[k])
-                    out.append((batch[j], replace(f, mask_path=mp)))  # type: ignore[arg-type]
-                    rep.advance()
-    finally:
-        if seg is not None:
-            seg.__exit__(None, None, None)
-    out.sort(key=lambda p: p[0])  # type: ignore[index]
-    return [f for _, f in out]  # type: ignore[misc]
-
-
-def _finish(
-    cap: Capture,
-    fit: FitResult,
-    metrics: dict,
-    out: Path,
-    head: ICTHead,
-    corr: Correspondence,
-    config: TrackConfig,
-    rep: Reporter,
-    image: Callable[[int], np.ndarray],
-    raw: np.ndarray,
-    start: float,
-) -> TrackResult:
-    from nerfhead.data.nerfstudio import save_capture
-    from nerfhead.engine.checkpoint import atomic_write_json
-
-    if config.overlay:
-        t0 = time.perf_counter()
-        _overlay(cap, fit, out / "overlay.mp4", head, corr, config, rep, image, raw)
-        metrics["seconds"]["overlay"] = round(time.perf_counter() - t0, 2)
-    if isinstance(rep, _Timed):
-        rep.close()
-        metrics["stages"] = rep.stats
-    total = time.perf_counter() - start
-    metrics["frames_per_second"] = round(len(cap) / max(total, 1e-9), 2)  # end to end
-    save_capture(cap, out)
-    atomic_write_json(out / "track.json", _jsonable(metrics))
-    return TrackResult(cap, fit, metrics, out)
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -630,81 +831,6 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def _overlay_camera(cap: Capture, config: TrackConfig, raw: np.ndarray) -> list[int]:
-    """Frame indices (timestep order) of the overlay's camera."""
-    streams = _streams(cap)
-    if len(streams) == 1:
-        return streams[0]
-    if config.overlay_camera is not None:
-        return cap.frames_of(cap.camera_ids([config.overlay_camera])[0])
-    from nerfhead.track.projection import face_size
-
-    best, score = 0, -1.0
-    for c in range(cap.num_cameras):
-        idx = cap.frames_of(c)
-        p = raw[idx]
-        ok = np.isfinite(p).all(axis=(1, 2))
-        s = float(face_size(torch.from_numpy(p[ok])).sum()) if ok.any() else 0.0
-        if s > score:
-            best, score = c, s
-    return cap.frames_of(best)
-
-
-def _overlay(
-    cap: Capture,
-    fit: FitResult,
-    path: Path,
-    head: ICTHead,
-    corr: Correspondence,
-    config: TrackConfig,
-    rep: Reporter,
-    image: Callable[[int], np.ndarray],
-    raw: np.ndarray,
-) -> None:
-    from nerfhead.export.video import write_video
-    from nerfhead.track.overlay import overlay_frame, wire_edges
-    from nerfhead.track.projection import project
-
-    idx = _overlay_camera(cap, config, raw)
-    rep.stage("overlay", len(idx))
-    edges = wire_edges(head)
-    d = fit.drive
-    cams = fit.cameras.to(dtype=torch.float32)
-    faces = head.faces
-
-    def frames() -> Iterator[np.ndarray]:
-        for i in idx:
-            f = cap.frames[i]
-            t, c = f.timestep, f.camera
-            with torch.no_grad():
-                v = head(
-                    d.expression[t : t + 1],
-                    d.rotation[t : t + 1],
-                    d.translation[t : t + 1],
-                    identity=fit.identity,
-                )
-                pts = corr.points(v.vertices, faces, d.rotation[t : t + 1])
-                uv, _ = project(cams.K[c : c + 1], cams.viewmat[c : c + 1], None, pts)
-            yield overlay_frame(
-                image(i),
-                v.vertices[0],
-                head,
-                edges,
-                cams.K[c],
-                cams.viewmat[c],
-                raw[i],
-                uv[0].numpy(),
-                config.backend,
-            )
-            rep.advance()
-
-    audio = cap.audio_path
-    first = cap.frames[idx[0]].timestamp if idx else 0.0
-    if audio is not None and abs(first - cap.audio_offset) > 1e-3:
-        audio = None  # the overlay would start at another time than the audio: leave it silent
-    write_video(frames(), path, cap.fps, audio, preset="veryfast")  # a diagnostic: speed over size
 
 
 def summary_line(result: TrackResult) -> str:

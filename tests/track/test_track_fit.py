@@ -15,9 +15,9 @@ from nerfhead.parametric import ICTHead
 from nerfhead.track.correspondence import load_correspondence
 from nerfhead.track.evaluate import rotation_angle_deg
 from nerfhead.track.fit import (
-    FitConfig,
     LandmarkModel,
     Observations,
+    TrackFitConfig,
     _rigid_modes,
     fit_sequence,
     initial_pose,
@@ -116,7 +116,7 @@ def test_fit_multiview_recovers_the_truth(head, corr):
     cams = _rig_cameras()
     uv, ci, ti, (rot, _, expr, beta) = _observe(head, corr, cams, False, 0.3, 24)
     obs = Observations(uv, ci, ti, cams.to(dtype=torch.float64), 24, 25.0)
-    res = fit_sequence(obs, head, corr, FitConfig(rigid_iters=80, full_iters=220))
+    res = fit_sequence(obs, head, corr, TrackFitConfig(rigid_iters=80, full_iters=220))
     err = rotation_angle_deg(
         axis_angle_to_matrix(rot.double()), axis_angle_to_matrix(res.drive.rotation.double())
     )
@@ -138,7 +138,7 @@ def test_fit_monocular_video_camera_with_unknown_focal(head, corr):
     uv, _ = project(K, V, None, world)
     uv = uv + 0.3 * torch.randn(uv.shape, generator=torch.Generator().manual_seed(1))
     obs = monocular_observations(uv, 512, 512, 25.0, head, corr, focal=900.0)
-    res = fit_sequence(obs, head, corr, FitConfig(rigid_iters=80, full_iters=220), fit_focal=True)
+    res = fit_sequence(obs, head, corr, TrackFitConfig(rigid_iters=80, full_iters=220), fit_focal=True)
     # compare head-to-camera rotations (the fit has its own world frame)
     Rt = truth_cam.viewmat[0, :3, :3].double() @ axis_angle_to_matrix(rot.double())
     Rf = res.cameras.viewmat[0, :3, :3].double() @ axis_angle_to_matrix(res.drive.rotation.double())

@@ -11,7 +11,7 @@ import pytest
 
 from nerfhead.assets import asset_path
 from nerfhead.track import pipeline
-from nerfhead.track.fit import FitConfig
+from nerfhead.track.fit import TrackFitConfig
 from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig
 from nerfhead.track.pipeline import PARTIAL, TrackConfig, track
 from nerfhead.track.video import VideoConfig
@@ -19,7 +19,7 @@ from nerfhead.track.video import VideoConfig
 GRID = asset_path("video_grid/grid_bbaf2n.mpg")
 CONFIG = TrackConfig(
     video=VideoConfig(max_frames=30),
-    fit=FitConfig(rigid_iters=40, full_iters=40, offset_iters=0),
+    fit=TrackFitConfig(rigid_iters=40, full_iters=40, offset_iters=0),
     make_masks=False,
     overlay=False,
 )
