@@ -266,8 +266,9 @@ def test_play_button_runs_in_real_time(viewer: ViewerServer):
     assert 0.4 * 25 * 0.5 <= frame <= elapsed * 25 + 1, (frame, elapsed)
     assert int(panels.frame.value) == frame  # the slider follows playback
     click(panels.play)  # plays to the end (20 frames at 25 fps) and stops by itself
-    wait_for(lambda: not viewer.state.playing, 10, "the end of the timeline")
-    assert viewer.state.frame == 19 and panels.play.label == "Play"
+    # the playback thread clears ``playing`` and then relabels the button: wait for both
+    wait_for(lambda: not viewer.state.playing and panels.play.label == "Play", 10, "the end of the timeline")
+    assert viewer.state.frame == 19
 
 
 # ------------------------------------------------------------------------------------------------- speech
