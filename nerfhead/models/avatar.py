@@ -121,6 +121,7 @@ def load_avatar(
         InputError: no avatar.json, no checkpoint, or an unreadable one.
     """
     from nerfhead.engine.checkpoint import latest_checkpoint, load_checkpoint, weights_mismatch
+    from nerfhead.models.fit_task import strip_prefix
     from nerfhead.models.registry import by_kind
 
     spec = read_avatar_json(run_dir)
@@ -133,7 +134,7 @@ def load_avatar(
     else:
         ckpt = Path(run_dir) / "checkpoints" / f"step_{step:06d}"
     data = load_checkpoint(ckpt, device="cpu")
-    tensors = {k[len(MODEL_PREFIX) :]: v for k, v in data["model"].items() if k.startswith(MODEL_PREFIX)}
+    tensors = strip_prefix(MODEL_PREFIX, data["model"])
     kind = by_kind(spec["kind"])
     assert kind is not None  # read_avatar_json checked it
     try:
