@@ -14,13 +14,6 @@ import tyro
 from nerfhead.engine.runlock import locks_run
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; a device the machine lacks is an InputError."""
-    from nerfhead.cli.checks import check_device
-
-    return check_device(device)
-
-
 def choose_threads(threads: int | None) -> int:
     """Torch threads for a fit: ``threads`` if given (0 keeps torch's default), else 1 on a busy machine (1-minute
     load average at or above the core count: OpenMP threads spinning against other processes slow a step
@@ -109,7 +102,13 @@ def run_fit(capture: Path, out: Path, options: FitOptions | None = None, **chang
     allow_outside_paths, viewer = o.allow_outside_paths, o.viewer
     import torch
 
-    from nerfhead.cli.checks import check_fit_out, check_overrides, check_resume_weights, fit_settings
+    from nerfhead.cli.checks import (
+        check_device,
+        check_fit_out,
+        check_overrides,
+        check_resume_weights,
+        fit_settings,
+    )
     from nerfhead.data.loaders import load_capture
     from nerfhead.engine.checkpoint import atomic_write_json, trim_log
     from nerfhead.engine.config import from_dict, replace_nested
@@ -122,7 +121,7 @@ def run_fit(capture: Path, out: Path, options: FitOptions | None = None, **chang
     kind = get(model)  # an unknown --model fails here, before anything is read
     saved = check_fit_out(out, model, resume)  # the run's saved settings on resume, else {}
     preset = saved.get("preset", preset)
-    dev = resolve_device(saved.get("device", device) if device == "auto" else device)
+    dev = check_device(saved.get("device", device) if device == "auto" else device)
     threads = saved.get("threads", threads) if threads is None else threads
     allow_outside_paths = allow_outside_paths or bool(saved.get("allow_outside_paths"))
     dist = init_from_env(dev)  # under torchrun: join its group (gloo on CPU, NCCL on GPUs)

@@ -41,8 +41,8 @@ def open_viewer(
     Raises:
         InputError: RUN holds no loadable avatar (without ``mock``); a bad ``speech_driver``.
     """
-    import torch
 
+    from nerfhead.cli.checks import check_device
     from nerfhead.errors import InputError
     from nerfhead.viewer.server import ViewerConfig, ViewerServer
 
@@ -50,7 +50,7 @@ def open_viewer(
         raise InputError("--speech-driver", f"must be auto, network or rules, got {speech_driver!r}")
     if render not in ("auto", "browser", "server"):
         raise InputError("--render", f"must be auto, browser or server, got {render!r}")
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = check_device(device)
     if mock:
         from nerfhead.viewer.mock import MockHead
 
