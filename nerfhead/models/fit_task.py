@@ -18,7 +18,7 @@ from nerfhead.data.capture import Capture
 from nerfhead.data.split import Split
 from nerfhead.engine.config import to_dict
 from nerfhead.engine.metrics import psnr
-from nerfhead.models.avatar import MODEL_PREFIX
+from nerfhead.models.interface import MODEL_PREFIX
 
 __all__ = [
     "MODEL_PREFIX",

@@ -471,8 +471,8 @@ def run(
 ) -> TrackResult:
     """The tracking stages, for any :class:`FrameSource`: landmarks -> fit -> (photometric refinement) -> one
     pass writing masks and the overlay -> capture, landmarks.npz and track.json."""
+    from nerfhead.atomic import atomic_write_json
     from nerfhead.data.nerfstudio import save_capture
-    from nerfhead.engine.checkpoint import atomic_write_json
 
     rep = _Timed(reporter)
     start = time.perf_counter()
