@@ -28,16 +28,8 @@ from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
 from nerfhead.errors import InputError
 from nerfhead.fields.deformation import DeformationConfig
 from nerfhead.fields.ensemble import EnsembleConfig
-from nerfhead.models.fit_task import (
-    MODEL_PREFIX,
-    avatar_spec,
-    eval_views,
-    heldout_psnr,
-    log_lerp,
-    progress,
-    strip_prefix,
-    with_prefix,
-)
+from nerfhead.models import fit_task
+from nerfhead.models.fit_task import MODEL_PREFIX
 from nerfhead.models.nerf_head import KIND, NerfHead, NerfHeadConfig
 
 
@@ -246,7 +238,9 @@ class NerfFit:
         self.frame_time = torch.tensor([capture.frames[i].timestep for i in self.frames], device=self.device)
         self.h, self.w = int(cams.height[0]), int(cams.width[0])
         self.cond = self.model.conditioning(self.drive)
-        self.eval_views = eval_views(capture, split, cfg.eval_views)  # the quick evaluation's fixed views
+        self.eval_views = fit_task.eval_views(
+            capture, split, cfg.eval_views
+        )  # the quick evaluation's fixed views
 
     # ------------------------------------------------------------ Trainable
     def make_optimizers(self) -> Optimizers:
@@ -264,7 +258,9 @@ class NerfFit:
         return {"nerf": torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)}
 
     def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
-        factor = log_lerp(1.0, self.cfg.optim.final_factor, progress(step, self.cfg.trainer.steps))
+        factor = fit_task.log_lerp(
+            1.0, self.cfg.optim.final_factor, fit_task.progress(step, self.cfg.trainer.steps)
+        )
         for g in optimizers["nerf"].param_groups:
             g["lr"] = g["base_lr"] * factor
 
@@ -324,10 +320,10 @@ class NerfFit:
         current().broadcast(*grid.buffers())  # every rank marches the grid rank 0 decided
 
     def state_tensors(self) -> dict[str, Tensor]:
-        return with_prefix(MODEL_PREFIX, self.model.state_dict())
+        return fit_task.with_prefix(MODEL_PREFIX, self.model.state_dict())
 
     def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        self.model.load_state_dict(strip_prefix(MODEL_PREFIX, tensors))
+        self.model.load_state_dict(fit_task.strip_prefix(MODEL_PREFIX, tensors))
         self.model.to(self.device)
 
     @torch.no_grad()
@@ -341,10 +337,10 @@ class NerfFit:
             )
             return out.rgb[0], gt.to(self.device)
 
-        return heldout_psnr(self.eval_views, view)
+        return fit_task.heldout_psnr(self.eval_views, view)
 
     def avatar_spec(self) -> dict[str, Any]:
-        return avatar_spec(KIND, self.cfg.model, self.cfg, self.split, self.bg)
+        return fit_task.avatar_spec(KIND, self.cfg.model, self.cfg, self.split, self.bg)
 
 
 def make_task(capture: Capture, cfg: NerfFitConfig, device: str | torch.device = "cpu") -> NerfFit:
