@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from nerfhead.cli.checks import check_device
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.models.avatar import load_avatar
@@ -80,7 +81,7 @@ def time_render(model: Any, cams: Cameras, drive: Drive, device: torch.device, r
 
 
 def bench_run(run: Path, res: int, ref_res: int, repeats: int, ref_repeats: int, device: str) -> dict:
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = torch.device(check_device(device))
     model: Any = load_avatar(run, device=dev)  # an nn.Module (both heads are)
     drive_path = run / "drive.npz"
     drive = Drive.load_npz(drive_path) if drive_path.is_file() else Drive.neutral(1)

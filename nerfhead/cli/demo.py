@@ -34,14 +34,14 @@ def main(
     from rich.console import Console
 
     from nerfhead.assets import asset_path
-    from nerfhead.cli.checks import check_out_dir
+    from nerfhead.cli.checks import check_device, check_out_dir
     from nerfhead.cli.drive import run_drive
-    from nerfhead.cli.fit import resolve_device, run_fit
+    from nerfhead.cli.fit import run_fit
     from nerfhead.engine.checkpoint import atomic_write_json
     from nerfhead.export.ply import export_run_ply
     from nerfhead.synth.default_scene import default_capture
 
-    resolve_device(device)
+    check_device(device)
     check_out_dir(out, "--out")
     con = Console()
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ def run_drive(
     run: Path,
     audio: Path,
     out: Path,
+    *,
     camera: str = "fixed",
     res: int = 256,
     fps: float = 25.0,
@@ -29,8 +30,7 @@ def run_drive(
 
     from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig, check_config
-    from nerfhead.cli.checks import check_drive_out, check_run
-    from nerfhead.cli.fit import resolve_device
+    from nerfhead.cli.checks import check_device, check_drive_out, check_run
     from nerfhead.errors import InputError
     from nerfhead.export.camera_path import camera_path_cameras
     from nerfhead.export.curves import write_curves_csv
@@ -38,14 +38,14 @@ def run_drive(
         constant_camera,
         fixed_camera,
         head_centre,
-        orbit_cameras,
         render_frames,
+        swinging_camera,
     )
     from nerfhead.export.video import write_video
     from nerfhead.models.avatar import load_avatar
 
     t0 = time.perf_counter()
-    dev = resolve_device(device)
+    dev = check_device(device)
     check_run(run)
     check_drive_out(out)
     if res < 16 or res > 4096:
@@ -63,7 +63,7 @@ def run_drive(
     if camera == "fixed":
         camera_at = constant_camera(fixed_camera(target, res))
     elif camera == "orbit":
-        camera_at = orbit_cameras(target, res, T, fps)
+        camera_at = swinging_camera(target, res, T, fps)
     else:
         camera_at, _ = camera_path_cameras(camera, fps, camera_transforms)
     moved = drive.to(dev)
@@ -128,10 +128,10 @@ def main(
                 run,
                 audio,
                 out,
-                camera,
-                res,
-                fps,
-                device,
+                camera=camera,
+                res=res,
+                fps=fps,
+                device=device,
                 driver=driver,
                 pose=pose,
                 calibrate=calibrate,

@@ -30,11 +30,10 @@ def main(
         out: folder for eval.json and eval_grid.png (default: the run folder).
         device: auto, cpu or cuda.
     """
-    from nerfhead.cli.checks import check_out_dir, check_run
-    from nerfhead.cli.fit import resolve_device
+    from nerfhead.cli.checks import check_device, check_out_dir, check_run
     from nerfhead.models.run_eval import evaluate_run
 
-    dev = resolve_device(device)
+    dev = check_device(device)
     check_run(run)
     check_out_dir(run if out is None else out, "--out")
     m = evaluate_run(run, capture, out, device=dev)

@@ -11,6 +11,7 @@ import tyro
 def run_eval_drive(
     capture: Path,
     out: Path | None = None,
+    *,
     holdout: float = 0.2,
     steps: int = 150,
     phonetic: bool = False,
@@ -101,4 +102,17 @@ def main(
         check_out_file(out, "--out", (".json",))
     if save_run is not None:
         check_out_dir(save_run, "--save-run")
-    print(json.dumps(run_eval_drive(capture, out, holdout, steps, phonetic, save_run, seed, folds)))
+    print(
+        json.dumps(
+            run_eval_drive(
+                capture,
+                out,
+                holdout=holdout,
+                steps=steps,
+                phonetic=phonetic,
+                save_run=save_run,
+                seed=seed,
+                folds=folds,
+            )
+        )
+    )

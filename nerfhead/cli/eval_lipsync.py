@@ -33,11 +33,11 @@ def main(
             policy had a calibration).
         normalise: normalise the clip's loudness before the driver.
     """
-    from nerfhead.cli.fit import resolve_device
+    from nerfhead.cli.checks import check_device
     from nerfhead.models.run_eval import evaluate_lipsync
 
     rep = evaluate_lipsync(
-        run, out, device=resolve_device(device), driver=driver, calibrate=calibrate, normalise=normalise
+        run, out, device=check_device(device), driver=driver, calibrate=calibrate, normalise=normalise
     )
     keys = ("split_policy", "driver", "calibrated", "real_gap_px", "tracked", "speech", "frozen")
     print(json.dumps({k: rep[k] for k in (*keys, "speech_over_tracked_lmd")}, indent=2))

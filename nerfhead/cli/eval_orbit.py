@@ -29,7 +29,7 @@ def main(
         out: folder for eval_orbit.json and orbit.png (default: the run folder).
         device: auto, cpu or cuda.
     """
-    from nerfhead.cli.fit import resolve_device
+    from nerfhead.cli.checks import check_device
     from nerfhead.errors import InputError
     from nerfhead.models.run_eval import evaluate_orbit
 
@@ -37,5 +37,5 @@ def main(
         raise InputError("--angles", f"give angles in [-180, 180] degrees, got {list(angles)}")
     if not 1 <= timesteps <= 100:
         raise InputError("--timesteps", f"{timesteps} out of range [1, 100]")
-    rep = evaluate_orbit(run, tuple(angles), timesteps, out, device=resolve_device(device))
+    rep = evaluate_orbit(run, tuple(angles), timesteps, out, device=check_device(device))
     print(json.dumps(rep, indent=2))

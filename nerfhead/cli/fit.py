@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
 
 from nerfhead.engine.runlock import locks_run
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; a device the machine lacks is an InputError."""
-    from nerfhead.cli.checks import check_device
-
-    return check_device(device)
 
 
 def choose_threads(threads: int | None) -> int:
@@ -56,40 +51,64 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """What ``nerfhead fit`` does besides which capture and run folder (:func:`run_fit`)."""
+
+    model: str = "splat"
+    """A registered model (:mod:`nerfhead.models.registry`)."""
+    preset: str = "default"
+    """The model's named fit config."""
+    resume: bool = False
+    """Continue the run from its newest checkpoint, with its saved settings."""
+    steps: int | None = None
+    """Override the config's ``trainer.steps``."""
+    max_minutes: float | None = None
+    """Override the config's ``trainer.max_minutes``."""
+    seed: int | None = None
+    """Override the config's ``trainer.seed``."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    progress: bool = True
+    """Show the progress bar."""
+    evaluate: bool = True
+    """Evaluate the held-out split at the end (eval.json)."""
+    overrides: dict[str, Any] | None = None
+    """Dotted config keys to values (``{"model.sh_degree": 1}``), applied after the preset (or, on resume, after
+    the run's saved config) and before ``steps`` / ``max_minutes`` / ``seed``."""
+    threads: int | None = None
+    """CPU threads (None: :func:`choose_threads`)."""
+    viewer: Any = None
+    """A :class:`nerfhead.viewer.server.ViewerConfig`: show the model in the web viewer while it trains."""
+    viewer_wait: bool = False
+    """Keep serving the finished fit in the viewer until Ctrl-C (or SIGTERM)."""
+    allow_outside_paths: bool = False
+    """Let the capture's file paths point outside its folder."""
+
+
 @locks_run("out", "fit")
-def run_fit(
-    capture: Path,
-    out: Path,
-    model: str = "splat",
-    preset: str = "default",
-    resume: bool = False,
-    steps: int | None = None,
-    max_minutes: float | None = None,
-    seed: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    evaluate: bool = True,
-    overrides: dict[str, Any] | None = None,
-    threads: int | None = None,
-    viewer: Any = None,
-    viewer_wait: bool = False,
-    allow_outside_paths: bool = False,
-) -> dict[str, Any]:
+def run_fit(capture: Path, out: Path, options: FitOptions | None = None, **changes: Any) -> dict[str, Any]:
     """The work of ``nerfhead fit`` as a function; returns the summary it writes to ``RUN/fit.json``.
 
-    ``overrides`` maps dotted config keys to values (``{"model.sh_degree": 1}``), applied after the preset (or,
-    on resume, after the run's saved config) and before ``steps`` / ``max_minutes`` / ``seed``.
-
-    ``viewer`` (a :class:`nerfhead.viewer.server.ViewerConfig`) shows the model in the web viewer while it trains;
-    with ``viewer_wait`` the viewer keeps serving the finished fit until Ctrl-C (or SIGTERM).
+    ``options`` (default :class:`FitOptions`), with ``changes`` to its fields applied
+    (``run_fit(cap, run, preset="fast", steps=6)``).
 
     Everything a user supplies is checked before the first write (:mod:`nerfhead.cli.checks`); the run folder
     is locked for the whole call, and a resume reuses the run's saved settings (preset, device, threads,
     outside capture paths) unless given again.
     """
+    o = dataclasses.replace(options if options is not None else FitOptions(), **changes)
+    model, preset, resume, device, threads = o.model, o.preset, o.resume, o.device, o.threads
+    allow_outside_paths, viewer = o.allow_outside_paths, o.viewer
     import torch
 
-    from nerfhead.cli.checks import check_fit_out, check_overrides, check_resume_weights, fit_settings
+    from nerfhead.cli.checks import (
+        check_device,
+        check_fit_out,
+        check_overrides,
+        check_resume_weights,
+        fit_settings,
+    )
     from nerfhead.data.loaders import load_capture
     from nerfhead.engine.checkpoint import atomic_write_json, trim_log
     from nerfhead.engine.config import from_dict, replace_nested
@@ -102,7 +121,7 @@ def run_fit(
     kind = get(model)  # an unknown --model fails here, before anything is read
     saved = check_fit_out(out, model, resume)  # the run's saved settings on resume, else {}
     preset = saved.get("preset", preset)
-    dev = resolve_device(saved.get("device", device) if device == "auto" else device)
+    dev = check_device(saved.get("device", device) if device == "auto" else device)
     threads = saved.get("threads", threads) if threads is None else threads
     allow_outside_paths = allow_outside_paths or bool(saved.get("allow_outside_paths"))
     dist = init_from_env(dev)  # under torchrun: join its group (gloo on CPU, NCCL on GPUs)
@@ -122,16 +141,16 @@ def run_fit(
         cfg = from_dict(kind.fit_config, read_avatar_json(out).get("fit", {}), where=str(out / "avatar.json"))
     else:
         cfg = kind.preset(preset)
-    changes: dict[str, Any] = {"trainer.progress": progress, **(overrides or {})}
-    if steps is not None:
-        changes["trainer.steps"] = steps
-    if max_minutes is not None:
-        changes["trainer.max_minutes"] = max_minutes
-    if seed is not None:
-        changes["trainer.seed"] = seed
-    check_overrides(cfg, changes)
+    edits: dict[str, Any] = {"trainer.progress": o.progress, **(o.overrides or {})}
+    if o.steps is not None:
+        edits["trainer.steps"] = o.steps
+    if o.max_minutes is not None:
+        edits["trainer.max_minutes"] = o.max_minutes
+    if o.seed is not None:
+        edits["trainer.seed"] = o.seed
+    check_overrides(cfg, edits)
     try:
-        cfg = replace_nested(cfg, **changes)
+        cfg = replace_nested(cfg, **edits)
     except (AttributeError, TypeError) as e:
         raise InputError("--set", f"bad config override ({e})") from None
     torch.manual_seed(cfg.trainer.seed)  # initialisation (hash tables, MLPs) is seeded too
@@ -176,13 +195,13 @@ def run_fit(
             "quick_eval": result.eval,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         }
-        if evaluate and dist.is_main:
+        if o.evaluate and dist.is_main:
             from nerfhead.models.run_eval import evaluate_run
 
             summary["eval"] = evaluate_run(out, capture, device=dev)["mean"]
         if dist.is_main:
             atomic_write_json(out / "fit.json", summary)
-        if live is not None and viewer_wait:
+        if live is not None and o.viewer_wait:
             _serve_until_interrupted(live.url)
     finally:
         if live is not None:
@@ -268,8 +287,13 @@ def main(
     viewer_wait: bool = True,
     nproc: int = 1,
     allow_outside_paths: bool = False,
+    config: Any = None,
 ) -> None:
     """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
+
+    The model's fit config is set with nested options (``--model.sh-degree 1``, ``--strategy.max-gaussians
+    50000``, ``--trainer.steps 500``; ``nerfhead fit --model nerf --help`` lists the nerf head's), whose defaults
+    are the preset's; ``--set KEY=JSON`` is the same by dotted key.
 
     Args:
         capture: capture folder (nerfhead/nerfstudio transforms.json or NeRSemble) with a drive.
@@ -315,25 +339,150 @@ def main(
         if warning:
             print(warning, file=sys.stderr)
         live_cfg = ViewerConfig(host=viewer_host, port=viewer_port)
-    s = run_fit(
-        capture,
-        out,
-        model,
-        preset,
-        resume,
-        steps,
-        max_minutes,
-        seed,
-        device,
-        progress=True,
+    options = FitOptions(
+        model=model,
+        preset=preset,
+        resume=resume,
+        steps=steps,
+        max_minutes=max_minutes,
+        seed=seed,
+        device=device,
         evaluate=evaluate,
-        overrides=parse_overrides(overrides),
+        overrides={**config_changes(config, model, preset), **parse_overrides(overrides)},
         threads=threads,
         viewer=live_cfg,
         viewer_wait=viewer_wait,
         allow_outside_paths=allow_outside_paths,
     )
+    s = run_fit(capture, out, options)
     line = {"steps": s["steps"], "minutes": round(s["seconds"] / 60, 2)}
     if "eval" in s:
         line.update({"psnr": round(s["eval"]["psnr"], 3), "ssim": round(s["eval"]["ssim"], 4)})
     print(json.dumps({"run": str(out), **line}))
+
+
+def config_changes(config: Any, model: str, preset: str) -> dict[str, Any]:
+    """The dotted keys where ``config`` (the nested options' result) differs from the preset it started from."""
+    from nerfhead.models.registry import get
+
+    if config is None:
+        return {}
+
+    def diff(a: Any, b: Any, prefix: str) -> dict[str, Any]:
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b) and type(a) is type(b):
+            out: dict[str, Any] = {}
+            for f in dataclasses.fields(a):
+                out.update(diff(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name}."))
+            return out
+        return {} if a == b else {prefix[:-1]: a}
+
+    return diff(config, get(model).preset(preset), "")
+
+
+def _flag(argv: list[str], name: str, default: str) -> str:
+    """The value of option ``name`` in ``argv`` (``--name V`` or ``--name=V``; the last one wins)."""
+    value = default
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def _values(argv: list[str], name: str) -> list[str]:
+    """The values that follow option ``name`` in ``argv`` (every occurrence, up to the next option)."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        if a == name:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                out.append(argv[j])
+                j += 1
+        elif a.startswith(name + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> None:
+    """The nested config options in ``argv`` name fields of ``cfg`` and carry values of their types (checked
+    before tyro parses, so a typo or a bad value is one line naming the option, and no capture is read).
+
+    Raises:
+        InputError: naming the option.
+    """
+    from nerfhead.cli.checks import check_overrides
+    from nerfhead.errors import InputError
+
+    top = {f.name for f in dataclasses.fields(cfg)}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if not a.startswith("--") or a in ("--help",):
+            continue
+        flag, _, inline = a.partition("=")
+        key = flag[2:].replace("-", "_")
+        if key in own or key.removeprefix("no_") in own:
+            continue
+        if "." not in key and key not in top and key.removeprefix("no_") not in top:
+            raise InputError(flag, "unknown option", hint="nerfhead fit --help lists them")
+        head, _, last = key.rpartition(".")
+        node = cfg
+        for part in head.split(".") if head else []:
+            node = getattr(node, part, None)
+        field = getattr(node, last, None) if dataclasses.is_dataclass(node) else None
+        if isinstance(field, bool) or (
+            last.startswith("no_") and isinstance(getattr(node, last[3:], None), bool)
+        ):
+            name = last[3:] if not isinstance(field, bool) else last
+            check_overrides(cfg, {f"{head}.{name}" if head else name: True}, option=flag)
+            continue
+        values = [inline] if inline else []
+        while not inline and i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if not values:
+            raise InputError(flag, "needs a value")
+        parsed = [_json_or_text(v) for v in values]
+        value = (
+            tuple(parsed) if isinstance(field, tuple) else parsed[0] if len(parsed) == 1 else tuple(parsed)
+        )
+        check_overrides(cfg, {key: value}, option=flag)
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def for_args(argv: list[str]) -> Any:
+    """:func:`main` for this command line: ``--model``'s fit config as nested options, ``--preset``'s values as
+    their defaults, checked before parsing (:func:`check_config_args`).
+
+    Raises:
+        InputError: an unknown model or preset, or a bad config option.
+    """
+    import types
+    import typing
+
+    from nerfhead.cli.checks import check_overrides
+    from nerfhead.models.registry import get
+
+    kind = get(_flag(argv, "--model", "splat"))
+    base = kind.preset(_flag(argv, "--preset", "default"))
+    own = {n for n in typing.get_type_hints(main) if n not in ("config", "return")} | {"set"}
+    if "-h" not in argv and "--help" not in argv:
+        check_config_args(base, argv, own)
+        check_overrides(base, parse_overrides(_values(argv, "--set")))
+    assert main.__defaults__ is not None
+    fn = types.FunctionType(main.__code__, main.__globals__, "main", main.__defaults__[:-1] + (base,))
+    fn.__doc__ = main.__doc__
+    fn.__module__ = main.__module__
+    fn.__annotations__ = {
+        **typing.get_type_hints(main, include_extras=True),
+        "config": Annotated[kind.fit_config, tyro.conf.arg(name="")],
+    }
+    return fn

@@ -31,6 +31,8 @@ VERBS: dict[str, str] = {
     "view": "nerfhead.cli.view:main",
     "export": "nerfhead.cli.export:group_help",
 }
+TYPED_BY_ARGS: dict[str, str] = {"fit": "nerfhead.cli.fit:for_args"}
+"""Verbs whose options depend on the command line (fit: ``--model``'s config): ``module:function(argv) -> verb``."""
 GROUPS: dict[str, dict[str, str]] = {
     "export": {
         "ply": "nerfhead.cli.export:ply",
@@ -40,20 +42,26 @@ GROUPS: dict[str, dict[str, str]] = {
 }
 
 
-def _load(target: str) -> Callable[..., Any] | None:
+def _load(target: str) -> Callable[..., Any]:
+    """The verb function ``module:function``; an ImportError inside the verb's module surfaces as it is (a
+    missing dependency or a bug, not a missing verb)."""
     mod, fn = target.split(":")
-    try:
-        return getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError):
-        return None  # a verb whose module is absent in this checkout is simply not offered
+    return getattr(importlib.import_module(mod), fn)
 
 
 def _verbs() -> dict[str, Callable[..., Any]]:
-    return {name: f for name, target in VERBS.items() if (f := _load(target)) is not None}
+    return {name: _load(target) for name, target in VERBS.items()}
+
+
+def _typed(verbs: dict[str, Callable[..., Any]], args: list[str]) -> dict[str, Callable[..., Any]]:
+    """``verbs`` with the verb of ``args`` specialised to them where its options depend on other options."""
+    if args and args[0] in verbs and args[0] in TYPED_BY_ARGS:
+        verbs = {**verbs, args[0]: _load(TYPED_BY_ARGS[args[0]])(args[1:])}
+    return verbs
 
 
 def _group(name: str) -> dict[str, Callable[..., Any]]:
-    return {sub: f for sub, target in GROUPS[name].items() if (f := _load(target)) is not None}
+    return {sub: _load(target) for sub, target in GROUPS[name].items()}
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -66,7 +74,7 @@ def run(argv: list[str] | None = None) -> int:
             tyro.extras.subcommand_cli_from_dict(_group(args[0]), prog=f"nerfhead {args[0]}", args=args[1:])
         else:
             tyro.extras.subcommand_cli_from_dict(
-                _verbs(),
+                _typed(_verbs(), args),
                 prog="nerfhead",
                 description="nerfhead: video of a person to a drivable 3D head.",
                 args=args,

@@ -26,6 +26,7 @@ def host_warning(host: str, run: Path) -> str | None:
 
 def open_viewer(
     run: Path,
+    *,
     port: int = 8080,
     host: str = "127.0.0.1",
     device: str = "auto",
@@ -41,8 +42,8 @@ def open_viewer(
     Raises:
         InputError: RUN holds no loadable avatar (without ``mock``); a bad ``speech_driver``.
     """
-    import torch
 
+    from nerfhead.cli.checks import check_device
     from nerfhead.errors import InputError
     from nerfhead.viewer.server import ViewerConfig, ViewerServer
 
@@ -50,7 +51,7 @@ def open_viewer(
         raise InputError("--speech-driver", f"must be auto, network or rules, got {speech_driver!r}")
     if render not in ("auto", "browser", "server"):
         raise InputError("--render", f"must be auto, browser or server, got {render!r}")
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = check_device(device)
     if mock:
         from nerfhead.viewer.mock import MockHead
 
@@ -119,7 +120,17 @@ def main(
         from nerfhead.viewer.live_speech import open_source
 
         source = open_source(speech_stream, speech_rate, speech_format)
-    viewer = open_viewer(run, port, host, device, mock, max_side, moving_side, speech_driver, render)
+    viewer = open_viewer(
+        run,
+        port=port,
+        host=host,
+        device=device,
+        mock=mock,
+        max_side=max_side,
+        moving_side=moving_side,
+        speech_driver=speech_driver,
+        render=render,
+    )
     print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
     if source is not None:
         viewer.start_speech_stream(source)

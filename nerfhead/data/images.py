@@ -94,8 +94,11 @@ def load_mask(path: str | os.PathLike) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _to_uint8(x: Tensor | np.ndarray) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+def to_uint8(x: Tensor | np.ndarray) -> np.ndarray:
+    """Float in [0, 1] (clipped) → uint8, rounded half up, as numpy; uint8 input is returned as it is."""
+    a = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if a.dtype == np.uint8:
+        return a
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -104,7 +107,7 @@ def save_image(path: str | os.PathLike, rgb: Tensor | np.ndarray) -> Path:
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        Image.fromarray(_to_uint8(rgb), "RGB").save(tmp)
+        Image.fromarray(to_uint8(rgb), "RGB").save(tmp)
     return Path(path)
 
 
@@ -113,7 +116,7 @@ def save_mask(path: str | os.PathLike, mask: Tensor | np.ndarray) -> Path:
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        Image.fromarray(_to_uint8(mask), "L").save(tmp)
+        Image.fromarray(to_uint8(mask), "L").save(tmp)
     return Path(path)
 
 

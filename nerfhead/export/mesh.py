@@ -309,7 +309,7 @@ def _first_surface(model: SplatHead, cameras: Cameras, drive: Drive, boost: floa
     return out.alpha.cpu(), out.depth.cpu()
 
 
-def orbit_cameras(
+def sphere_cameras(
     center: Tensor,
     rotation: Tensor,
     radius: float,
@@ -461,7 +461,7 @@ def splat_head_mesh(
 ) -> Mesh:
     """The splat head's surface at one drive timestep (world frame), with vertex colours.
 
-    Renders ``views`` depth maps from cameras spread around the posed head (:func:`orbit_cameras`), fuses them
+    Renders ``views`` depth maps from cameras spread around the posed head (:func:`sphere_cameras`), fuses them
     into a truncated signed distance grid over the head's box (:func:`fuse_depth`; the space no view sees, the
     head's inside, counts as inside, so the surface is closed) and meshes its zero level by marching cubes;
     colours come from the renders (:func:`project_colors`).
@@ -490,7 +490,7 @@ def splat_head_mesh(
     center = 0.5 * (lo + hi)
     radius = 0.5 * float((hi - lo + 2 * pad).norm())
     size = image_size or int(min(max(round(1.2 * resolution), 64), 512))
-    cams = orbit_cameras(center, axis_angle_to_matrix(d.rotation.cpu())[0], radius, views, size)
+    cams = sphere_cameras(center, axis_angle_to_matrix(d.rotation.cpu())[0], radius, views, size)
     out = model.render(cams.to(dev), d, torch.zeros(3, device=dev))
     alpha, depth = _first_surface(model, cams.to(dev), d, opacity_boost)
     cell = float((aabb[3:] - aabb[:3]).max()) / (resolution - 1)

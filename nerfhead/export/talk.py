@@ -40,7 +40,7 @@ def constant_camera(camera: Cameras) -> CameraFn:
     return at
 
 
-def orbit_cameras(
+def swinging_camera(
     target: Tensor, res: int, n_frames: int, fps: float, amplitude_deg: float = 35.0
 ) -> CameraFn:
     """A camera swinging left-right around the head, one period every 8 seconds."""

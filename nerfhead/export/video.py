@@ -17,13 +17,11 @@ from nerfhead.atomic import atomic_path
 from nerfhead.errors import InputError
 
 
-def to_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB."""
-    if isinstance(frame, torch.Tensor):
-        frame = frame.detach().cpu().numpy()
-    if frame.dtype != np.uint8:
-        frame = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(frame[..., :3])
+def rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB (:func:`nerfhead.data.images.to_uint8`)."""
+    from nerfhead.data.images import to_uint8
+
+    return np.ascontiguousarray(to_uint8(frame)[..., :3])
 
 
 def write_video(
@@ -52,7 +50,7 @@ def write_video(
     with atomic_path(path) as tmp:
         try:
             for frame in frames:
-                img = to_uint8(frame)
+                img = rgb_uint8(frame)
                 h, w = img.shape[:2]
                 if writer is None:
                     writer = imageio_ffmpeg.write_frames(

@@ -23,7 +23,7 @@ from nerfhead.data.drive import Drive
 from nerfhead.fields.deformation import DeformationConfig, drive_code
 from nerfhead.fields.ensemble import EnsembleConfig, HashEnsemble
 from nerfhead.geometry import axis_angle_to_matrix
-from nerfhead.models.avatar import RenderOutput, pair_indices
+from nerfhead.models.interface import RenderOutput, pair_indices
 from nerfhead.ops.composite import composite, packed_info_from_ray_indices
 from nerfhead.ops.ray_march import MarchConfig, ray_aabb_intersect, render_rays_early_stop
 

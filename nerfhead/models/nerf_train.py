@@ -17,20 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import nerfhead
 from nerfhead.components.occupancy_grid import OccupancyGrid
 from nerfhead.data.capture import Capture
 from nerfhead.data.framestore import FrameStore, to_float
 from nerfhead.data.split import SplitPolicy
-from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.config import TrainerConfig
 from nerfhead.engine.distributed import current
-from nerfhead.engine.metrics import psnr
 from nerfhead.engine.targets import capture_background, composite_target, images_over_background
 from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
 from nerfhead.errors import InputError
 from nerfhead.fields.deformation import DeformationConfig
 from nerfhead.fields.ensemble import EnsembleConfig
-from nerfhead.models.avatar import MODEL_PREFIX
+from nerfhead.models import fit_task
+from nerfhead.models.fit_task import MODEL_PREFIX
 from nerfhead.models.nerf_head import KIND, NerfHead, NerfHeadConfig
 
 
@@ -211,7 +210,7 @@ class NerfFit:
         if cfg.fit_aabb:
             cfg = replace(cfg, model=replace(cfg.model, aabb=head_box(capture, cfg.aabb_padding)))
         self.capture, self.cfg, self.device = capture, cfg, torch.device(device)
-        split = capture.split(cfg.split)
+        split = self.split = capture.split(cfg.split)
         self.split_policy = split.policy
         self.train_cameras, self.test_cameras = split.train_cameras, split.test_cameras
         self.train_timesteps, self.test_timesteps = split.train_timesteps, split.test_timesteps
@@ -239,10 +238,9 @@ class NerfFit:
         self.frame_time = torch.tensor([capture.frames[i].timestep for i in self.frames], device=self.device)
         self.h, self.w = int(cams.height[0]), int(cams.width[0])
         self.cond = self.model.conditioning(self.drive)
-        ts = self.test_timesteps if self.test_timesteps is not None else range(capture.num_timesteps)
-        pairs = [(c, t) for t in ts for c in self.test_cameras if capture.frame_index(c, t) is not None]
-        k = min(cfg.eval_views, len(pairs))
-        self.eval_views = [pairs[round(i * (len(pairs) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
+        self.eval_views = fit_task.eval_views(
+            capture, split, cfg.eval_views
+        )  # the quick evaluation's fixed views
 
     # ------------------------------------------------------------ Trainable
     def make_optimizers(self) -> Optimizers:
@@ -260,8 +258,9 @@ class NerfFit:
         return {"nerf": torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)}
 
     def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
-        frac = min(step / max(self.cfg.trainer.steps, 1), 1.0)
-        factor = math.exp(frac * math.log(max(self.cfg.optim.final_factor, 1e-12)))
+        factor = fit_task.log_lerp(
+            1.0, self.cfg.optim.final_factor, fit_task.progress(step, self.cfg.trainer.steps)
+        )
         for g in optimizers["nerf"].param_groups:
             g["lr"] = g["base_lr"] * factor
 
@@ -321,41 +320,27 @@ class NerfFit:
         current().broadcast(*grid.buffers())  # every rank marches the grid rank 0 decided
 
     def state_tensors(self) -> dict[str, Tensor]:
-        return {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        return fit_task.with_prefix(MODEL_PREFIX, self.model.state_dict())
 
     def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        model = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-        self.model.load_state_dict(model)
+        self.model.load_state_dict(fit_task.strip_prefix(MODEL_PREFIX, tensors))
         self.model.to(self.device)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        if not self.eval_views:
-            return {}
-        vals = []
-        for c, t in self.eval_views:
+        def view(c: int, t: int) -> tuple[Tensor, Tensor]:
             out = self.model.render(self.cameras[c], self.drive[t], self.bg)
             f = self.capture.frame_index(c, t)
             img, m = self.store.image(f), self.store.mask(f)  # type: ignore[arg-type]
             gt, _ = composite_target(
                 self.capture, to_float(img), None if m is None else to_float(m), self.bg.cpu()
             )
-            vals.append(psnr(out.rgb[0].clamp(0, 1), gt.to(self.device)))
-        return {"psnr_heldout": sum(vals) / len(vals)}
+            return out.rgb[0], gt.to(self.device)
+
+        return fit_task.heldout_psnr(self.eval_views, view)
 
     def avatar_spec(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "version": nerfhead.__version__,
-            "config": to_dict(self.cfg.model),
-            "fit": to_dict(self.cfg),
-            "train_cameras": self.train_cameras,
-            "test_cameras": self.test_cameras,
-            "train_timesteps": self.train_timesteps,
-            "test_timesteps": self.test_timesteps,
-            "split_policy": self.split_policy,
-            "background": self.bg.tolist(),
-        }
+        return fit_task.avatar_spec(KIND, self.cfg.model, self.cfg, self.split, self.bg)
 
 
 def make_task(capture: Capture, cfg: NerfFitConfig, device: str | torch.device = "cpu") -> NerfFit:

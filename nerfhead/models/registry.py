@@ -28,7 +28,7 @@ from torch import Tensor
 from nerfhead.engine.trainer import Trainable
 from nerfhead.errors import InputError
 from nerfhead.models import nerf_head, nerf_train, splat_head, splat_train
-from nerfhead.models.avatar import Avatar
+from nerfhead.models.interface import Avatar
 
 if TYPE_CHECKING:
     from nerfhead.data.capture import Capture

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
-from nerfhead.models.avatar import RenderOutput, pair_indices
 from nerfhead.models.deform import DeformConfig
+from nerfhead.models.interface import RenderOutput, pair_indices
 from nerfhead.parametric.ict import PART_ID, ICTHead
 from nerfhead.splats.binding import TriangleFrames, WorldGaussians, bind_to_world, triangle_frames
 from nerfhead.splats.gaussians import SH_C0, SplatParams, rgb_to_sh0
@@ -334,16 +334,7 @@ class SplatHead(nn.Module):
 
     # ---------------------------------------------------------------- rendering
     def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
-        """Render camera ``b`` at timestep ``b`` (a side of length 1 broadcasts; see ``nerfhead.models.avatar``).
-
-        Args:
-            cameras: N cameras of one image size.
-            drive: T timesteps.
-            background: [3] or [B, 3] colour, or None for the avatar's background.
-
-        Returns:
-            RenderOutput with B = max(N, T) images.
-        """
+        """:meth:`nerfhead.models.avatar.Avatar.render` (camera ``b`` at timestep ``b``; B = max(N, T) images)."""
         return self.render_views(cameras, drive, background)[0]
 
     def render_views(

@@ -15,7 +15,6 @@ per-pixel median of the training frames outside the masks, and the fit and evalu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,19 +22,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import nerfhead
 from nerfhead.data.capture import Capture
 from nerfhead.data.framestore import FrameLoader, FrameStore, to_float
 from nerfhead.data.split import SplitPolicy
-from nerfhead.engine.config import TrainerConfig, to_dict
+from nerfhead.engine.config import TrainerConfig
 from nerfhead.engine.distributed import current, shard
 from nerfhead.engine.losses import photometric_loss
 from nerfhead.engine.metrics import psnr
 from nerfhead.engine.targets import capture_background, composite_target, synth_metadata
 from nerfhead.engine.trainer import Optimizers, StepOutput, step_generator
 from nerfhead.errors import InputError
-from nerfhead.models.avatar import MODEL_PREFIX
 from nerfhead.models.deform import DeformConfig
+from nerfhead.models.fit_task import (
+    MODEL_PREFIX,
+    avatar_spec,
+    eval_views,
+    heldout_psnr,
+    log_lerp,
+    progress,
+    strip_prefix,
+    with_prefix,
+)
 from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
@@ -210,8 +217,7 @@ class SplatFit:
         self.cfg = cfg
         self.device = torch.device(device)
         n = capture.num_cameras
-        T = capture.num_timesteps
-        split = capture.split(cfg.split)
+        split = self.split = capture.split(cfg.split)
         self.split_policy = split.policy
         self.train_cameras, self.test_cameras = split.train_cameras, split.test_cameras
         self.train_timesteps = split.train_timesteps
@@ -250,11 +256,7 @@ class SplatFit:
         self.render_bg: Tensor | None = None if self.full_frame else self.bg
         self.strategy = cfg.strategy
         self.strategy_state: dict[str, Any] = self.strategy.initialize_state()
-        # fixed held-out views for the quick evaluation: cameras x evenly spread timesteps
-        ts = self.test_timesteps if self.test_timesteps is not None else range(T)
-        views = [(c, t) for t in ts for c in self.test_cameras if capture.frame_index(c, t) is not None]
-        k = min(cfg.eval_views, len(views))
-        self.eval_views = [views[round(i * (len(views) - 1) / max(k - 1, 1))] for i in range(k)] if k else []
+        self.eval_views = eval_views(capture, split, cfg.eval_views)  # the quick evaluation's fixed views
 
     # ---------------------------------------------------------------- data
     def target(self, frame: int) -> tuple[Tensor, Tensor | None]:
@@ -317,8 +319,7 @@ class SplatFit:
 
     def set_learning_rates(self, step: int, optimizers: Optimizers) -> None:
         o = self.cfg.optim
-        frac = min(step / max(self.cfg.trainer.steps, 1), 1.0)
-        lr = math.exp((1 - frac) * math.log(o.means) + frac * math.log(max(o.means_final, 1e-12)))
+        lr = log_lerp(o.means, o.means_final, progress(step, self.cfg.trainer.steps))
         for g in optimizers["means"].param_groups:
             g["lr"] = lr
 
@@ -392,49 +393,27 @@ class SplatFit:
             self.loader.prefetch(f for c in cams if (f := self.capture.frame_index(c, t)) is not None)
 
     def state_tensors(self) -> dict[str, Tensor]:
-        out = {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
-        out.update({STRATEGY_PREFIX + k: v for k, v in strategy_state_tensors(self.strategy_state).items()})
+        out = with_prefix(MODEL_PREFIX, self.model.state_dict())
+        out.update(with_prefix(STRATEGY_PREFIX, strategy_state_tensors(self.strategy_state)))
         return out
 
     def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        model = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-        self.model.load_state_dict(model)
+        self.model.load_state_dict(strip_prefix(MODEL_PREFIX, tensors))
         self.model.to(self.device)
         self.strategy_state = self.strategy.initialize_state()
-        load_strategy_state(
-            self.strategy_state,
-            {
-                k[len(STRATEGY_PREFIX) :]: v.to(self.device)
-                for k, v in tensors.items()
-                if k.startswith(STRATEGY_PREFIX)
-            },
-        )
+        state = strip_prefix(STRATEGY_PREFIX, tensors)
+        load_strategy_state(self.strategy_state, {k: v.to(self.device) for k, v in state.items()})
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        if not self.eval_views:
-            return {}
-        vals = []
-        for c, t in self.eval_views:
+        def view(c: int, t: int) -> tuple[Tensor, Tensor]:
             out = self.model.render(self.cameras[c], self.drive[t], self.render_bg)
-            gt, _ = self.target(self.capture.frame_index(c, t))  # type: ignore[arg-type]
-            vals.append(psnr(out.rgb[0].clamp(0, 1), gt))
-        return {"psnr_heldout": sum(vals) / len(vals)}
+            return out.rgb[0], self.target(self.capture.frame_index(c, t))[0]  # type: ignore[arg-type]
+
+        return heldout_psnr(self.eval_views, view)
 
     def avatar_spec(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "version": nerfhead.__version__,
-            "config": to_dict(self.model.cfg),
-            "fit": to_dict(self.cfg),
-            "train_cameras": self.train_cameras,
-            "test_cameras": self.test_cameras,
-            "train_timesteps": self.train_timesteps,
-            "test_timesteps": self.test_timesteps,
-            "split_policy": self.split_policy,
-            "full_frame": self.full_frame,
-            "background": self.bg.tolist(),
-        }
+        return avatar_spec(KIND, self.model.cfg, self.cfg, self.split, self.bg, full_frame=self.full_frame)
 
 
 def make_task(capture: Capture, cfg: SplatFitConfig, device: str | torch.device = "cpu") -> SplatFit:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nerfhead.data.images import to_uint8
 from nerfhead.errors import InputError
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.parametric.atlas import atlas_uv
@@ -138,15 +139,11 @@ def save_rigged_head(
         scan_rotation=np.asarray(fit_arrays["scan_rotation"], np.float64),
         scan_translation=np.asarray(fit_arrays["scan_translation"], np.float64),
         scan_expression=np.asarray(fit_arrays["scan_expression"], np.float32),
-        vertex_colors=_to_uint8(vertex_colors),
+        vertex_colors=to_uint8(vertex_colors),
         atlas_size=np.int64(texture.shape[0]),
         metrics_json=np.array(json.dumps(metrics, sort_keys=True)),
     )
-    iio.imwrite(folder / "albedo.png", _to_uint8(texture), optimize=True)
-
-
-def _to_uint8(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(a) * 255.0), 0, 255).astype(np.uint8)
+    iio.imwrite(folder / "albedo.png", to_uint8(texture), optimize=True)
 
 
 def load_rigged_head(

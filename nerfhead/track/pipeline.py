@@ -42,6 +42,7 @@ from torch import Tensor
 
 from nerfhead.atomic import atomic_open
 from nerfhead.data.capture import Capture, Frame
+from nerfhead.data.images import to_uint8
 from nerfhead.errors import InputError
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.track.correspondence import Correspondence, load_correspondence
@@ -166,10 +167,6 @@ class TrackResult:
 def default_focal(width: int, height: int) -> float:
     """Focal guess of an unknown camera: 1.4 x the longer side."""
     return 1.4 * max(width, height)
-
-
-def _to_uint8(img: Tensor) -> np.ndarray:
-    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
 def _metrics(fit: TrackFitResult, obs: Observations, detected: np.ndarray, seconds: dict[str, float]) -> dict:
@@ -409,7 +406,7 @@ class CaptureSource(FrameSource):
         return obs, idx
 
     def image(self, i: int) -> np.ndarray:
-        return _to_uint8(self.cap.image(i))
+        return to_uint8(self.cap.image(i))
 
     def needs_masks(self) -> bool:
         return not self.cap.has_masks
@@ -474,8 +471,8 @@ def run(
 ) -> TrackResult:
     """The tracking stages, for any :class:`FrameSource`: landmarks -> fit -> (photometric refinement) -> one
     pass writing masks and the overlay -> capture, landmarks.npz and track.json."""
+    from nerfhead.atomic import atomic_write_json
     from nerfhead.data.nerfstudio import save_capture
-    from nerfhead.engine.checkpoint import atomic_write_json
 
     rep = _Timed(reporter)
     start = time.perf_counter()

@@ -26,7 +26,7 @@ from nerfhead.data.cameras import Cameras, pixel_centers
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
 from nerfhead.geometry import axis_angle_to_matrix
-from nerfhead.models.avatar import RenderOutput, pair_indices
+from nerfhead.models.interface import RenderOutput, pair_indices
 from nerfhead.viewer.renderable import Framing
 
 RADII = (0.075, 0.10, 0.09)

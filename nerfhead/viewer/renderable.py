@@ -19,7 +19,7 @@ from torch import Tensor
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.geometry import axis_angle_to_matrix, quaternion_to_matrix
-from nerfhead.models.avatar import RenderOutput
+from nerfhead.models.interface import RenderOutput
 from nerfhead.models.registry import GAUSSIANS, PARAMETRIC_MESH, has
 
 SH_C0 = 0.28209479177387814

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from nerfhead.data.drive import Drive
+from nerfhead.data.images import to_uint8
 from nerfhead.viewer.camera import ViewCamera, look_at_view, view_to_cameras
 from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-exported)
 from nerfhead.viewer.guard import Guard, RateLimit
@@ -59,11 +59,6 @@ def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> S
     except InputError as e:
         raise ValueError(e.what) from None
     return Speech(pol.network, PersonData(renderable.default_drive()), cfg)
-
-
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """[H, W, 3] float in [0, 1] → uint8 numpy (rounded)."""
-    return (rgb.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 class ViewerServer:

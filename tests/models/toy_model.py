@@ -13,10 +13,11 @@ from torch import Tensor, nn
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.capture import Capture
 from nerfhead.data.drive import Drive
-from nerfhead.engine.config import TrainerConfig, from_dict, to_dict
+from nerfhead.engine.config import TrainerConfig, from_dict
 from nerfhead.engine.targets import capture_background, target_image
 from nerfhead.engine.trainer import Optimizers, StepOutput
-from nerfhead.models.avatar import MODEL_PREFIX, RenderOutput, pair_indices
+from nerfhead.models.avatar import RenderOutput, pair_indices
+from nerfhead.models.fit_task import MODEL_PREFIX, avatar_spec, strip_prefix, with_prefix
 from nerfhead.models.registry import ModelKind
 
 KIND = "toy_head"
@@ -86,27 +87,17 @@ class ToyFit:
         pass
 
     def state_tensors(self) -> dict[str, Tensor]:
-        return {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        return with_prefix(MODEL_PREFIX, self.model.state_dict())
 
     def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        self.model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items()})
+        self.model.load_state_dict(strip_prefix(MODEL_PREFIX, tensors))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         return {"mse_heldout": float(((self.model.colour - self.held_out) ** 2).mean())}
 
     def avatar_spec(self) -> dict[str, Any]:
-        s = self.split
-        return {
-            "kind": KIND,
-            "fit": to_dict(self.cfg),
-            "train_cameras": s.train_cameras,
-            "test_cameras": s.test_cameras,
-            "train_timesteps": s.train_timesteps,
-            "test_timesteps": s.test_timesteps,
-            "split_policy": s.policy,
-            "background": self.bg.tolist(),
-        }
+        return avatar_spec(KIND, None, self.cfg, self.split, self.bg)
 
 
 def make_task(capture: Capture, cfg: ToyFitConfig, device: str | torch.device = "cpu") -> ToyFit:

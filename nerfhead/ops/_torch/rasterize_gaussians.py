@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from nerfhead.geometry import quaternion_to_matrix
 from nerfhead.ops._torch.sh import _spherical_harmonics
 
 ALPHA_MIN = 1.0 / 255.0
@@ -52,19 +52,7 @@ class Projected(NamedTuple):
 
 def _quat_to_rotmat(quats: Tensor) -> Tensor:
     """Rotation matrices from (not necessarily unit) wxyz quaternions. [..., 4] -> [..., 3, 3]"""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rows = (
-        1 - 2 * (y * y + z * z),
-        2 * (x * y - w * z),
-        2 * (x * z + w * y),
-        2 * (x * y + w * z),
-        1 - 2 * (x * x + z * z),
-        2 * (y * z - w * x),
-        2 * (x * z - w * y),
-        2 * (y * z + w * x),
-        1 - 2 * (x * x + y * y),
-    )
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
+    return quaternion_to_matrix(quats)
 
 
 def _project_gaussians(

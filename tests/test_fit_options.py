@@ -1,0 +1,84 @@
+"""``nerfhead fit``'s typed options: the model's fit config as nested options (docstrings in --help, defaults
+from the preset), checked before the capture loads, ``--set`` as an alias; and a verb's ImportError surfaces."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from nerfhead.cli.main import run
+from tests.models.tiny_capture import write_tiny_capture
+
+
+def test_help_shows_the_chosen_models_nested_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        run(["fit", "--help"])
+    assert e.value.code == 0
+    splat = capsys.readouterr().out
+    assert (
+        "--model.sh-degree INT" in splat
+        and "--strategy.max-gaussians INT" in splat
+        and "Largest SH degree stored" in splat
+    )
+    with pytest.raises(SystemExit):
+        run(["fit", "--model", "nerf", "--preset", "fast", "--help"])
+    nerf = capsys.readouterr().out
+    assert "--model.ensemble.n-grids" in nerf and "--n-rays" in nerf and "--model.sh-degree INT" not in nerf
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "problem"),
+    [
+        (["--model.sh-degre", "1"], "--model.sh-degre", "unknown setting 'model.sh_degre'"),
+        (["--model.sh-degree", "abc"], "--model.sh-degree", "expected int"),
+        (["--strategy.max-gaussians"], "--strategy.max-gaussians", "needs a value"),
+        (["--no-such-option", "1"], "--no-such-option", "unknown option"),
+        (["--model", "nerf", "--model.triangle-stride", "2"], "--model.triangle-stride", "unknown setting"),
+        (["--set", "model.sh_degree=x"], "--set", "expected int"),
+    ],
+)
+def test_bad_config_option_is_one_line_before_the_capture_loads(tmp_path, capsys, argv, option, problem):
+    missing = tmp_path / "not_a_capture"  # never read: the option fails first
+    assert run(["fit", str(missing), "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {option}:") and problem in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_nested_options_and_set_reach_the_fit_config(tmp_path, capsys):
+    from nerfhead.data import save_capture
+
+    cap = tmp_path / "cap"
+    save_capture(write_tiny_capture(cap), cap)
+    out = tmp_path / "run"
+    argv = ["fit", str(cap), "--out", str(out), "--preset", "fast", "--device", "cpu", "--threads", "1"]
+    argv += [
+        "--no-evaluate",
+        "--trainer.steps",
+        "2",
+        "--model.sh-degree",
+        "0",
+        "--strategy.max-gaussians",
+        "777",
+    ]
+    assert run([*argv, "--set", "model.init_opacity=0.25"]) == 0
+    fit = json.loads((out / "avatar.json").read_text())["fit"]
+    assert fit["trainer"]["steps"] == 2 and fit["model"]["sh_degree"] == 0
+    assert fit["strategy"]["max_gaussians"] == 777 and fit["model"]["init_opacity"] == 0.25
+    assert fit["model"]["triangle_stride"] == 4  # untouched: the fast preset's value, not the dataclass's 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+
+
+def test_an_import_error_inside_a_verb_surfaces(tmp_path, monkeypatch):
+    from nerfhead.cli import main as cli_main
+
+    (tmp_path / "broken_verb.py").write_text(
+        "import nerfhead_no_such_dependency\n\ndef main() -> None: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli_main.VERBS, "broken", "broken_verb:main")
+    with pytest.raises(ModuleNotFoundError, match="nerfhead_no_such_dependency"):
+        run(["broken"])
+    sys.modules.pop("broken_verb", None)
