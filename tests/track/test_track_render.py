@@ -9,38 +9,23 @@ import torch
 
 pytest.importorskip("mediapipe", reason="needs the track extra (mediapipe)")
 
-from nerfhead.data import Capture, Frame, load_capture, save_capture, save_image
+from nerfhead.data import load_capture
 from nerfhead.parametric import load_rigged_head
 from nerfhead.track import pipeline
 from nerfhead.track.fit import TrackFitConfig
 from nerfhead.track.masks import dilate
 from nerfhead.track.pipeline import CaptureSource, TrackConfig, track
+from tests.track.test_track_rig import CAMERAS, _render_multiview
 
-CAMERAS = (2, 7, 8)
 T, SIZE = 5, 128
 CONFIG = TrackConfig(fit=TrackFitConfig(rigid_iters=60, full_iters=60, offset_iters=0))
 
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    from nerfhead.synth import RigConfig, SynthConfig, expressive_drive, head_renderer
-    from nerfhead.synth.rig import nersemble16
-
-    rigged = load_rigged_head()
-    cfg = SynthConfig(rig=RigConfig(width=SIZE, height=SIZE), frames=T, seed=3)
-    drive = expressive_drive(T, seed=3)
-    cams = nersemble16(cfg.rig).cameras[torch.tensor(CAMERAS)]
-    renderer = head_renderer(rigged, cfg)
     src = tmp_path_factory.mktemp("render_src")
-    frames, alpha = [], []
-    for t in range(T):
-        with torch.no_grad():
-            img = renderer.render(rigged.drive(drive[t]).vertices[0], cams.viewmat, cams.K, SIZE, SIZE)
-        for j in range(len(cams)):
-            p = save_image(src / "images" / f"c{j}" / f"{t:05d}.png", img.rgb[j].clamp(0, 1))
-            frames.append(Frame(j, t, t / drive.fps, p))
-            alpha.append(img.alpha[j, ..., 0].numpy() > 0.5)
-    save_capture(Capture(cams, tuple(frames), drive.fps, drive), src)
+    alpha: list[np.ndarray] = []
+    _render_multiview(src, load_rigged_head(), frames=T, size=SIZE, alpha=alpha)
     out = tmp_path_factory.mktemp("render_track")
     result = track(src, out, CONFIG)
     return src, out, result, alpha
