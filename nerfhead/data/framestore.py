@@ -11,8 +11,8 @@ unchanged capture opens its store instantly.
 
 Whole frames (a view) are read positionally (``os.pread``), so a process holds only what it asks for while the
 OS page cache keeps hot frames (shared by every rank on a machine). Single pixels (the NeRF head's rays) come
-from a read-only memory map of the file with one numpy fancy index per batch when the file is at most
-:data:`MAP_BUDGET` bytes (4096 rays: ~0.6 ms instead of ~19 ms), else with one ``os.pread`` per pixel. A map's
+from read-only memory maps of the files with one numpy fancy index per batch when the store (images and masks
+together) is at most :data:`MAP_BUDGET` bytes (4096 rays: ~0.6 ms instead of ~19 ms), else with one ``os.pread`` per pixel. A map's
 touched pages count in the process's resident memory (file-backed, shared with the page cache, reclaimable), and
 random rays touch them all (the kernel maps 64 KiB around each fault): the budget bounds what a store adds to
 RSS. Dropping the pages instead (``madvise(MADV_DONTNEED)``) to map larger files made every batch fault again:
@@ -48,7 +48,7 @@ from nerfhead.errors import InputError
 STORE_VERSION = 1
 _HEAD_BYTES = 1 << 16
 MAP_BUDGET = 256 << 20
-"""Largest store file whose pixels are gathered through a memory map (see the module docstring)."""
+"""Largest store (both files) whose pixels are gathered through memory maps (see the module docstring)."""
 
 
 def store_root(capture: Capture) -> tuple[Path, bool]:
@@ -106,6 +106,8 @@ class FrameStore:
         uniform = len(set(self.sizes)) == 1
         self.uniform_size: tuple[int, int] | None = self.sizes[0] if uniform and self.sizes else None
         self._maps: dict[int, tuple[mmap.mmap, np.ndarray]] = {}
+        files = [fd for fd in (self._img, self._mask) if fd is not None]
+        self._mappable = sum(os.fstat(fd).st_size for fd in files) <= MAP_BUDGET  # images and masks together
         self._img_off = np.asarray(self.image_offsets, np.int64)
         self._mask_off = np.asarray([-1 if o is None else o for o in self.mask_offsets], np.int64)
 
@@ -192,10 +194,9 @@ class FrameStore:
 
     def _gather(self, fd: int, at: np.ndarray) -> np.ndarray:
         """The bytes at file offsets ``at`` (any shape) of the file behind ``fd``."""
-        if fd not in self._maps and os.fstat(fd).st_size <= MAP_BUDGET:
-            m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if os.fstat(fd).st_size else None
-            if m is not None:
-                self._maps[fd] = (m, np.frombuffer(m, np.uint8))
+        if fd not in self._maps and self._mappable and os.fstat(fd).st_size:
+            m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            self._maps[fd] = (m, np.frombuffer(m, np.uint8))
         if fd in self._maps:
             return self._maps[fd][1][at]
         flat = at.reshape(-1)
