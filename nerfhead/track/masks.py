@@ -141,13 +141,25 @@ def mesh_zbuffer(
 
 
 def dilate(mask: Tensor, px: int) -> Tensor:
-    """Grow [B, H, W] bool masks by ``px`` pixels (square structuring element)."""
-    if px <= 0:
+    """Grow [B, H, W] bool masks by ``px`` pixels (square structuring element); only the box around what is
+    set is computed."""
+    if px <= 0 or not bool(mask.any()):
         return mask
-    m = mask.float()[:, None]
-    k = 2 * px + 1  # the square is separable: a column then a row pass (O(k) instead of O(k^2) per pixel)
-    m = torch.nn.functional.max_pool2d(m, (k, 1), stride=1, padding=(px, 0))
-    return torch.nn.functional.max_pool2d(m, (1, k), stride=1, padding=(0, px))[:, 0] > 0.5
+    rows = torch.nonzero(mask.any(0).any(1))[:, 0]
+    cols = torch.nonzero(mask.any(0).any(0))[:, 0]
+    y0, y1 = max(0, int(rows[0]) - px), min(mask.shape[1], int(rows[-1]) + px + 1)
+    x0, x1 = max(0, int(cols[0]) - px), min(mask.shape[2], int(cols[-1]) + px + 1)
+    m = mask[:, y0:y1, x0:x1]
+    for dim in (1, 2):  # the square is separable: a column then a row pass, each an OR of shifted copies
+        g = m.clone()
+        n = m.shape[dim]
+        for d in range(1, min(px, n - 1) + 1):
+            g.narrow(dim, d, n - d).logical_or_(m.narrow(dim, 0, n - d))
+            g.narrow(dim, 0, n - d).logical_or_(m.narrow(dim, d, n - d))
+        m = g
+    out = torch.zeros_like(mask)
+    out[:, y0:y1, x0:x1] = m
+    return out
 
 
 class HeadRegion(NamedTuple):
@@ -190,10 +202,10 @@ def head_region(
     off = (M @ Vt[..., None])[..., 0] + (R.transpose(1, 2) @ translation.to(dt)[..., None])[..., 0]
     d = depth[:, None]
 
-    def coord(i: int) -> Tensor:  # [B, H, W]
+    def coord(i: int) -> Tensor:  # [B, H, W] (float32: millimetres are all that matter here)
         col = (M[:, i, 0, None] * xn * d)[:, None, :]
         row = (M[:, i, 1, None] * yn * d + M[:, i, 2, None] * d - off[:, i, None])[:, :, None]
-        return row + col
+        return row.float() + col.float()
 
     x, y = coord(0), coord(1)
     above = y >= config.neck_cut

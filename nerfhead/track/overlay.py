@@ -33,6 +33,9 @@ def draw_wireframe(
 ) -> None:
     """Blend the visible edges into ``img`` in place.
 
+    Each edge is sampled about once per pixel; a sample is drawn where it is not behind the nearest surface
+    (``zbuf``, 4 mm of slack).
+
     Args:
         img: [H, W, 3] uint8.
         verts_cam: [V, 3] camera-space vertices.
@@ -42,23 +45,30 @@ def draw_wireframe(
         alpha: opacity of the lines.
     """
     H, W = img.shape[:2]
-    v = verts_cam.double()
-    z = v[:, 2].clamp_min(1e-6)
-    uv = torch.stack([K[0, 0] * v[:, 0] / z + K[0, 2], K[1, 1] * v[:, 1] / z + K[1, 2]], -1)
-    a, b = uv[edges[:, 0]], uv[edges[:, 1]]
-    n = ((b - a).norm(dim=-1).ceil().clamp(1, 64)).long()  # samples per edge, about one per pixel
-    eid = torch.repeat_interleave(torch.arange(len(edges)), n)
-    start = torch.cumsum(n, 0) - n
-    s = (torch.arange(int(n.sum())) - start[eid]).double() / n[eid].double()
+    v = verts_cam.detach().double().numpy()
+    k = K.detach().double().numpy()
+    z = np.maximum(v[:, 2], 1e-6)
+    uv = np.stack([k[0, 0] * v[:, 0] / z + k[0, 2], k[1, 1] * v[:, 1] / z + k[1, 2]], -1).astype(np.float32)
+    z = z.astype(np.float32)
+    e = edges.numpy()
+    a, b = uv[e[:, 0]], uv[e[:, 1]]
+    n = np.clip(np.ceil(np.linalg.norm(b - a, axis=-1)), 1, 64).astype(
+        np.int64
+    )  # samples per edge, ~1 per pixel
+    eid = np.repeat(np.arange(len(e)), n)
+    s = (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)).astype(np.float32) / n[eid].astype(
+        np.float32
+    )
     p = a[eid] + (b[eid] - a[eid]) * s[:, None]
-    zp = z[edges[eid, 0]] + (z[edges[eid, 1]] - z[edges[eid, 0]]) * s
-    x, y = p[:, 0].floor().long(), p[:, 1].floor().long()
+    za, zb_ = z[e[eid, 0]], z[e[eid, 1]]
+    zp = za + (zb_ - za) * s
+    x, y = np.floor(p[:, 0]).astype(np.int64), np.floor(p[:, 1]).astype(np.int64)
     ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
     x, y, zp = x[ok], y[ok], zp[ok]
-    zb = zbuf.double()[y, x]
-    vis = (zb > 0) & (zp <= zb + 0.004)
-    x, y = x[vis].numpy(), y[vis].numpy()
-    img[y, x] = (img[y, x] * (1 - alpha) + WIRE_RGB * alpha).astype(np.uint8)
+    d = zbuf.detach().numpy()[y, x]
+    vis = (d > 0) & (zp <= d + 0.004)
+    x, y = x[vis], y[vis]
+    img[y, x] = (img[y, x] * np.float32(1 - alpha) + WIRE_RGB * np.float32(alpha)).astype(np.uint8)
 
 
 def draw_points(img: np.ndarray, xy: np.ndarray, rgb: np.ndarray, radius: int = 1) -> None:

@@ -46,6 +46,27 @@ def test_round_trip_pixels_and_reopen(capture):
     assert again.folder == store.folder
 
 
+def test_pixels_mapped_and_read_agree(capture, monkeypatch):
+    """Small stores gather rays through a memory map, large ones read them: the same bytes either way."""
+    from nerfhead.data import framestore
+
+    g = torch.Generator().manual_seed(1)
+    f, p = torch.randint(len(capture), (500,), generator=g), torch.randint(24 * 24, (500,), generator=g)
+    mapped = FrameStore.open(capture)
+    a = mapped.pixels(f, p)
+    assert mapped._maps  # the tiny store is mapped
+    monkeypatch.setattr(framestore, "MAP_BUDGET", 0)
+    read = FrameStore.open(capture)
+    b = read.pixels(f, p)
+    assert not read._maps
+    assert torch.equal(a[0], b[0]) and a[1] is not None and b[1] is not None and torch.equal(a[1], b[1])
+    assert a[0].shape == (500, 3) and a[0].dtype == torch.uint8
+    empty = read.pixels(f[:0], p[:0])
+    assert empty[0].shape == (0, 3) and empty[1] is not None and empty[1].shape == (0,)
+    mapped.close()
+    read.close()
+
+
 def test_key_follows_the_files_and_stale_stores_go(capture):
     store = FrameStore.open(capture)
     key = capture_key(capture)

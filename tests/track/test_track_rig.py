@@ -36,7 +36,10 @@ def rigged():
     return load_rigged_head()
 
 
-def _render_multiview(out, rigged, frames: int = 25, size: int = 256) -> Capture:
+def _render_multiview(
+    out, rigged, frames: int = 25, size: int = 256, alpha: list[np.ndarray] | None = None
+) -> Capture:
+    """The rig's capture at ``out``; ``alpha`` collects each frame's coverage (alpha > 0.5) when given."""
     from nerfhead.synth import RigConfig, SynthConfig, expressive_drive, head_renderer
     from nerfhead.synth.rig import nersemble16
 
@@ -51,6 +54,8 @@ def _render_multiview(out, rigged, frames: int = 25, size: int = 256) -> Capture
         for j in range(len(cams)):
             p = save_image(out / "images" / f"c{j}" / f"{t:05d}.png", img.rgb[j].clamp(0, 1))
             out_frames.append(Frame(j, t, t / drive.fps, p))
+            if alpha is not None:
+                alpha.append(img.alpha[j, ..., 0].numpy() > 0.5)
     cap = Capture(cams, tuple(out_frames), drive.fps, drive)
     save_capture(cap, out)
     return cap
