@@ -38,6 +38,19 @@ def assets_root() -> Path:
     return packaged_assets() or repo_root() / "scenes" / "assets"
 
 
+def cache_root() -> Path:
+    """Where generated data is cached (synthetic scenes, frame stores, peers' environments):
+    ``$NERFHEAD_CACHE``; else ``scenes/cache`` of a source checkout (gitignored); else, for an installed wheel,
+    ``$XDG_CACHE_HOME/nerfhead`` (``~/.cache/nerfhead``), never the installed package's own folder."""
+    env = os.environ.get("NERFHEAD_CACHE")
+    if env:
+        return Path(env)
+    if packaged_assets() is None and (repo_root() / "scenes").is_dir():
+        return repo_root() / "scenes" / "cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "nerfhead"
+
+
 def asset_path(rel: str) -> Path:
     """Path of a bundled asset, relative to the assets root."""
     return assets_root() / rel

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))  # nerfhead from this checkout, installed or not
 
 
 def peers_root() -> Path:
-    from nerfhead.synth.default_scene import cache_root
+    from nerfhead.assets import cache_root
 
     return cache_root() / "peers"
 

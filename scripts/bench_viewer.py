@@ -115,7 +115,7 @@ def rss_mb() -> float:
 
 
 def pcm(seconds: float, sr: int = 16000) -> bytes:
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     wave, _ = load_audio(CLIP, sr)
     reps = int(math.ceil(seconds * sr / wave.size))

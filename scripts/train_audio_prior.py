@@ -35,10 +35,10 @@ CLIPS = (
 
 
 def main() -> None:
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.network import AudioToDriveConfig
     from nerfhead.audio.speech import prior_path
     from nerfhead.audio.train import PretrainConfig, prepare_clips, pretrain
+    from nerfhead.media.audio import load_audio
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phonetic", action="store_true", help="add the pocketsphinx viseme channels")

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "nerfhead"
 
 LAYERS = {
     **dict.fromkeys(("errors", "atomic", "geometry", "assets", "_backend", "_C"), 1),
-    **dict.fromkeys(("ops", "splats", "parametric", "data"), 2),
+    **dict.fromkeys(("ops", "splats", "parametric", "data", "media"), 2),
     **dict.fromkeys(("components", "render"), 3),
     **dict.fromkeys(("fields", "track"), 4),
     "engine": 5,
@@ -21,14 +21,8 @@ LAYERS = {
     "__main__": 10,
 }
 
-KNOWN = {
-    ("nerfhead/data/framestore.py", "nerfhead.engine.distributed"),
-    ("nerfhead/data/framestore.py", "nerfhead.synth.default_scene"),
-    ("nerfhead/data/split.py", "nerfhead.audio.io"),
-    ("nerfhead/track/video.py", "nerfhead.audio.io"),
-    ("nerfhead/track/pipeline.py", "nerfhead.export.video"),
-}
-"""Leaf helpers still imported from a higher layer (docs/architecture.md says where each should move)."""
+KNOWN: set[tuple[str, str]] = set()
+"""Imports still allowed to run up a layer: none."""
 
 
 def _package(module: str) -> str | None:

@@ -11,9 +11,9 @@ from nerfhead.audio.features import (
     log_mel,
     resample_to_frames,
 )
-from nerfhead.audio.io import AudioStats, AudioWarning, audio_stats, load_audio
 from nerfhead.audio.stream import NetworkStreamDriver
 from nerfhead.audio.visemes import EnergyRuleConfig, PhonemeRecognizer, PhonemeSegment, coarticulate
+from nerfhead.media.audio import AudioStats, AudioWarning, audio_stats, load_audio
 
 __all__ = [
     "AudioStats",

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from nerfhead.audio.features import LogMelConfig, StreamingLogMel, log_mel, num_frames, resample_to_frames
-from nerfhead.audio.io import chunk_samples, load_audio, resample
 from nerfhead.audio.visemes import (
     MOUTH_COLUMNS,
     SILENT_DESCRIPTOR,
@@ -36,6 +35,7 @@ from nerfhead.audio.visemes import (
 )
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX, NUM_EXPRESSIONS
+from nerfhead.media.audio import chunk_samples, load_audio, resample
 
 _JAW = EXPRESSION_INDEX["jawOpen"]
 _BLINK = (EXPRESSION_INDEX["eyeBlink_L"], EXPRESSION_INDEX["eyeBlink_R"])
@@ -159,7 +159,7 @@ class RuleVisemeDriver:
         """Expression curves (and head pose) for every video frame of a speech clip.
 
         Args:
-            audio: a file (anything :func:`~nerfhead.audio.io.load_audio` reads) or a mono waveform [S].
+            audio: a file (anything :func:`~nerfhead.media.audio.load_audio` reads) or a mono waveform [S].
             fps: video frame rate of the output.
             n_frames: frames to produce (default: every frame whose timestamp lies inside the clip); frames
                 past the end hold the last value.

@@ -156,9 +156,9 @@ def evaluate_drive(capture, cfg: EvalDriveConfig = EvalDriveConfig()) -> dict:
         InputError: the capture has no audio or no Drive; the audio does not decode; too few timesteps.
     """
     from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.network import load_network
     from nerfhead.errors import InputError
+    from nerfhead.media.audio import load_audio
 
     if capture.audio_path is None:
         raise InputError(None, "the capture has no audio track (nerfhead synth --audio, or track a video)")

@@ -369,7 +369,7 @@ class Speech:
         p = self.person
         if not self.cfg.calibration.enabled or p is None or p.audio is None or not Path(p.audio).is_file():
             return None
-        from nerfhead.audio.io import load_audio
+        from nerfhead.media.audio import load_audio
 
         wav, _ = load_audio(p.audio, 16000)
         T = len(p.drive)

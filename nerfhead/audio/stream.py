@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from nerfhead.audio.features import LogMelConfig, StreamingLogMel
-from nerfhead.audio.io import chunk_samples
 from nerfhead.audio.network import AudioToDrive, load_network
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.media.audio import chunk_samples
 
 _BLINK = (EXPRESSION_INDEX["eyeBlink_L"], EXPRESSION_INDEX["eyeBlink_R"])
 

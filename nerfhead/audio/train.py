@@ -81,7 +81,7 @@ def prepare_clips(
     clips: Sequence[tuple[str, np.ndarray]], cfg: PretrainConfig, augment: bool = True
 ) -> list[ClipData]:
     """Features and rule targets of every clip and its augmented copies (deterministic for a seed)."""
-    from nerfhead.audio.io import resample
+    from nerfhead.media.audio import resample
 
     rng = np.random.default_rng(cfg.seed)
     rec = PhonemeRecognizer() if cfg.network.phonetic else None
@@ -403,8 +403,8 @@ def finetune_on_capture(
     Returns:
         (the fine-tuned driver, the capture's feature frames, info: frames, seconds, mean training rotation).
     """
-    from nerfhead.audio.io import load_audio
     from nerfhead.errors import InputError
+    from nerfhead.media.audio import load_audio
 
     if capture.audio_path is None:
         raise InputError(None, "the capture has no audio track")

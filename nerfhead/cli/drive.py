@@ -28,7 +28,6 @@ def run_drive(
 
     import torch
 
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig, check_config
     from nerfhead.cli.checks import check_device, check_drive_out, check_run
     from nerfhead.errors import InputError
@@ -41,7 +40,8 @@ def run_drive(
         render_frames,
         swinging_camera,
     )
-    from nerfhead.export.video import write_video
+    from nerfhead.media.audio import load_audio
+    from nerfhead.media.video import write_video
     from nerfhead.models.avatar import load_avatar
 
     t0 = time.perf_counter()

@@ -54,7 +54,7 @@ MAP_BUDGET = 256 << 20
 def store_root(capture: Capture) -> tuple[Path, bool]:
     """(where ``capture``'s store lives, whether that folder belongs to this capture alone); see the module
     docstring."""
-    from nerfhead.synth.default_scene import cache_root
+    from nerfhead.assets import cache_root
 
     env = os.environ.get("NERFHEAD_FRAMES")
     if env:
@@ -123,14 +123,14 @@ class FrameStore:
         Raises:
             InputError: a frame that cannot be read (naming the file), or no store and ``build=False``.
         """
-        from nerfhead.engine.distributed import current
+        import torch.distributed as tdist
 
+        group = tdist.is_available() and tdist.is_initialized()  # torchrun (engine/distributed.py joined it)
         own = False
         if root is None:
             root, own = store_root(capture)
         folder = Path(root) / capture_key(capture)
-        dist = current()
-        if not (folder / "index.json").is_file() and dist.is_main:
+        if not (folder / "index.json").is_file() and (not group or tdist.get_rank() == 0):
             if not build:
                 raise InputError(folder, "no frame store here")
             _build(capture, folder, workers)
@@ -138,7 +138,8 @@ class FrameStore:
                 for old in folder.parent.iterdir():
                     if old.is_dir() and old.name != folder.name and not old.name.startswith("."):
                         shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()
+        if group:
+            tdist.barrier()
         return cls(folder)
 
     def __len__(self) -> int:

@@ -91,7 +91,7 @@ def timestep_loudness(capture: Capture, sr: int = 16000) -> np.ndarray | None:
     """
     if capture.audio_path is None:
         return None
-    from nerfhead.audio.io import load_audio  # a leaf decoder (errors only): no model or driver code
+    from nerfhead.media.audio import load_audio  # a leaf decoder (errors only): no model or driver code
 
     wave, _ = load_audio(capture.audio_path, sr)
     ts = capture.timestamps.double().numpy() - float(capture.audio_offset)

@@ -363,8 +363,8 @@ def load_any_drive(path: str | os.PathLike | None) -> Drive:
 
 def speech_drive(run: Path, audio: Path, fps: float, driver: str = "auto") -> Drive:
     """The drive ``nerfhead drive`` makes from speech (``nerfhead.audio.speech``, pose "hold")."""
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import SpeechConfig, check_config, speech_drive_for_run
+    from nerfhead.media.audio import load_audio
 
     if not fps > 0:
         raise InputError("--fps", f"fps must be positive, got {fps}")

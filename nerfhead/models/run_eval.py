@@ -155,12 +155,12 @@ def evaluate_lipsync(
     """
     import numpy as np
 
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.speech import CalibrationConfig, Speech, SpeechConfig
     from nerfhead.data.images import save_image
     from nerfhead.data.loaders import load_capture
     from nerfhead.engine.evaluate import face_points, inner_lip_gap, lip_sync_scores
     from nerfhead.engine.targets import target_image
+    from nerfhead.media.audio import load_audio
     from nerfhead.models.avatar import load_avatar, read_avatar_json
 
     run_dir = Path(run_dir)

@@ -196,7 +196,7 @@ def _progress(enabled: bool):
 
 def _copy_audio(audio: str | Path, out: Path) -> Path:
     """Check that ``audio`` decodes, then copy it to ``out/audio<suffix>``."""
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     src = Path(audio)
     load_audio(src, warn=False)  # InputError when missing or not decodable

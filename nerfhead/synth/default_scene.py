@@ -6,8 +6,8 @@ the 16-camera rig at 128 x 128 for 25 frames, which demos and fitting tests use)
 ``SYNTH_VERSION``, the source files that decide the pixels (synth, render, the mesh rasterizer, the parametric
 head, the capture reader/writer) and the bundled head assets. It is rendered into a temporary sibling folder and
 renamed into place, so a half-written capture is never seen, and reused while both hashes match; a folder of the
-same configuration and an older code hash is deleted when the new one is written. ``<cache>`` is ``$NERFHEAD_CACHE`` or ``scenes/cache`` in the
-repository (gitignored).
+same configuration and an older code hash is deleted when the new one is written. ``<cache>`` is
+:func:`nerfhead.assets.cache_root`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from nerfhead.assets import asset_path, repo_root
+from nerfhead.assets import asset_path, cache_root
 from nerfhead.synth.capture import SYNTH_VERSION, SynthConfig, render_capture
 from nerfhead.synth.rig import RigConfig
 
@@ -33,12 +33,6 @@ _ASSETS = (
     "rigged_head/albedo.png",
     "ict_facekit/ict_facekit_light.npz",
 )
-
-
-def cache_root() -> Path:
-    """``$NERFHEAD_CACHE`` or ``<repo>/scenes/cache``."""
-    env = os.environ.get("NERFHEAD_CACHE")
-    return Path(env) if env else repo_root() / "scenes" / "cache"
 
 
 def params_key(cfg: SynthConfig) -> str:

@@ -578,7 +578,7 @@ def _render(
     to ``overlay.mp4``'s encoder, for the overlay camera's frames). Returns the frames with ``mask_path`` set."""
     from dataclasses import replace
 
-    from nerfhead.export.video import write_video
+    from nerfhead.media.video import write_video
     from nerfhead.track.overlay import overlay_frame, wire_edges
     from nerfhead.track.projection import project
 

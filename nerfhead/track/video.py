@@ -4,7 +4,7 @@ timestamps, and its soundtrack into a wav aligned with them.
 Timestamps are seconds from the first kept frame's time range start (``VideoConfig.start``): the frame shown at
 source time ``s`` gets timestamp ``s - start``, and the extracted wav starts at source time ``start``, so a
 capture built from it has ``audio_offset = 0`` and audio aligns to frames by timestamp (docs/conventions.md).
-Source times are measured from the container's start, as :func:`nerfhead.audio.io.load_audio` measures audio.
+Source times are measured from the container's start, as :func:`nerfhead.media.audio.load_audio` measures audio.
 
 >>> video = read_video("scenes/assets/video_grid/grid_bbaf2n.mpg", VideoConfig(max_frames=5))  # doctest: +SKIP
 >>> video.frames.shape, video.timestamps[:2].tolist(), video.fps  # doctest: +SKIP
@@ -283,7 +283,7 @@ def extract_audio(
     import av
     import soundfile
 
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     path = Path(path)
     with av.open(str(path)) as c:

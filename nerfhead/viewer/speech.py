@@ -64,7 +64,7 @@ def decode_upload(
         raise InputError(name, "empty file (0 bytes)")
     if suffix not in AUDIO_EXTENSIONS:
         raise InputError(name, f"not an audio file type ({suffix or 'no extension'})", hint=_accepted())
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     with tempfile.TemporaryDirectory(prefix="nerfhead_upload_") as tmp:
         path = Path(tmp) / f"upload{suffix}"

@@ -24,7 +24,7 @@ def _speech_capture(root: Path, seconds: float = 2.4, fps: float = 25.0, garbage
     import soundfile
 
     from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     wav, _ = load_audio(REPO / "scenes/assets/audio/fleurs_en-001.ogg", 16000, warn=False)
     wav = wav[int(1.0 * 16000) : int((1.0 + seconds) * 16000)]

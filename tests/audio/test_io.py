@@ -13,8 +13,8 @@ import soundfile as sf
 
 from nerfhead.assets import asset_path
 from nerfhead.audio.features import log_mel
-from nerfhead.audio.io import AudioWarning, audio_stats, load_audio
 from nerfhead.errors import InputError
+from nerfhead.media.audio import AudioWarning, audio_stats, load_audio
 
 # (file, duration in seconds from scenes/assets/*/SOURCE.md)
 BUNDLED = [

@@ -82,7 +82,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_bundled_prior_is_small_and_follows_rules_on_held_out_audio():
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     path = prior_path(False)
     assert path.is_file() and path.stat().st_size < 2_000_000
@@ -134,7 +134,7 @@ def test_network_driver_and_run_network_choice(tmp_path):
     from nerfhead.audio.speech import RUN_NETWORK, NetworkDriver, speech_network
 
     sr, fps = 16000, 25.0
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     wav, _ = load_audio(REPO / "scenes/assets/audio/en_ljspeech_LJ050-0131.wav", sr, warn=False)
     clip = np.concatenate([np.zeros(sr, np.float32), wav[: 3 * sr]])  # 1 s silence, then 3 s of speech

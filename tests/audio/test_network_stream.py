@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from nerfhead.assets import asset_path
-from nerfhead.audio.io import load_audio
 from nerfhead.audio.network import AudioToDrive, AudioToDriveConfig, load_network
 from nerfhead.audio.speech import NetworkDriver, prior_path
 from nerfhead.audio.stream import NetworkStreamDriver
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.media.audio import load_audio
 from tests.audio.streaming import stream_clip
 
 SR = 16000
@@ -59,7 +59,7 @@ def test_network_stream_matches_offline(network, speech, fps, chunk):
 
 def test_network_stream_takes_other_rates(network, speech):
     """Chunks at 44.1 kHz are resampled per chunk: close to, not equal to, the offline frames."""
-    from nerfhead.audio.io import resample
+    from nerfhead.media.audio import resample
 
     wav44 = resample(speech[: 4 * SR], SR, 44100)
     drv = NetworkStreamDriver(network, 25.0, sr=44100)

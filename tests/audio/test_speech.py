@@ -9,7 +9,6 @@ import soundfile
 import torch
 
 from nerfhead.assets import asset_path
-from nerfhead.audio.io import load_audio
 from nerfhead.audio.speech import (
     MOUTH_COLUMNS,
     Calibration,
@@ -22,6 +21,7 @@ from nerfhead.audio.speech import (
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
 from nerfhead.errors import InputError
+from nerfhead.media.audio import load_audio
 
 JAW = EXPRESSION_INDEX["jawOpen"]
 FUNNEL = EXPRESSION_INDEX["mouthFunnel"]

@@ -10,8 +10,8 @@ import torch
 
 from nerfhead.assets import asset_path
 from nerfhead.audio.driver import AudioStreamDriver, RuleDriverConfig, RuleVisemeDriver
-from nerfhead.audio.io import load_audio
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.media.audio import load_audio
 from tests.audio.streaming import stream_clip
 
 SR = 16000

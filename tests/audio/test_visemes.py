@@ -7,7 +7,6 @@ import pytest
 
 from nerfhead.assets import asset_path
 from nerfhead.audio.driver import RuleDriverConfig, RuleVisemeDriver
-from nerfhead.audio.io import load_audio
 from nerfhead.audio.visemes import (
     MOUTH_COLUMNS,
     PhonemeRecognizer,
@@ -16,6 +15,7 @@ from nerfhead.audio.visemes import (
     pocketsphinx_available,
 )
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.media.audio import load_audio
 
 SR, FPS = 16000, 25.0
 JAW = EXPRESSION_INDEX["jawOpen"]

@@ -12,10 +12,10 @@ import av
 import numpy as np
 import pytest
 
-from nerfhead.audio.io import load_audio
 from nerfhead.audio.train import pearson
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
+from nerfhead.media.audio import load_audio
 from tests.models.tiny_capture import fit_tiny_run_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -168,7 +168,7 @@ def test_glb_from_drive_file_validates_and_imports_in_blender(run, tmp_path, run
 
 
 def test_glb_from_speech(run, tmp_path, run_cli):
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     clip = sorted((REPO / "scenes/assets/audio").glob("*.wav"))[0]
     out = tmp_path / "talk.glb"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from nerfhead.export.video import write_video
+from nerfhead.media.video import write_video
 
 
 def test_video_with_audio_in_sync(tmp_path):

@@ -9,7 +9,7 @@ pytest.importorskip("mediapipe", reason="needs the track extra (mediapipe)")
 
 from nerfhead.cli.track import main
 from nerfhead.errors import InputError
-from nerfhead.export.video import write_video
+from nerfhead.media.video import write_video
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("mediapipe", reason="needs the track extra (mediapipe)")
 
 from nerfhead.assets import asset_path
-from nerfhead.audio.io import load_audio
 from nerfhead.cli.track import main
 from nerfhead.data import load_capture
+from nerfhead.media.audio import load_audio
 
 GRID = asset_path("video_grid/grid_bbaf2n.mpg")
 

@@ -100,7 +100,7 @@ def test_multiview_rig_ground_truth(multiview, rigged):
 
 @pytest.fixture(scope="module")
 def mono(tmp_path_factory, rigged):
-    from nerfhead.export.video import write_video
+    from nerfhead.media.video import write_video
     from nerfhead.synth import RigConfig, SynthConfig, render_capture
 
     src = tmp_path_factory.mktemp("rig_mono")

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from nerfhead.assets import asset_path
-from nerfhead.audio.io import load_audio
 from nerfhead.errors import InputError
+from nerfhead.media.audio import load_audio
 from nerfhead.track.video import VideoConfig, extract_audio, read_video
 
 GRID = asset_path("video_grid/grid_bbaf2n.mpg")

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nerfhead.audio.io import load_audio
 from nerfhead.data import EXPRESSION_INDEX
 from nerfhead.errors import InputError
+from nerfhead.media.audio import load_audio
 from nerfhead.viewer import ViewerConfig, ViewerServer
 from nerfhead.viewer.live_speech import LiveSpeech, PipeSource, feed_pipe, open_source, stream_driver
 from nerfhead.viewer.mock import MockHead

@@ -273,7 +273,7 @@ def test_play_button_runs_in_real_time(viewer: ViewerServer):
 
 # ------------------------------------------------------------------------------------------------- speech
 def test_speech_upload_drives_timeline_and_audio(viewer: ViewerServer):
-    from nerfhead.audio.io import load_audio
+    from nerfhead.media.audio import load_audio
 
     content = SPEECH.read_bytes()
     viewer.panels._on_upload(upload_event("hello.ogg", content))
@@ -307,9 +307,9 @@ def test_speech_upload_uses_the_learned_network(tmp_path: Path):
     else the bundled prior."""
     import dataclasses
 
-    from nerfhead.audio.io import load_audio
     from nerfhead.audio.network import load_network
     from nerfhead.audio.speech import Speech, prior_path
+    from nerfhead.media.audio import load_audio
 
     wave, _ = load_audio(SPEECH, 16000)
     cfg = dataclasses.replace(CONFIG, speech_driver="auto")
