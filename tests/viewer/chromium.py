@@ -250,7 +250,7 @@ def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0)
     the sound comes after the picture.
 
     Returns:
-        ``offsets`` (s, one per matched frame), ``marker_minus_receipt`` (s: how much earlier the marker came
+        ``offsets`` (s, one per matched frame), ``t`` (their stream times), ``marker_minus_receipt`` (s: how much earlier the marker came
         than the pose it marks), ``late`` (chunks that arrived after their play time, dropped), ``chunks``.
     """
     state = page.evaluate(
@@ -260,7 +260,7 @@ def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0)
     to_mono = page_to_monotonic(page)
     chunks = np.asarray(s["c"], dtype=np.float64).reshape(-1, 3)  # (t0, play page ms, duration)
     rec = np.sort(np.asarray(receipts, dtype=np.float64))
-    offsets, lead = [], []
+    offsets, lead, times = [], [], []
     for t, r_ms, _off in s["f"]:
         r = r_ms / 1000.0 + to_mono
         k = int(np.searchsorted(rec, r))
@@ -276,4 +276,11 @@ def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0)
         play = (chunks[j, 1] / 1000.0 + to_mono) + (t - chunks[j, 0])
         offsets.append(play - d)
         lead.append(r - d)
-    return {"offsets": offsets, "marker_minus_receipt": lead, "late": int(s["late"]), "chunks": len(chunks)}
+        times.append(t)
+    return {
+        "offsets": offsets,
+        "t": times,
+        "marker_minus_receipt": lead,
+        "late": int(s["late"]),
+        "chunks": len(chunks),
+    }
