@@ -15,7 +15,9 @@ Prints (and with ``--out`` writes) one JSON object:
   page's ``requestAnimationFrame`` callbacks per second while the camera orbits (what it measures: how often the
   browser produced a frame; headless software WebGL is far slower than any GPU).
 - ``live``: a speech clip fed through a pipe at real-time pace with the page connected: speech-to-screen latency
-  (audio sample arrival → pose handed to the websocket, and → the page receiving it; same machine, same clock).
+  (audio sample arrival → pose handed to the websocket, and → the page receiving it; same machine, same clock),
+  and the page's live audio against the picture (``nerfhead.viewer.page_audio``): the play time the page
+  scheduled for the audio at each frame's stream time minus the time the page received that frame's pose.
 - ``server_render``: the server path in the same run: one ``render_view`` at 256 x 256 and at the page's canvas
   size, ms and renders per second.
 - ``live_memory`` (``--live-minutes``): resident memory sampled every 10 s over a stream looped at real-time pace.
@@ -44,57 +46,10 @@ from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_rendera
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
+from tests.viewer.chromium import FrameLog, audio_picture_offsets
 
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
 RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
-
-
-class FrameLog:
-    """Times (``time.monotonic`` clock: Chromium's DevTools timestamps are CLOCK_MONOTONIC seconds on Linux) at
-    which the page received websocket frames larger than ``min_bytes``. viser's page talks to the server from a
-    Web Worker, so this attaches to the page's workers over a DevTools connection of its own and listens to
-    ``Network.webSocketFrameReceived`` there."""
-
-    def __init__(self, ws_url: str, min_bytes: int):
-        from websockets.sync.client import connect
-
-        self.min_chars = int(min_bytes * 4 / 3)  # binary payloads arrive base64-encoded
-        self.times: list[float] = []
-        self._ws = connect(ws_url, max_size=None, ping_interval=None, close_timeout=1)
-        self._id = 0
-        self._stop = threading.Event()
-        self._send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _send(self, method: str, session: str | None = None, **params: Any) -> None:
-        self._id += 1
-        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if session:
-            msg["sessionId"] = session
-        self._ws.send(json.dumps(msg))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = json.loads(self._ws.recv(timeout=0.5))
-            except TimeoutError:
-                continue
-            except Exception:
-                return
-            method = msg.get("method")
-            if method == "Target.attachedToTarget":
-                self._send("Network.enable", msg["params"]["sessionId"])
-                self._send("Runtime.runIfWaitingForDebugger", msg["params"]["sessionId"])
-            elif method == "Network.webSocketFrameReceived":
-                p = msg["params"]
-                if len(p["response"].get("payloadData", "")) >= self.min_chars:
-                    self.times.append(float(p["timestamp"]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._ws.close()
 
 
 def stats(x: list[float] | np.ndarray) -> dict[str, float]:
@@ -240,6 +195,7 @@ def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: f
         viewer._delivered = delivered  # type: ignore[method-assign]
         received = frames.times[n_before:]
         frames.close()
+        sync = audio_picture_offsets(page, received)
         at_page = []
         send_times = np.asarray([s for s, _ in sends])
         for t in received:  # the newest send before each receipt carries the audio it shows
@@ -253,6 +209,13 @@ def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: f
             "frames_received_by_page": len(received),
             "latency_to_websocket_s": stats(list(viewer.latencies)),
             "latency_to_page_s": stats(at_page),
+            "audio_minus_picture_at_page_s": stats(sync["offsets"]),
+            "abs_audio_picture_offset_s": stats(np.abs(sync["offsets"])),
+            "within_40ms": round(float(np.mean(np.abs(sync["offsets"]) <= 0.04)), 3)
+            if sync["offsets"]
+            else None,
+            "audio_chunks_played": sync["chunks"],
+            "audio_chunks_late": sync["late"],
         }
     return out
 

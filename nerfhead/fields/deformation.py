@@ -150,14 +150,24 @@ class ExpressionDeformation(nn.Module):
             [N, out_dim] (with ``time_index``) or [T, N, out_dim]; with ``residual``, ``unit_x`` plus them
             (exactly ``unit_x`` at initialisation).
         """
+        return self.from_positional(self.positional(unit_x), unit_x, conditioning, time_index)
+
+    def positional(self, unit_x: Tensor) -> Tensor:
+        """[N, hidden] the position half of the hidden layer (hash grid, then its linear map): it does not depend
+        on the conditioning, so a caller posing the same points again and again can keep it (the viewer)."""
+        feat = self.grid(unit_x.clamp(0.0, 1.0)).to(unit_x.dtype)  # [N, G]
+        return self.hidden_pos(feat)  # [N, H]
+
+    def from_positional(
+        self, pos: Tensor, unit_x: Tensor, conditioning: Tensor, time_index: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`forward` from :meth:`positional`'s output ``pos`` for the same ``unit_x``."""
         c = conditioning.to(unit_x.dtype)
         if self.expression_margin is not None:
             k = NUM_EXPRESSIONS
             e = torch.minimum(torch.maximum(c[:, :k], self.expr_low.to(c)), self.expr_high.to(c))
             c = torch.cat([e, c[:, k:]], dim=-1)
-        feat = self.grid(unit_x.clamp(0.0, 1.0)).to(unit_x.dtype)  # [N, G]
         code = self.hidden_code(self.code(c))  # [T, H]
-        pos = self.hidden_pos(feat)  # [N, H]
         h = pos + code[time_index] if time_index is not None else pos[None] + code[:, None]
         o = self.out(torch.relu(h))
         if self.limits:

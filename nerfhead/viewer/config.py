@@ -45,3 +45,10 @@ class ViewerConfig:
     speech_mode: str = "auto"
     """Rules used by the "rules" speech driver: auto (phonetic when pocketsphinx is installed), phonetic or
     energy (fastest, any language)."""
+    page_audio: bool = True
+    """Play live speech (``--speech-stream``) in the page, in sync with the picture (a websocket of its own on
+    the viewer's host, a free port; :mod:`nerfhead.viewer.page_audio`)."""
+    live_margin_s: float = 0.07
+    """Live speech: every frame leaves for the pages this long after the driver's look-ahead (0.25 s) past the
+    arrival of its audio (frames posed sooner wait): a steady picture the page's audio is scheduled against.
+    Shorter: less latency, but frames that take longer to pose arrive late against the sound."""

@@ -201,19 +201,23 @@ class LiveSpeech:
     Args:
         source: where samples come from.
         driver: a streaming driver fed at ``source.sr``.
-        show: called with each frame to show (one-timestep Drive) and the ``time.monotonic()`` at which the
-            audio sample at its timestamp arrived.
+        show: called with each frame to show (one-timestep Drive), the ``time.monotonic()`` at which the
+            audio sample at its timestamp arrived and that timestamp (seconds of stream time).
         on_end: called once when the stream ends (or fails).
+        on_audio: called with each chunk as it arrives (mono float32 samples) and the stream time of its first
+            sample, seconds (the page plays it: :mod:`nerfhead.viewer.page_audio`).
     """
 
     def __init__(
         self,
         source: AudioSource,
         driver: StreamDriver,
-        show: Callable[[Drive, float], None],
+        show: Callable[[Drive, float, float], None],
         on_end: Callable[[], None] | None = None,
+        on_audio: Callable[[np.ndarray, float], None] | None = None,
     ):
         self.source, self.driver, self._show, self._on_end = source, driver, show, on_end
+        self.on_audio = on_audio
         self.samples_in = 0
         self.frames_in = 0
         """Frames the driver produced."""
@@ -257,6 +261,8 @@ class LiveSpeech:
                     self._deliver(self.driver.flush())
                     break
                 now = time.monotonic()
+                if self.on_audio is not None:
+                    self.on_audio(chunk, self.samples_in / self.source.sr)
                 self.samples_in += chunk.size
                 self._arrivals.append((self.samples_in, now))
                 while self._arrivals and self._arrivals[0][1] < now - ARRIVALS_KEPT_S:
@@ -275,7 +281,7 @@ class LiveSpeech:
         self.frames_in += len(frames)
         last = frames[-1]
         j = self.frames_in - 1
-        sample = round(j / float(last.fps) * self.source.sr)
-        arrival = self.arrival_of(sample)
+        t = j / float(last.fps)
+        arrival = self.arrival_of(round(t * self.source.sr))
         self.frames_shown += 1
-        self._show(last, time.monotonic() if arrival is None else arrival)
+        self._show(last, time.monotonic() if arrival is None else arrival, t)

@@ -144,15 +144,33 @@ class AvatarRenderable:
         return {"model": type(self.avatar).__name__, "backend": backend, "device": str(self.device)}
 
     def _gaussians_at(self, drive: Drive) -> BrowserSplats:
-        """Activated world Gaussians of timestep 0 of ``drive`` (uses the avatar's ``world_splats``)."""
+        """Activated world Gaussians of timestep 0 of ``drive``: the avatar's ``posed_splats`` (the fast pose
+        step) when it has one, else its ``world_splats`` (:func:`reference_gaussians`)."""
+        d = drive[0].to(self.device, torch.float32)
         with torch.inference_mode():
-            s = self.avatar.world_splats(drive[0].to(self.device, torch.float32), sh_degree=0)
-        R = quaternion_to_matrix(s["quats"][0].float())
-        S2 = torch.exp(2 * s["log_scales"][0].float())
-        cov = R @ (S2[..., None] * R.transpose(-1, -2))
-        rgb = (0.5 + SH_C0 * s["sh"][0, :, 0].float()).clamp(0, 1)
-        opac = torch.sigmoid(s["opacity_logits"].float()).reshape(-1, 1)
-        return BrowserSplats(s["means"][0].float().cpu(), cov.cpu(), rgb.cpu(), opac.cpu())
+            if hasattr(self.avatar, "posed_splats"):
+                s = self.avatar.posed_splats(d)
+                cov, rgb, opac = s["covariances"], s["rgb"], s["opacities"]
+                return BrowserSplats(
+                    s["means"].float().cpu(),
+                    cov.float().cpu(),
+                    rgb.float().cpu(),
+                    opac.float().reshape(-1, 1).cpu(),
+                )
+            return reference_gaussians(self.avatar, d)
+
+
+def reference_gaussians(avatar: Any, drive: Drive) -> BrowserSplats:
+    """Timestep 0 of ``avatar.world_splats(drive, sh_degree=0)`` as browser Gaussians (quaternions and log-scales
+    to covariances): the reference the fast pose step is tested against."""
+    with torch.inference_mode():
+        s = avatar.world_splats(drive[0], sh_degree=0)
+    R = quaternion_to_matrix(s["quats"][0].float())
+    S2 = torch.exp(2 * s["log_scales"][0].float())
+    cov = R @ (S2[..., None] * R.transpose(-1, -2))
+    rgb = (0.5 + SH_C0 * s["sh"][0, :, 0].float()).clamp(0, 1)
+    opac = torch.sigmoid(s["opacity_logits"].float()).reshape(-1, 1)
+    return BrowserSplats(s["means"][0].float().cpu(), cov.cpu(), rgb.cpu(), opac.cpu())
 
 
 def load_renderable(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> AvatarRenderable:

@@ -32,6 +32,7 @@ from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-
 from nerfhead.viewer.guard import Guard, RateLimit
 from nerfhead.viewer.live_speech import AudioSource, LiveSpeech, stream_driver
 from nerfhead.viewer.loop import RenderLoop, RenderStats
+from nerfhead.viewer.page_audio import PageAudio, page_html
 from nerfhead.viewer.renderable import Renderable
 from nerfhead.viewer.splats import PushStats, SplatPusher
 from nerfhead.viewer.state import ViewerState
@@ -96,7 +97,12 @@ class ViewerServer:
         self.latencies: deque[float] = deque(maxlen=250)
         """Speech-to-screen latency of the last live frames shown, seconds."""
         self.export_limit = RateLimit(config.export_interval_s)
-        self._pending: deque[tuple[int, float]] = deque(maxlen=64)  # (state version, audio arrival)
+        self._pending: deque[tuple[int, float, float]] = deque(
+            maxlen=64
+        )  # (state version, arrival, stream time)
+        self._live_delay = 0.0
+        self.page_audio: PageAudio | None = None
+        """Where the pages' live audio comes from (made by the first live stream while serving)."""
         self._live_lock = threading.Lock()
         self._clients: dict[int, Any] = {}
         self.state = ViewerState(renderable.default_drive())
@@ -157,6 +163,9 @@ class ViewerServer:
         if self.splats is not None:
             self.splats.stop()
             self.splats = None
+        if self.page_audio is not None:
+            self.page_audio.close()
+            self.page_audio = None
         with self._loops_lock:
             loops, self._loops = list(self._loops.values()), {}
         for loop in loops:
@@ -283,6 +292,7 @@ class ViewerServer:
             current,
             self.server.flush,
             self._on_pushed,
+            self.live_hold,
         ).start()
 
     def set_render_mode(self, mode: str) -> None:
@@ -324,32 +334,56 @@ class ViewerServer:
             self.live.stop()
         driver = stream_driver(self.speech.network, self.state.fps, source.sr)
         self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
+        self._live_delay = float(driver.latency_s) + self.config.live_margin_s
+        if self.server is not None and self.page_audio is None and self.config.page_audio:
+            self.page_audio = PageAudio(self.config.host)
+            self.server.gui.add_html(page_html(self.page_audio.port))
+        audio = self.page_audio
         self.live = LiveSpeech(
-            source, driver, self.show_live_frame, lambda: self.state.set_live(None)
+            source,
+            driver,
+            self.show_live_frame,
+            lambda: self.state.set_live(None),
+            None if audio is None else (lambda chunk, t0: audio.send_audio(chunk, t0, source.sr)),
         ).start()
         return self.live
 
-    def show_live_frame(self, frame: Drive, arrival: float) -> None:
+    def show_live_frame(self, frame: Drive, arrival: float, t: float = 0.0) -> None:
         """Show one live speech frame (the streaming driver's; the speech policy's calibration and head pose
         are applied here, as ``nerfhead drive`` applies them offline); ``arrival``: when the audio at its
-        timestamp arrived (monotonic)."""
+        timestamp ``t`` (seconds of stream time) arrived (monotonic)."""
         cal = self._live_calibration
         expr = cal.apply(frame.expression) if cal is not None else frame.expression.float()
         rot, trans = self.speech.pose(1, frame.fps, frame.rotation.float())
         shown = Drive(rotation=rot, translation=trans, expression=expr, latent=None, fps=frame.fps)
         with self._live_lock:
             self.state.set_live(shown)
-            self._pending.append((self.state.version, arrival))
+            self._pending.append((self.state.version, arrival, t))
 
-    def _delivered(self, version: int) -> None:
-        """State ``version`` has left for the browser(s): the newest live frame it contains gets its latency."""
-        now = time.monotonic()
+    def live_hold(self, version: int) -> float | None:
+        """When state ``version`` may leave for the pages: a live frame's audio arrival plus the driver's
+        look-ahead and ``ViewerConfig.live_margin_s`` (a frame posed sooner waits, so every frame reaches the page
+        the same time after its audio and the page's audio stays in step); None for any other state."""
         with self._live_lock:
             arrival = None
+            for v, a, _t in self._pending:
+                if v > version:
+                    break
+                arrival = a
+        return None if arrival is None else arrival + self._live_delay
+
+    def _delivered(self, version: int) -> None:
+        """State ``version`` has left for the browser(s): the newest live frame it contains gets its latency,
+        and the pages' audio a marker of its stream time."""
+        now = time.monotonic()
+        with self._live_lock:
+            newest = None
             while self._pending and self._pending[0][0] <= version:
-                arrival = self._pending.popleft()[1]
-            if arrival is not None:
-                self.latencies.append(now - arrival)
+                newest = self._pending.popleft()
+            if newest is not None:
+                self.latencies.append(now - newest[1])
+        if newest is not None and self.page_audio is not None:
+            self.page_audio.send_frame(newest[2])
 
     def latency_summary(self) -> tuple[float, float] | None:
         """(median, 95th percentile) speech-to-screen latency of the recent live frames, seconds."""

@@ -84,6 +84,9 @@ class SplatPusher:
         current: ``current() -> (version, drive)``: the state's change counter and the drive to show.
         flush: pushes queued messages to the websockets at once (``ViserServer.flush``).
         on_sent: called after each update with the stats and the version sent.
+        hold: ``hold(version)``: the ``time.monotonic()`` before which that state must not be sent, or None
+            (live speech: every frame leaves a fixed time after its audio arrived, so the page can play the
+            audio in step; :meth:`ViewerServer.live_hold`).
     """
 
     def __init__(
@@ -93,7 +96,9 @@ class SplatPusher:
         current: Callable[[], tuple[int, Drive]],
         flush: Callable[[], None] | None = None,
         on_sent: Callable[[PushStats, int], None] | None = None,
+        hold: Callable[[int], float | None] | None = None,
     ):
+        self._hold = hold
         self._scene, self._pose, self._current, self._flush, self._on_sent = (
             scene,
             pose,
@@ -172,6 +177,13 @@ class SplatPusher:
                 posed, self._mailbox = self._mailbox, None
                 if self._stopping or posed is None:
                     return
+            due = None if self._hold is None else self._hold(posed[0])  # not under _cond: hold takes locks
+            if due is not None:
+                with self._cond:
+                    while not self._stopping and time.monotonic() < due:
+                        self._cond.wait(due - time.monotonic())
+                    if self._stopping:
+                        return
             try:
                 self.send(*posed)
             except Exception:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -184,3 +185,102 @@ class Chromium:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FrameLog:
+    """Times (``time.monotonic`` clock: Chromium's DevTools timestamps are CLOCK_MONOTONIC seconds on Linux) at
+    which the page received websocket frames larger than ``min_bytes``. viser's page talks to the server from a
+    Web Worker, so this attaches to the page's workers over a DevTools connection of its own and listens to
+    ``Network.webSocketFrameReceived`` there."""
+
+    def __init__(self, ws_url: str, min_bytes: int):
+        from websockets.sync.client import connect
+
+        self.min_chars = int(min_bytes * 4 / 3)  # binary payloads arrive base64-encoded
+        self.times: list[float] = []
+        self._ws = connect(ws_url, max_size=None, ping_interval=None, close_timeout=1)
+        self._id = 0
+        self._stop = threading.Event()
+        self._send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _send(self, method: str, session: str | None = None, **params: Any) -> None:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self._ws.send(json.dumps(msg))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = json.loads(self._ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+            method = msg.get("method")
+            if method == "Target.attachedToTarget":
+                self._send("Network.enable", msg["params"]["sessionId"])
+                self._send("Runtime.runIfWaitingForDebugger", msg["params"]["sessionId"])
+            elif method == "Network.webSocketFrameReceived":
+                p = msg["params"]
+                if len(p["response"].get("payloadData", "")) >= self.min_chars:
+                    self.times.append(float(p["timestamp"]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._ws.close()
+
+
+def page_to_monotonic(page: Page) -> float:
+    """Seconds to add to the page's ``performance.now() / 1000`` to get ``time.monotonic()`` (both clocks read
+    through the wall clock; DevTools' network timestamps are already monotonic)."""
+    origin_ms = float(page.evaluate("performance.timeOrigin"))
+    return origin_ms / 1000.0 - (time.time() - time.monotonic())
+
+
+def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0) -> dict[str, Any]:
+    """How far the page's live audio plays from the picture (``nerfhead.viewer.page_audio``): for each frame
+    marker the page got, the play time the page scheduled for the audio at the frame's stream time, minus the
+    time the page received the pose posed from it (``receipts``: :class:`FrameLog` times, monotonic seconds;
+    matched to the marker nearest in time, within 0.1 s; only receipts after ``after``, monotonic). Positive:
+    the sound comes after the picture.
+
+    Returns:
+        ``offsets`` (s, one per matched frame), ``t`` (their stream times), ``marker_minus_receipt`` (s: how much earlier the marker came
+        than the pose it marks), ``late`` (chunks that arrived after their play time, dropped), ``chunks``.
+    """
+    state = page.evaluate(
+        "JSON.stringify({f: __nerfheadAudio.frames, c: __nerfheadAudio.chunks, late: __nerfheadAudio.late})"
+    )
+    s = json.loads(state)
+    to_mono = page_to_monotonic(page)
+    chunks = np.asarray(s["c"], dtype=np.float64).reshape(-1, 3)  # (t0, play page ms, duration)
+    rec = np.sort(np.asarray(receipts, dtype=np.float64))
+    offsets, lead, times = [], [], []
+    for t, r_ms, _off in s["f"]:
+        r = r_ms / 1000.0 + to_mono
+        k = int(np.searchsorted(rec, r))
+        near = [i for i in (k - 1, k) if 0 <= i < len(rec)]
+        if not near or not len(chunks):
+            continue
+        d = rec[min(near, key=lambda i: abs(rec[i] - r))]
+        if abs(d - r) > 0.1 or d < after:
+            continue
+        j = int(np.searchsorted(chunks[:, 0], t, side="right")) - 1
+        if j < 0 or t >= chunks[j, 0] + chunks[j, 2] + 1e-6:
+            continue  # the audio at t was never scheduled (arrived late)
+        play = (chunks[j, 1] / 1000.0 + to_mono) + (t - chunks[j, 0])
+        offsets.append(play - d)
+        lead.append(r - d)
+        times.append(t)
+    return {
+        "offsets": offsets,
+        "t": times,
+        "marker_minus_receipt": lead,
+        "late": int(s["late"]),
+        "chunks": len(chunks),
+    }

@@ -30,8 +30,10 @@ SECONDS = 3.0
 
 
 def pcm(seconds: float = SECONDS) -> bytes:
+    """``seconds`` of the clip (looped when longer) as raw s16le mono samples."""
     wave, _ = load_audio(CLIP, SR)
-    return (np.clip(wave[: int(seconds * SR)], -1, 1) * 32767).astype("<i2").tobytes()
+    wave = np.tile(wave, int(np.ceil(seconds * SR / wave.size)))[: int(seconds * SR)]
+    return (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def test_live_stream_drives_the_face_in_real_time(tmp_path: Path):
@@ -50,9 +52,10 @@ def test_live_stream_drives_the_face_in_real_time(tmp_path: Path):
 
         panel_texts: list[str] = []
 
-        def spy(frame, arrival):
+        def spy(frame, arrival, t):
             shown.append((live.frames_in - 1, frame.expression[0].numpy().copy()))
-            show(frame, arrival)
+            assert t == pytest.approx((live.frames_in - 1) / v.state.fps)  # the frame's stream time
+            show(frame, arrival, t)
             panel_texts.append(str(v.panels.stats.content))
 
         v.show_live_frame = spy  # type: ignore[method-assign]

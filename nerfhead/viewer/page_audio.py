@@ -1,0 +1,183 @@
+"""Live speech played in the page, in sync with the picture.
+
+While a live stream drives the face (``nerfhead view RUN --speech-stream ...``) the server streams the audio to
+every page over a websocket of its own (:class:`PageAudio`, on the viewer's host, a free port) as it arrives,
+together with a marker for each pose update that leaves for the page (the stream time of the audio it was
+posed from). A small script in the page (:data:`PAGE_SCRIPT`, added through a GUI HTML element) plays the
+audio with WebAudio, scheduled against the markers: the audio at stream time ``t`` plays at the page time at
+which the frame posed from ``t`` arrives. The server sends every live frame a fixed time after its audio
+arrived (``ViewerConfig.live_margin_s``), so that time is steady: the page takes the 20th percentile of
+``arrival - t`` over the last 50 markers (the frames that came on time; one the server could not pose in time
+is late against its sound). The page's socket lives in a Web Worker, so arrival times are taken when messages
+arrive, not when a page busy drawing gets round to them. Audio arrives about one look-ahead (0.25 s) before the frame posed from it, so every chunk is
+scheduled ahead of time; consecutive chunks are joined without gaps while the estimate moves by less than
+15 ms. The page keeps what it did in ``window.__nerfheadAudio`` (the browser tests read it).
+
+Browsers start audio only after a user gesture: the element shows a button that enables it (headless tests
+run Chromium with ``--autoplay-policy=no-user-gesture-required``).
+
+Messages (little-endian): audio ``b"A"``, 7 pad bytes, float64 stream time of the first sample (s), uint32
+sample rate, 4 pad bytes, int16 mono samples; frame marker ``b"F"``, 7 pad bytes, float64 stream time (s).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import threading
+from typing import Any
+
+import numpy as np
+
+AUDIO_HEADER = struct.Struct("<c7xdI4x")
+FRAME_MARKER = struct.Struct("<c7xd")
+
+PAGE_SCRIPT = r"""
+(() => {
+  if (window.__nerfheadAudio) return;
+  const A = (window.__nerfheadAudio = {
+    frames: [], chunks: [], recent: [], pending: [], off: null, end: 0, late: 0, connected: false,
+  });
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  const ctx = new Ctx({ latencyHint: "interactive" });
+  A.ctx = ctx;
+  A.enable = () => ctx.resume();
+  const toCtx = (ms) => {  // page clock (performance.now, ms) to the audio clock (s)
+    const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : {};
+    if (ts.performanceTime) return ts.contextTime + (ms - ts.performanceTime) / 1000;
+    return ctx.currentTime + (ms - performance.now()) / 1000;
+  };
+  const play = (t0, sr, pcm) => {
+    const want = A.off + t0 * 1000;
+    let at = toCtx(want);
+    if (Math.abs(at - A.end) < 0.015) at = A.end;  // join to the previous chunk
+    if (at < ctx.currentTime) { A.late++; return; }
+    const buf = ctx.createBuffer(1, pcm.length, sr);
+    const ch = buf.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) ch[i] = pcm[i] / 32768;
+    const src = ctx.createBufferSource();
+    src.buffer = buf;
+    src.connect(ctx.destination);
+    src.start(at);
+    A.end = at + pcm.length / sr;
+    A.chunks.push([t0, want + (at - toCtx(want)) * 1000, pcm.length / sr]);
+    if (A.chunks.length > 3000) A.chunks.splice(0, 1000);
+  };
+  // The socket lives in a worker, so that arrival times are taken when messages arrive, not when a busy
+  // page (drawing) gets round to them; times travel as wall-clock ms (performance.timeOrigin + now).
+  const src = `
+    const ws = new WebSocket(${JSON.stringify(`ws://${location.hostname}:__PORT__`)});
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => postMessage({ open: true });
+    ws.onmessage = (ev) => postMessage({ at: performance.timeOrigin + performance.now(), data: ev.data },
+                                       [ev.data]);
+  `;
+  const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+  A.worker = worker;
+  worker.onmessage = (msg) => {
+    if (msg.data.open) { A.connected = true; return; }
+    const now = msg.data.at - performance.timeOrigin;  // arrival, page clock
+    const data = msg.data.data;
+    const dv = new DataView(data);
+    const kind = String.fromCharCode(dv.getUint8(0));
+    const t = dv.getFloat64(8, true);
+    if (kind === "F") {
+      A.recent.push(now - t * 1000);
+      if (A.recent.length > 50) A.recent.shift();
+      const s = [...A.recent].sort((a, b) => a - b);
+      A.off = s[Math.floor(s.length / 5)];  // frames on time: the server holds every frame to a fixed delay
+      A.frames.push([t, now, A.off]);
+      if (A.frames.length > 3000) A.frames.splice(0, 1000);
+      for (const p of A.pending.splice(0)) play(...p);
+    } else if (kind === "A") {
+      const sr = dv.getUint32(16, true);
+      const pcm = new Int16Array(data, 24);
+      if (A.off === null) { A.pending.push([t, sr, pcm]); if (A.pending.length > 200) A.pending.shift(); }
+      else play(t, sr, pcm);
+    }
+  };
+})();
+"""
+
+
+def page_html(port: int) -> str:
+    """The GUI element that runs :data:`PAGE_SCRIPT` in the page (connecting to ``port``) and offers the
+    button browsers need before they play audio."""
+    code = base64.b64encode(PAGE_SCRIPT.replace("__PORT__", str(int(port))).encode()).decode()
+    return (
+        '<div style="font-size:0.8em">live speech audio '
+        '<button onclick="window.__nerfheadAudio &amp;&amp; window.__nerfheadAudio.enable()">enable sound</button>'
+        f'<img alt="" src="data:image/png;base64,AA==" style="display:none" onerror="window.eval(atob(\'{code}\'))">'
+        "</div>"
+    )
+
+
+class PageAudio:
+    """The websocket the pages' audio comes from (one server thread; sends go out from the caller's thread).
+
+    Args:
+        host: interface to bind (the viewer's).
+    """
+
+    def __init__(self, host: str = "127.0.0.1"):
+        from websockets.sync.server import serve
+
+        self._clients: set[Any] = set()
+        self._lock = threading.Lock()
+        self._server = serve(self._handle, host, 0, compression=None, max_size=2**16)
+        self.port = int(self._server.socket.getsockname()[1])
+        self.sent_audio = 0
+        """Audio messages sent (to all pages)."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="nerfhead-page-audio", daemon=True
+        )
+        self._thread.start()
+
+    def _handle(self, conn: Any) -> None:
+        with self._lock:
+            self._clients.add(conn)
+        try:
+            for _ in conn:  # the page sends nothing; wait for it to go
+                pass
+        except Exception:
+            pass
+        finally:
+            with self._lock:
+                self._clients.discard(conn)
+
+    @property
+    def clients(self) -> int:
+        """Pages connected."""
+        with self._lock:
+            return len(self._clients)
+
+    def _broadcast(self, data: bytes) -> None:
+        with self._lock:
+            clients = list(self._clients)
+        for c in clients:
+            try:
+                c.send(data)
+            except Exception:  # a page that left; its handler removes it
+                pass
+
+    def send_audio(self, samples: np.ndarray, t0: float, sr: int) -> None:
+        """Samples (mono float in [-1, 1]) whose first is at stream time ``t0`` seconds."""
+        pcm = (np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
+        self._broadcast(AUDIO_HEADER.pack(b"A", float(t0), int(sr)) + pcm.tobytes())
+        self.sent_audio += 1
+
+    def send_frame(self, t: float) -> None:
+        """A pose posed from the audio at stream time ``t`` has left for the pages."""
+        self._broadcast(FRAME_MARKER.pack(b"F", float(t)))
+
+    def close(self) -> None:
+        """Stop serving; the port is free when this returns."""
+        self._server.shutdown()
+        self._thread.join(5.0)
+        with self._lock:
+            clients, self._clients = list(self._clients), set()
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
