@@ -71,3 +71,36 @@ def pair_indices(n_cameras: int, n_timesteps: int) -> tuple[list[int], list[int]
         raise ValueError(f"cannot pair {n_cameras} cameras with {n_timesteps} timesteps (one side must be 1)")
     b = max(n_cameras, n_timesteps)
     return ([i if n_cameras > 1 else 0 for i in range(b)], [i if n_timesteps > 1 else 0 for i in range(b)])
+
+
+class GaussianAvatar(Avatar, Protocol):
+    """An avatar of 3D Gaussians (the ``gaussians`` capability): PLY export and the browser-side viewer."""
+
+    def world_splats(self, drive: Drive, sh_degree: int | None = None) -> dict[str, Tensor]:
+        """World-space Gaussians of each drive timestep, pre-activation (a 3DGS PLY's values)."""
+        ...
+
+    def posed_splats(self, drive: Drive) -> dict[str, Tensor]:
+        """Activated world Gaussians of timestep 0 with their view-independent colour (``means``,
+        ``covariances``, ``rgb``, ``opacities``): one fast pose for a browser-side renderer."""
+        ...
+
+
+class DensityFieldAvatar(Avatar, Protocol):
+    """An avatar that is a density field (the ``density_field`` capability): iso-surface mesh export."""
+
+    def conditioning(self, drive: Drive) -> Tensor:
+        """Per-timestep conditioning of the field."""
+        ...
+
+    def density(self, x_head: Tensor, cond: Tensor) -> Tensor:
+        """Density at head-space points under ``cond``."""
+        ...
+
+
+class MeshAvatar(Avatar, Protocol):
+    """An avatar carrying the rigged ICT mesh (the ``parametric_mesh`` capability): glTF export, framing."""
+
+    def posed_vertices(self, drive: Drive) -> Tensor:
+        """[T, V, 3] world vertices of the mesh for each timestep."""
+        ...

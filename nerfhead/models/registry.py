@@ -28,18 +28,28 @@ from torch import Tensor
 from nerfhead.engine.trainer import Trainable
 from nerfhead.errors import InputError
 from nerfhead.models import nerf_head, nerf_train, splat_head, splat_train
-from nerfhead.models.interface import Avatar
+from nerfhead.models.interface import Avatar, DensityFieldAvatar, GaussianAvatar, MeshAvatar
 
 if TYPE_CHECKING:
     from nerfhead.data.capture import Capture
 
 GAUSSIANS = "gaussians"
-"""The avatar is 3D Gaussians: ``world_splats(drive, sh_degree)`` (PLY export, the browser-side viewer)."""
+"""The avatar is 3D Gaussians (:class:`GaussianAvatar`: ``world_splats``, ``posed_splats``): PLY export, the
+browser-side viewer."""
 DENSITY_FIELD = "density_field"
-"""The avatar is a density field: ``conditioning(drive)`` and ``density(x_head, cond)`` (iso-surface mesh)."""
+"""The avatar is a density field (:class:`DensityFieldAvatar`: ``conditioning``, ``density``): iso-surface mesh."""
 PARAMETRIC_MESH = "parametric_mesh"
-"""The avatar carries the rigged ICT mesh: ``ict``, ``neutral``, ``posed_vertices(drive)`` (glTF, framing)."""
+"""The avatar carries the rigged ICT mesh (:class:`MeshAvatar`: ``posed_vertices``; also ``ict``, ``neutral``):
+glTF export, framing."""
 CAPABILITIES = (GAUSSIANS, DENSITY_FIELD, PARAMETRIC_MESH)
+
+PROTOCOLS: dict[str, type] = {
+    GAUSSIANS: GaussianAvatar,
+    DENSITY_FIELD: DensityFieldAvatar,
+    PARAMETRIC_MESH: MeshAvatar,
+}
+"""The interface (``models/interface.py``) an avatar promises with each capability; :func:`register` checks
+that the avatar class has its methods."""
 
 
 class FitTask(Trainable, Protocol):
@@ -106,16 +116,26 @@ def register(model: ModelKind) -> ModelKind:
     """Add ``model`` (replacing one of the same name); returns it.
 
     Raises:
-        ValueError: a capability outside :data:`CAPABILITIES`, or its ``kind`` taken by another model.
+        ValueError: a capability outside :data:`CAPABILITIES`, an avatar class without the methods a declared
+            capability promises (:data:`PROTOCOLS`), or its ``kind`` taken by another model.
     """
     unknown = sorted(set(model.capabilities) - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+    for cap in sorted(model.capabilities):
+        missing = [m for m in _methods(PROTOCOLS[cap]) if not callable(getattr(model.avatar_type, m, None))]
+        if missing:
+            raise ValueError(f"{model.name} declares {cap} but {model.avatar_type.__name__} lacks {missing}")
     for other in _REGISTRY.values():
         if other.kind == model.kind and other.name != model.name:
             raise ValueError(f"kind {model.kind!r} is already {other.name!r}'s")
     _REGISTRY[model.name] = model
     return model
+
+
+def _methods(protocol: type) -> list[str]:
+    """The methods ``protocol`` adds to :class:`Avatar`."""
+    return [k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")]
 
 
 def unregister(name: str) -> None:

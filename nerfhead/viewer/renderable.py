@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from torch import Tensor
 from nerfhead.data.cameras import Cameras
 from nerfhead.data.drive import Drive
 from nerfhead.geometry import axis_angle_to_matrix, quaternion_to_matrix
-from nerfhead.models.interface import RenderOutput
+from nerfhead.models.interface import GaussianAvatar, RenderOutput
 from nerfhead.models.registry import GAUSSIANS, PARAMETRIC_MESH, has
 
 SH_C0 = 0.28209479177387814
@@ -144,20 +144,18 @@ class AvatarRenderable:
         return {"model": type(self.avatar).__name__, "backend": backend, "device": str(self.device)}
 
     def _gaussians_at(self, drive: Drive) -> BrowserSplats:
-        """Activated world Gaussians of timestep 0 of ``drive``: the avatar's ``posed_splats`` (the fast pose
-        step) when it has one, else its ``world_splats`` (:func:`reference_gaussians`)."""
+        """Activated world Gaussians of timestep 0 of ``drive``: the avatar's fast pose step
+        (:meth:`GaussianAvatar.posed_splats`, which the ``gaussians`` capability promises)."""
+        avatar = cast(GaussianAvatar, self.avatar)
         d = drive[0].to(self.device, torch.float32)
         with torch.inference_mode():
-            if hasattr(self.avatar, "posed_splats"):
-                s = self.avatar.posed_splats(d)
-                cov, rgb, opac = s["covariances"], s["rgb"], s["opacities"]
-                return BrowserSplats(
-                    s["means"].float().cpu(),
-                    cov.float().cpu(),
-                    rgb.float().cpu(),
-                    opac.float().reshape(-1, 1).cpu(),
-                )
-            return reference_gaussians(self.avatar, d)
+            s = avatar.posed_splats(d)
+        return BrowserSplats(
+            s["means"].float().cpu(),
+            s["covariances"].float().cpu(),
+            s["rgb"].float().cpu(),
+            s["opacities"].float().reshape(-1, 1).cpu(),
+        )
 
 
 def reference_gaussians(avatar: Any, drive: Drive) -> BrowserSplats:

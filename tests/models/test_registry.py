@@ -53,6 +53,14 @@ def test_builtin_models_declare_what_the_exporters_check():
     with pytest.raises(ValueError, match="already"):
         registry.register(registry.ModelKind(**{**TOY.__dict__, "name": "other", "kind": "splat_head"}))
     assert "other" not in registry.model_kinds()
+    # a declared capability is a promise of methods (models/interface.py): the toy has no Gaussians to pose
+    with pytest.raises(
+        ValueError, match=r"declares gaussians but ToyHead lacks \['world_splats', 'posed_splats'\]"
+    ):
+        registry.register(
+            registry.ModelKind(**{**TOY.__dict__, "capabilities": frozenset({registry.GAUSSIANS})})
+        )
+    assert TOY.name not in registry.model_kinds()
 
 
 def test_toy_model_fits_evaluates_and_is_refused_by_exporters(toy, capture_dir, tmp_path, capsys):
