@@ -156,6 +156,18 @@ class SplatHead(nn.Module):
             self.register_buffer("backdrop_K", torch.eye(3))
 
     @torch.no_grad()
+    def init_colours(self, colour: Tensor) -> None:
+        """Set each Gaussian's base colour (and clear its higher SH) to its triangle's ``colour`` [F, 3]
+        (e.g. projected from the training views), except on the mouth interior, which keeps its own."""
+        sp = self.splats
+        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
+        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
+        skin = ~torch.isin(part, inner)
+        c = colour.to(sp.params["sh0"])[sp.binding]
+        sp.params["sh0"][skin] = rgb_to_sh0(c[skin])[:, None]
+        sp.params["shN"][skin] = 0.0
+
+    @torch.no_grad()
     def set_backdrop(self, image: Tensor, viewmat: Tensor, K: Tensor) -> None:
         """Set the backdrop image [H, W, 3] and the camera (world-to-camera ``viewmat`` [4, 4], ``K`` [3, 3])
         that sees it (the model must have been built with ``backdrop_size`` (W, H))."""

@@ -43,8 +43,11 @@ from nerfhead.models.fit_task import (
     strip_prefix,
     with_prefix,
 )
-from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
-from nerfhead.parametric.ict import ICTHead
+from nerfhead.models.splat_head import INTERIOR_COLOURS, KIND, SplatHead, SplatHeadConfig
+from nerfhead.ops.rasterize_mesh import rasterize_visibility
+from nerfhead.parametric.ict import PART_ID, ICTHead
+from nerfhead.splats.binding import triangle_frames
+from nerfhead.splats.gaussians import sh0_to_rgb
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
 
 STRATEGY_PREFIX = "strategy."
@@ -94,6 +97,14 @@ class SplatLossConfig:
     """Free local scale (triangle units)."""
     offset_weight: float = 1e-2
     """Mean squared deformation offset (triangle units)."""
+    colour_prior_weight: float = 1.0
+    """Monocular captures: mean squared distance of each Gaussian's base colour from its triangle's projected
+    colour (:func:`projected_colours`), weighted by how poorly the training views saw the triangle (1 - the
+    largest squared cosine between its normal and a view ray), so sides seen edge-on and the unseen side
+    keep the colour the visible skin (or its mirror image) gave them instead of the wall's."""
+    unseen_opacity_weight: float = 1.0
+    """Monocular captures: mean ``1 - opacity`` of the Gaussians, weighted as the colour prior, so the surface
+    the views barely show stays opaque (a half-transparent side shows the background from other angles)."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +131,13 @@ class SplatFitConfig:
     monocular_outside_weight: float = 1.0
     """Fixed-camera monocular fits (with a backdrop): weight of the mean rendered head alpha outside the masks,
     so the head's Gaussians leave the wall to the backdrop instead of learning its colour at the silhouette."""
-    monocular_sh_degree: int = 1
+    monocular_sh_degree: int = 0
     """Largest SH degree on a monocular capture: one view cannot constrain view-dependent colour (higher
-    degrees learn whatever explains that view and show speckles from others)."""
+    degrees learn whatever explains that view and show speckles from others; the deformation network's
+    colour residual still follows the head's rotation)."""
+    colour_init: bool = True
+    """Monocular captures: start each Gaussian at its triangle's colour projected from the training views
+    (visible triangles only, a mirrored or nearest seen triangle's colour elsewhere) instead of grey."""
     backdrop: bool = True
     """Monocular captures from one fixed camera: learn its background as an image behind the head (full-frame
     fit and evaluation); off: composite the images over the background colour with their masks, as for a rig."""
@@ -238,6 +253,7 @@ class SplatFit:
             ),
             capacity=max(2 * cfg.cameras_per_step + 2, int(cfg.image_cache_gb * 2**30) // per_frame),
         )
+        fresh = model is None
         if model is None:
             mcfg = cfg.model
             if self.monocular and mcfg.sh_degree > cfg.monocular_sh_degree:  # one view cannot constrain SH
@@ -250,6 +266,12 @@ class SplatFit:
             if self.full_frame:
                 model.set_backdrop(self.median_background(), capture.cameras.viewmat[0], capture.cameras.K[0])
         self.model = model.to(self.device)
+        # monocular: every triangle's colour as the training views show it, and how well they show it
+        self.colour_prior: tuple[Tensor, Tensor] | None = None
+        if self.monocular and (cfg.colour_init or cfg.loss.colour_prior_weight > 0):
+            self.colour_prior = projected_colours(self, capture)
+            if cfg.colour_init and fresh:
+                self.model.init_colours(self.colour_prior[0])
         if self.model.deform is not None:  # the deformation net holds still outside the training expressions
             self.model.deform.set_expression_range(self.drive.expression[self.train_timesteps])
         # the background the fit renders over: None lets the backdrop's camera show the backdrop
@@ -365,6 +387,18 @@ class SplatFit:
             scalars["alpha"] = float(a.detach())
             if self.full_frame and self.cfg.monocular_outside_weight > 0:  # head and backdrop kept apart
                 loss = loss + self.cfg.monocular_outside_weight * (out.alpha * (1.0 - mask)).mean()
+        if self.colour_prior is not None and lc.colour_prior_weight > 0:
+            colour, conf = self.colour_prior
+            b = self.model.splats.binding
+            d = (sh0_to_rgb(self.model.splats["sh0"][:, 0]) - colour[b]).square().sum(-1)
+            loss = loss + lc.colour_prior_weight * ((1.0 - conf[b]) * d).mean()
+            if lc.unseen_opacity_weight > 0:
+                opa = torch.sigmoid(self.model.splats["opacities"]).reshape(-1)
+                # the outer shell other views see in silhouette (scalp, ears, neck), not the face, whose
+                # lips and eyelids fold over what must stay hidden
+                shell = self.model.ict.face_part.to(b.device)[b] == PART_ID["head_and_neck"]
+                w = (1.0 - conf[b]) * shell
+                loss = loss + lc.unseen_opacity_weight * (w * (1.0 - opa)).mean()
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
         off = metas[0].get("offsets")
@@ -414,6 +448,83 @@ class SplatFit:
 
     def avatar_spec(self) -> dict[str, Any]:
         return avatar_spec(KIND, self.model.cfg, self.cfg, self.split, self.bg, full_frame=self.full_frame)
+
+
+@torch.no_grad()
+def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> tuple[Tensor, Tensor]:
+    """Each mesh triangle's colour as the training frames show it (GaussianAvatars-style colour init from the
+    views, with visibility), and how well they show it.
+
+    For up to ``max_frames`` training frames the posed mesh (the triangles that carry Gaussians) is
+    z-buffered; a triangle is seen in a frame when its centroid passes the depth test and falls inside the
+    mask eroded by 2 pixels (so the wall at the silhouette is never sampled). Its colour is the mean of the
+    frames' pixels at the centroid, weighted by the squared cosine between the normal and the view ray.
+    Triangles no frame saw take the colour of the seen triangle nearest to their mirror image (x -> -x on
+    the neutral: the other cheek, the other ear), which is the nearest seen one when the mirror is unseen too.
+
+    Returns:
+        (colour [F, 3] in [0, 1], confidence [F] in [0, 1]: the largest squared cosine over the frames, 0 for
+        unseen triangles, 1 for triangles without Gaussians and the mouth interior, which keep their own).
+    """
+    model = fit.model
+    dev = fit.device
+    faces = model.faces.to(dev)
+    F = int(faces.shape[0])
+    used = torch.unique(model.splats.binding).to(dev)
+    acc = torch.zeros(F, 3, device=dev)
+    wsum = torch.zeros(F, device=dev)
+    conf = torch.zeros(F, device=dev)
+    views = [
+        (c, t)
+        for t in fit.train_timesteps
+        for c in fit.train_cameras
+        if capture.frame_index(c, t) is not None
+    ]
+    step = max(1, -(-len(views) // max_frames))  # ceil
+    for c, t in views[::step]:
+        cam = fit.cameras[c]
+        verts = model.posed_vertices(fit.drive[t])[0]  # [V, 3]
+        fr = triangle_frames(verts[None], faces[used])
+        cen, normal = fr.centroid[0], fr.rotation[0][:, :, 2]
+        pix, z = cam.project(verts)
+        w, h = int(cam.width[0]), int(cam.height[0])
+        _, depth = rasterize_visibility(torch.cat([pix, z[..., None]], -1), faces[used], w, h)
+        cpix, cz = cam.project(cen)
+        cpix, cz = cpix[0], cz[0]
+        ix, iy = cpix[:, 0].floor().long(), cpix[:, 1].floor().long()
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h) & (cz > 0)
+        ix, iy = ix.clamp(0, w - 1), iy.clamp(0, h - 1)
+        d = depth[0][iy, ix]
+        fx = float(cam.K[0, 0, 0])
+        seen = inside & (d > 0) & (cz <= d + 0.003 + 2.0 * d / fx)
+        img, mask = fit.target(capture.frame_index(c, t))  # type: ignore[arg-type]
+        if mask is not None:
+            m = mask.reshape(1, 1, h, w).float()
+            m = -torch.nn.functional.max_pool2d(-m, 5, stride=1, padding=2)  # erode by 2 px
+            seen = seen & (m[0, 0][iy, ix] > 0.5)
+        ray = cam.centers[0] - cen
+        cos = (normal * ray).sum(-1).abs() / ray.norm(dim=-1).clamp_min(1e-9)
+        wt = torch.where(seen, cos.square(), torch.zeros_like(cos))
+        acc.index_add_(0, used, wt[:, None] * img[iy, ix])
+        wsum.index_add_(0, used, wt)
+        conf[used] = torch.maximum(conf[used], wt)
+    colour = torch.full((F, 3), 0.5, device=dev)
+    ok = wsum > 1e-4
+    colour[ok] = (acc[ok] / wsum[ok, None]).clamp(0, 1)
+    # unseen triangles: the seen triangle nearest to their mirror image on the neutral
+    cen0 = model.neutral.to(dev)[faces].mean(1)
+    seen_ids = ok.nonzero()[:, 0]
+    unseen = used[~ok[used]]
+    if len(seen_ids) and len(unseen):
+        mirror = cen0[unseen] * torch.tensor([-1.0, 1.0, 1.0], device=dev)
+        near = torch.cat([torch.cdist(q, cen0[seen_ids]).argmin(1) for q in mirror.split(2048)])
+        colour[unseen] = colour[seen_ids[near]]
+    inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=dev)
+    keep = torch.ones(F, dtype=torch.bool, device=dev)
+    keep[used] = False
+    keep |= torch.isin(model.ict.face_part.to(dev), inner)
+    conf[keep] = 1.0
+    return colour, conf.clamp(0, 1)
 
 
 def make_task(capture: Capture, cfg: SplatFitConfig, device: str | torch.device = "cpu") -> SplatFit:
