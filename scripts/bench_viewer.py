@@ -274,10 +274,18 @@ def main() -> None:
         "--live-minutes", type=float, default=0.0, help="memory over a stream this long (0: skip)"
     )
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument(
+        "--live-margin",
+        type=float,
+        default=ViewerConfig.live_margin_s,
+        help="ViewerConfig.live_margin_s: how long past the look-ahead a live frame is held",
+    )
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
-    viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser")).start()
+    viewer = ViewerServer(
+        renderable, args.run, ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin)
+    ).start()
     result: dict[str, Any] = {
         "run": str(args.run),
         "machine": {
@@ -285,6 +293,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
+            "live_margin_s": args.live_margin,
         },
     }
     try:
