@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -53,3 +54,16 @@ def from_os_error(e: OSError) -> InputError | None:
         return None
     what, hint = _OS_ERRORS[e.errno]
     return InputError(e.filename or e.filename2, what, hint=hint)
+
+
+def check_input_file(path: str | os.PathLike, expected: str, missing: str = "file not found") -> Path:
+    """``path`` as a Path when it names a non-empty file; else the one-line error (``missing``, a folder, or
+    0 bytes) that says what was ``expected`` there (e.g. "an audio or video file")."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, missing)
+    if not path.is_file():
+        raise InputError(path, f"not a file (expected {expected})")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    return path

@@ -25,7 +25,7 @@ from av.container import InputContainer
 from av.error import FFmpegError
 from scipy.signal import resample_poly
 
-from nerfhead.errors import InputError
+from nerfhead.errors import InputError, check_input_file
 
 SILENCE_RMS = 1e-4
 """RMS (full scale 1.0) under which a clip counts as silent (-80 dBFS)."""
@@ -137,13 +137,7 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, *, warn: bool = True) -
     Raises:
         InputError: naming ``path``: missing, not a media file, no audio stream, no samples, corrupt/truncated.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "audio file not found")
-    if not path.is_file():
-        raise InputError(path, "not a file (expected an audio or video file)")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes)")
+    path = check_input_file(path, "an audio or video file", missing="audio file not found")
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
     native, native_sr = _decode(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfhead.atomic import atomic_path
-from nerfhead.errors import InputError
+from nerfhead.errors import InputError, check_input_file
 
 
 class VideoWarning(UserWarning):
@@ -86,12 +86,7 @@ class Video:
 
 
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "video file not found")
-    if not path.is_file():
-        raise InputError(path, "not a file (expected a video file)")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes)")
+    check_input_file(path, "a video file", missing="video file not found")
 
 
 def _output_size(w: int, h: int, config: VideoConfig) -> tuple[int, int]:
