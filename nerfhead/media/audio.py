@@ -156,14 +156,7 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, *, warn: bool = True) -
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """All samples of the first audio stream: ([C, S] float32 at the native rate, native rate)."""
-    try:
-        container = av.open(str(path))
-    except FFmpegError as e:
-        raise InputError(path, f"not a readable audio or video file ({_why(e)})") from None
-    with container:
-        if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-            raise InputError(path, f"has no audio stream (found: {', '.join(kinds)})")
+    with open_media(path, "audio", "audio or video file") as container:
         stream = container.streams.audio[0]
         to_float = av.AudioResampler(format="fltp")  # sample format only: same rate and layout, no delay
         chunks: list[np.ndarray] = []
@@ -179,7 +172,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             for f in to_float.resample(None):
                 chunks.append(f.to_ndarray().reshape(f.layout.nb_channels, -1))
         except FFmpegError as e:
-            raise InputError(path, f"corrupt audio stream ({_why(e)})") from None
+            raise InputError(path, f"corrupt audio stream ({why(e)})") from None
         if not chunks or sum(c.shape[1] for c in chunks) == 0:
             raise InputError(path, "audio stream has no samples (zero-length)")
         x = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
@@ -204,7 +197,22 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     return x, rate
 
 
-def _why(e: Exception) -> str:
+def open_media(path: Path, kind: str, what: str) -> InputContainer:
+    """``path`` opened with PyAV when it holds at least one ``kind`` ("audio" or "video") stream; else the
+    one-line error, naming what was expected (``what``: "video file", ...) or the streams it does hold."""
+    try:
+        container = av.open(str(path))
+    except (FFmpegError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not a readable {what} ({why(e)})") from None
+    if not (container.streams.audio if kind == "audio" else container.streams.video):
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise InputError(path, f"has no {kind} stream (found: {', '.join(kinds)})")
+    return container
+
+
+def why(e: BaseException) -> str:
+    """The short reason of a decoder's error, for a one-line message."""
     msg = getattr(e, "strerror", None) or str(e)
     return str(msg).split(":")[0].strip() or type(e).__name__
 

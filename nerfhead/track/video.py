@@ -184,21 +184,15 @@ def stream_video(
     Raises:
         InputError: as :func:`read_video` (raised while iterating).
     """
-    import av
     from av.error import FFmpegError
+
+    from nerfhead.media.audio import open_media, why
 
     config = config or VideoConfig()
     info = info if info is not None else VideoInfo()
     path = Path(path)
     _check_path(path)
-    try:
-        container = av.open(str(path))
-    except (FFmpegError, UnicodeDecodeError) as e:
-        raise InputError(path, f"not a readable video file ({_why(e)})") from None
-    with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-            raise InputError(path, f"has no video stream (found: {', '.join(kinds)})")
+    with open_media(path, "video", "video file") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         info.has_audio = bool(container.streams.audio)
@@ -243,9 +237,9 @@ def stream_video(
                 index += 1
         except FFmpegError as e:
             if not info.frames:
-                raise InputError(path, f"corrupt video stream ({_why(e)})") from None
+                raise InputError(path, f"corrupt video stream ({why(e)})") from None
             warnings.warn(
-                f"{path}: video stream is corrupt after {info.frames} frames ({_why(e)}); keeping those",
+                f"{path}: video stream is corrupt after {info.frames} frames ({why(e)}); keeping those",
                 VideoWarning,
                 stacklevel=2,
             )
@@ -293,8 +287,3 @@ def extract_audio(
     with atomic_path(out) as tmp:
         soundfile.write(str(tmp), wav[a:b], sr, subtype="PCM_16", format="WAV")
     return out
-
-
-def _why(e: BaseException) -> str:
-    msg = getattr(e, "strerror", None) or str(e)
-    return str(msg).split(":")[0].strip() or type(e).__name__
