@@ -3,9 +3,11 @@ heads are rendered on this machine for each browser camera; live speech can driv
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,35 +26,52 @@ def host_warning(host: str, run: Path) -> str | None:
     )
 
 
-def open_viewer(
-    run: Path,
-    *,
-    port: int = 8080,
-    host: str = "127.0.0.1",
-    device: str = "auto",
-    mock: bool = False,
-    max_side: int = 960,
-    moving_side: int = 320,
-    speech_driver: str = "auto",
-    render: str = "auto",
-) -> Any:
-    """Load the run's avatar (or the analytic mock head) and start the viewer; returns the started
+@dataclass(frozen=True)
+class ViewOptions:
+    """How the viewer serves and draws: the options of ``nerfhead view`` that :func:`open_viewer` takes too."""
+
+    port: int = 8080
+    """port to serve on (the next free one if it is busy)."""
+    host: str = "127.0.0.1"
+    """interface to bind; the default serves this machine only. Anything else (e.g. 0.0.0.0) exposes the viewer
+    to the network."""
+    device: str = "auto"
+    """where to render: auto, cpu or cuda."""
+    mock: bool = False
+    """show the built-in analytic test head instead of RUN's avatar (RUN is still the export folder)."""
+    max_side: int = 960
+    """longest image side rendered when the view is at rest."""
+    moving_side: int = 320
+    """longest image side rendered while the camera moves or the timeline plays."""
+    speech_driver: str = "auto"
+    """what drives the face from a loaded speech clip: "auto" (the run's fine-tuned speech network, else the
+    bundled prior, as `nerfhead drive` does), "network" or "rules"."""
+    render: str = "auto"
+    """where the head is drawn: "auto" (in the browser for a splat head, else here), "browser" (this machine
+    poses the Gaussians, the browser sorts and draws them) or "server" (rendered here, for a NeRF head or a GPU
+    server). The Stats panel toggles it."""
+
+
+def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -> Any:
+    """Load the run's avatar (or the analytic mock head) and start the viewer with ``options`` (default
+    :class:`ViewOptions`, with ``changes`` to its fields applied); returns the started
     :class:`~nerfhead.viewer.server.ViewerServer` (call ``stop()`` on it).
 
     Raises:
-        InputError: RUN holds no loadable avatar (without ``mock``); a bad ``speech_driver``.
+        InputError: RUN holds no loadable avatar (without ``mock``); a bad ``speech_driver`` or ``render``.
     """
 
     from nerfhead.cli.checks import check_device
     from nerfhead.errors import InputError
     from nerfhead.viewer.server import ViewerConfig, ViewerServer
 
-    if speech_driver not in ("auto", "network", "rules"):
-        raise InputError("--speech-driver", f"must be auto, network or rules, got {speech_driver!r}")
-    if render not in ("auto", "browser", "server"):
-        raise InputError("--render", f"must be auto, browser or server, got {render!r}")
-    dev = check_device(device)
-    if mock:
+    o = dataclasses.replace(options if options is not None else ViewOptions(), **changes)
+    if o.speech_driver not in ("auto", "network", "rules"):
+        raise InputError("--speech-driver", f"must be auto, network or rules, got {o.speech_driver!r}")
+    if o.render not in ("auto", "browser", "server"):
+        raise InputError("--render", f"must be auto, browser or server, got {o.render!r}")
+    dev = check_device(o.device)
+    if o.mock:
         from nerfhead.viewer.mock import MockHead
 
         renderable: Any = MockHead()
@@ -60,16 +79,16 @@ def open_viewer(
         from nerfhead.viewer.renderable import load_renderable
 
         renderable = load_renderable(run, device=dev)
-    warning = host_warning(host, run)
+    warning = host_warning(o.host, run)
     if warning:
         print(warning, file=sys.stderr)
     cfg = ViewerConfig(
-        host=host,
-        port=port,
-        max_side=max_side,
-        moving_side=moving_side,
-        speech_driver=speech_driver,
-        render=render,
+        host=o.host,
+        port=o.port,
+        max_side=o.max_side,
+        moving_side=o.moving_side,
+        speech_driver=o.speech_driver,
+        render=o.render,
     )
     try:
         viewer = ViewerServer(renderable, out_dir=run, config=cfg)
@@ -80,14 +99,7 @@ def open_viewer(
 
 def main(
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")],
-    port: int = 8080,
-    host: str = "127.0.0.1",
-    device: str = "auto",
-    mock: bool = False,
-    max_side: int = 960,
-    moving_side: int = 320,
-    speech_driver: str = "auto",
-    render: str = "auto",
+    options: Annotated[ViewOptions, tyro.conf.arg(name="")] = ViewOptions(),
     speech_stream: str | None = None,
     speech_rate: int = 16000,
     speech_format: str = "s16le",
@@ -97,18 +109,7 @@ def main(
 
     Args:
         run: run folder written by `nerfhead fit` (exports go to RUN/exports).
-        port: port to serve on (the next free one if it is busy).
-        host: interface to bind; the default serves this machine only. Anything else (e.g. 0.0.0.0) exposes
-            the viewer to the network.
-        device: where to render: auto, cpu or cuda.
-        mock: show the built-in analytic test head instead of RUN's avatar (RUN is still the export folder).
-        max_side: longest image side rendered when the view is at rest.
-        moving_side: longest image side rendered while the camera moves or the timeline plays.
-        speech_driver: what drives the face from a loaded speech clip: "auto" (the run's fine-tuned speech
-            network, else the bundled prior, as `nerfhead drive` does), "network" or "rules".
-        render: where the head is drawn: "auto" (in the browser for a splat head, else here), "browser" (this
-            machine poses the Gaussians, the browser sorts and draws them) or "server" (rendered here, for a NeRF
-            head or a GPU server). The Stats panel toggles it.
+        options: how it serves and draws (:class:`ViewOptions`).
         speech_stream: live speech that drives the face as it arrives: "-" (raw mono samples on stdin, e.g.
             `ffmpeg -re -i talk.mp3 -f s16le -ac 1 -ar 16000 - | nerfhead view RUN --speech-stream -`), "device"
             or "device:NAME" (a local input device; needs `pip install 'nerfhead[live]'`) or a FIFO path.
@@ -120,17 +121,7 @@ def main(
         from nerfhead.viewer.live_speech import open_source
 
         source = open_source(speech_stream, speech_rate, speech_format)
-    viewer = open_viewer(
-        run,
-        port=port,
-        host=host,
-        device=device,
-        mock=mock,
-        max_side=max_side,
-        moving_side=moving_side,
-        speech_driver=speech_driver,
-        render=render,
-    )
+    viewer = open_viewer(run, options)
     print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
     if source is not None:
         viewer.start_speech_stream(source)

@@ -561,8 +561,8 @@ def test_cli_open_viewer(tmp_path: Path):
 
 def test_cli_process_serves_and_stops_on_sigterm(tmp_path: Path):
     """The verb function in its own process: it prints the URL, serves the page, and SIGTERM stops it cleanly."""
-    code = "import sys; from pathlib import Path; from nerfhead.cli.view import main; "
-    code += "main(Path(sys.argv[1]), port=0, mock=True, max_side=64)"
+    code = "import sys; from pathlib import Path; from nerfhead.cli.view import ViewOptions, main; "
+    code += "main(Path(sys.argv[1]), ViewOptions(port=0, mock=True, max_side=64))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path)],
         cwd=REPO,
