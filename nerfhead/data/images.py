@@ -17,6 +17,7 @@ from torch import Tensor
 
 from nerfhead.atomic import atomic_path
 from nerfhead.errors import InputError
+from nerfhead.media.image import to_uint8
 
 
 def _open(path: Path, kind: str):
@@ -92,14 +93,6 @@ def load_mask(path: str | os.PathLike) -> Tensor:
     if a.ndim == 3:
         a = a[..., -1] if a.shape[-1] in (2, 4) else a[..., 0]
     return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def to_uint8(x: Tensor | np.ndarray) -> np.ndarray:
-    """Float in [0, 1] (clipped) → uint8, rounded half up, as numpy; uint8 input is returned as it is."""
-    a = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-    if a.dtype == np.uint8:
-        return a
-    return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def save_image(path: str | os.PathLike, rgb: Tensor | np.ndarray) -> Path:

@@ -18,8 +18,8 @@ from nerfhead.errors import InputError
 
 
 def rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB (:func:`nerfhead.data.images.to_uint8`)."""
-    from nerfhead.data.images import to_uint8
+    """[H, W, 3] float in [0, 1] (or uint8) → contiguous uint8 RGB (:func:`nerfhead.media.image.to_uint8`)."""
+    from nerfhead.media.image import to_uint8
 
     return np.ascontiguousarray(to_uint8(frame)[..., :3])
 

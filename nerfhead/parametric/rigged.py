@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nerfhead.data.images import to_uint8
 from nerfhead.errors import InputError
 from nerfhead.geometry import axis_angle_to_matrix
+from nerfhead.media.image import to_uint8
 from nerfhead.parametric.atlas import atlas_uv
 from nerfhead.parametric.ict import ICTHead, ICTOutput
 

@@ -42,8 +42,8 @@ from torch import Tensor
 
 from nerfhead.atomic import atomic_open
 from nerfhead.data.capture import Capture, Frame
-from nerfhead.data.images import to_uint8
 from nerfhead.errors import InputError
+from nerfhead.media.image import to_uint8
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.track.correspondence import Correspondence, load_correspondence
 from nerfhead.track.fit import (

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nerfhead.data.drive import Drive
-from nerfhead.data.images import to_uint8
+from nerfhead.media.image import to_uint8
 from nerfhead.viewer.camera import ViewCamera, look_at_view, view_to_cameras
 from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-exported)
 from nerfhead.viewer.guard import Guard, RateLimit
