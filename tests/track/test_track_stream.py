@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from nerfhead.assets import asset_path
-from nerfhead.track import pipeline
+from nerfhead.track import sources
 from nerfhead.track.fit import TrackFitConfig
 from nerfhead.track.landmarks import FaceMeshDetector, LandmarkConfig
-from nerfhead.track.pipeline import PARTIAL, TrackConfig, track
+from nerfhead.track.pipeline import TrackConfig, track
+from nerfhead.track.sources import PARTIAL
 from nerfhead.track.video import VideoConfig
 
 GRID = asset_path("video_grid/grid_bbaf2n.mpg")
@@ -46,7 +47,7 @@ class KillAfter:
 
 
 def test_killed_tracking_resumes_from_its_last_window(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "WINDOW", 10)
+    monkeypatch.setattr(sources, "WINDOW", 10)
     calls = [0]
     detect = FaceMeshDetector.__call__
 
@@ -84,7 +85,7 @@ def test_killed_tracking_resumes_from_its_last_window(tmp_path, monkeypatch):
 
 
 def test_partial_of_another_video_or_config_is_not_reused(tmp_path):
-    a = pipeline._source_key(GRID, CONFIG)
-    assert a == pipeline._source_key(GRID, CONFIG)
-    assert a != pipeline._source_key(GRID, replace(CONFIG, video=VideoConfig(max_frames=31)))
-    assert a != pipeline._source_key(GRID, replace(CONFIG, landmarks=LandmarkConfig(refine=False)))
+    a = sources._source_key(GRID, CONFIG)
+    assert a == sources._source_key(GRID, CONFIG)
+    assert a != sources._source_key(GRID, replace(CONFIG, video=VideoConfig(max_frames=31)))
+    assert a != sources._source_key(GRID, replace(CONFIG, landmarks=LandmarkConfig(refine=False)))
