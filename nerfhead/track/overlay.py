@@ -20,12 +20,26 @@ FITTED_RGB = np.array([240, 40, 40], np.uint8)
 
 
 def wire_edges(head: ICTHead) -> Tensor:
-    """[E, 2] unique vertex pairs of the face part's quad edges (each quad's diagonal left out)."""
-    faces = head.faces[head.face_part == PART_ID["face"]]
-    # quads were split as (a, b, c), (a, c, d): edge (a, c) is the diagonal
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]]], 0)
-    e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+    """[E, 2] unique vertex pairs (smaller index first) of the face part's quad edges, each quad's diagonal left out."""
+    return quad_edges(head.faces[head.face_part == PART_ID["face"]])
+
+
+def quad_edges(faces: Tensor) -> Tensor:
+    """[E, 2] unique sorted vertex pairs of the mesh edges of ``faces`` [F, 3], without the diagonals of quads.
+
+    Quads were split as (a, b, c), (a, c, d) into adjacent rows (:func:`nerfhead.parametric.triangulate_quads`):
+    a row and the next that share ``a`` and the edge (a, c) are one quad, and (a, c) is its diagonal.
+    """
+    f = faces.long()
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
+    e = torch.unique(torch.sort(e, dim=1).values, dim=0)
+    pair = (f[:-1, 0] == f[1:, 0]) & (f[:-1, 2] == f[1:, 1])
+    diag = torch.unique(torch.sort(f[:-1][pair][:, [0, 2]], dim=1).values, dim=0)
+    if len(diag) == 0:
+        return e
+    n = int(max(int(e.max()), int(diag.max()))) + 1
+    is_diag = torch.isin(e[:, 0] * n + e[:, 1], diag[:, 0] * n + diag[:, 1])
+    return e[~is_diag]
 
 
 def draw_wireframe(

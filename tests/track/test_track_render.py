@@ -93,3 +93,15 @@ def test_dilate_matches_a_square_window():
     assert torch.equal(
         dilate(torch.zeros(1, 5, 5, dtype=torch.bool), 2), torch.zeros(1, 5, 5, dtype=torch.bool)
     )
+
+
+def test_quad_edges_leave_out_each_quads_diagonal():
+    from nerfhead.parametric import triangulate_quads
+    from nerfhead.track.overlay import quad_edges
+
+    # two quads sharing the edge (1, 4), and one triangle: 0-1-4-3, 1-2-5-4, 2-6-5
+    quads = np.array([[0, 1, 4, 3], [1, 2, 5, 4], [2, 6, 5, -1]])
+    faces, _ = triangulate_quads(quads)
+    got = {tuple(map(int, e)) for e in quad_edges(torch.as_tensor(faces))}
+    want = {(0, 1), (1, 4), (3, 4), (0, 3), (1, 2), (2, 5), (4, 5), (2, 6), (5, 6)}
+    assert got == want  # no (0, 4) or (1, 5): the quads' diagonals; the triangle keeps all three edges
