@@ -82,3 +82,23 @@ def test_an_import_error_inside_a_verb_surfaces(tmp_path, monkeypatch):
     with pytest.raises(ModuleNotFoundError, match="nerfhead_no_such_dependency"):
         run(["broken"])
     sys.modules.pop("broken_verb", None)
+
+
+def test_resume_applies_a_nested_option_given_with_the_presets_value(tmp_path):
+    from nerfhead.data import save_capture
+    from nerfhead.models.registry import get
+
+    cap = tmp_path / "cap"
+    save_capture(write_tiny_capture(cap), cap)
+    out = tmp_path / "run"
+    base = ["fit", str(cap), "--out", str(out), "--preset", "fast", "--device", "cpu", "--threads", "1"]
+    base += ["--no-evaluate"]
+    assert run([*base, "--trainer.steps", "2", "--loss.alpha-weight", "0.5"]) == 0
+    preset = get("splat").preset("fast").loss.alpha_weight
+    assert preset != 0.5
+    # on resume the saved 0.5 stays unless the option is given, even with the preset's own value
+    assert run([*base, "--resume", "--trainer.steps", "3"]) == 0
+    assert json.loads((out / "avatar.json").read_text())["fit"]["loss"]["alpha_weight"] == 0.5
+    assert run([*base, "--resume", "--trainer.steps", "4", "--loss.alpha-weight", str(preset)]) == 0
+    fit = json.loads((out / "avatar.json").read_text())["fit"]
+    assert fit["loss"]["alpha_weight"] == preset and fit["trainer"]["steps"] == 4

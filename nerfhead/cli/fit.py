@@ -287,6 +287,7 @@ def main(
     viewer_wait: bool = True,
     nproc: int = 1,
     allow_outside_paths: bool = False,
+    given: Annotated[tuple[str, ...], tyro.conf.Suppress] = (),
     config: Any = None,
 ) -> None:
     """Fit an avatar to a capture; writes avatar.json, checkpoints, drive.npz, fit.json and eval.json to OUT.
@@ -348,7 +349,7 @@ def main(
         seed=seed,
         device=device,
         evaluate=evaluate,
-        overrides={**config_changes(config, model, preset), **parse_overrides(overrides)},
+        overrides={**config_changes(config, model, preset, given), **parse_overrides(overrides)},
         threads=threads,
         viewer=live_cfg,
         viewer_wait=viewer_wait,
@@ -361,8 +362,10 @@ def main(
     print(json.dumps({"run": str(out), **line}))
 
 
-def config_changes(config: Any, model: str, preset: str) -> dict[str, Any]:
-    """The dotted keys where ``config`` (the nested options' result) differs from the preset it started from."""
+def config_changes(config: Any, model: str, preset: str, given: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dotted keys of ``config`` (the nested options' result) that the command line set: those where it
+    differs from the preset it started from, and those in ``given`` (named on the command line, even with the
+    preset's value: on ``--resume`` they must override the run's saved settings)."""
     from nerfhead.models.registry import get
 
     if config is None:
@@ -376,7 +379,13 @@ def config_changes(config: Any, model: str, preset: str) -> dict[str, Any]:
             return out
         return {} if a == b else {prefix[:-1]: a}
 
-    return diff(config, get(model).preset(preset), "")
+    out = diff(config, get(model).preset(preset), "")
+    for key in given:
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        out[key] = node
+    return out
 
 
 def _flag(argv: list[str], name: str, default: str) -> str:
@@ -404,9 +413,12 @@ def _values(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> None:
+def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> tuple[str, ...]:
     """The nested config options in ``argv`` name fields of ``cfg`` and carry values of their types (checked
     before tyro parses, so a typo or a bad value is one line naming the option, and no capture is read).
+
+    Returns:
+        The dotted keys of ``cfg`` the options name, in order.
 
     Raises:
         InputError: naming the option.
@@ -415,6 +427,7 @@ def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> None:
     from nerfhead.errors import InputError
 
     top = {f.name for f in dataclasses.fields(cfg)}
+    given: list[str] = []
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -437,6 +450,7 @@ def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> None:
         ):
             name = last[3:] if not isinstance(field, bool) else last
             check_overrides(cfg, {f"{head}.{name}" if head else name: True}, option=flag)
+            given.append(f"{head}.{name}" if head else name)
             continue
         values = [inline] if inline else []
         while not inline and i < len(argv) and not argv[i].startswith("--"):
@@ -449,6 +463,8 @@ def check_config_args(cfg: Any, argv: list[str], own: set[str]) -> None:
             tuple(parsed) if isinstance(field, tuple) else parsed[0] if len(parsed) == 1 else tuple(parsed)
         )
         check_overrides(cfg, {key: value}, option=flag)
+        given.append(key)
+    return tuple(dict.fromkeys(given))
 
 
 def _json_or_text(text: str) -> Any:
@@ -473,12 +489,14 @@ def for_args(argv: list[str]) -> Any:
 
     kind = get(_flag(argv, "--model", "splat"))
     base = kind.preset(_flag(argv, "--preset", "default"))
-    own = {n for n in typing.get_type_hints(main) if n not in ("config", "return")} | {"set"}
+    own = {n for n in typing.get_type_hints(main) if n not in ("config", "given", "return")} | {"set"}
+    given: tuple[str, ...] = ()
     if "-h" not in argv and "--help" not in argv:
-        check_config_args(base, argv, own)
+        given = check_config_args(base, argv, own)
         check_overrides(base, parse_overrides(_values(argv, "--set")))
     assert main.__defaults__ is not None
-    fn = types.FunctionType(main.__code__, main.__globals__, "main", main.__defaults__[:-1] + (base,))
+    defaults = main.__defaults__[:-2] + (given, base)
+    fn = types.FunctionType(main.__code__, main.__globals__, "main", defaults)
     fn.__doc__ = main.__doc__
     fn.__module__ = main.__module__
     fn.__annotations__ = {
