@@ -46,7 +46,7 @@ from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_rendera
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
-from tests.viewer.chromium import FrameLog, audio_picture_offsets
+from tests.viewer.chromium import DRAW_HOOK, FrameLog, audio_picture_offsets, page_draws
 
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
 RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
@@ -117,8 +117,18 @@ def send_rate(viewer: ViewerServer, seconds: float) -> dict[str, float]:
 
 
 def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
-    """One pose update as the pusher makes it (drive → world Gaussians → packed buffer), timed alone: the
-    pusher's own threads are idle meanwhile (the state is not touched)."""
+    """One pose update as the pusher makes it (drive → world Gaussians → packed buffer, at the pusher's torch
+    threads), timed alone: the pusher's own threads are idle meanwhile (the state is not touched)."""
+    threads = torch.get_num_threads()
+    if viewer.config.pose_threads is not None:
+        torch.set_num_threads(viewer.config.pose_threads)
+    try:
+        return _bench_pose(viewer, frames)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     st = viewer.state
     drives = [st.drive_at(i % st.num_frames) for i in range(frames + 1)]
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
@@ -133,13 +143,17 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     return {"ms": stats(times), "bytes_per_update": nbytes, "gaussians": nbytes // 32}
 
 
-def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: float) -> dict[str, Any]:
+def bench_browser(
+    viewer: ViewerServer, chromium: str, seconds: float, live_s: float, browser_nice: int = 0
+) -> dict[str, Any]:
     from tests.viewer.chromium import Chromium
 
     out: dict[str, Any] = {}
     threshold = viewer.splats.stats.bytes // 2 if viewer.splats and viewer.splats.stats.bytes else 100_000
-    with Chromium(chromium, 1024, 720) as ch:
-        page = ch.open(viewer.url)
+    with Chromium(chromium, 1024, 720, nice=browser_nice) as ch:
+        page = ch.open("about:blank")
+        page.add_init_script(DRAW_HOOK, reload=False)  # logs when the page draws a new buffer
+        page.navigate(viewer.url)
         frames = FrameLog(page._ws_url, threshold)
         deadline = time.monotonic() + 120
         while not viewer.connected() and time.monotonic() < deadline:
@@ -171,53 +185,128 @@ def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: f
         r1, t1 = int(page.evaluate("window.__raf")), time.monotonic()
         out["orbit_raf_per_s"] = round((r1 - r0) / (t1 - t0), 2)
 
-        # Live speech at real-time pace: latency to the websocket and to the page.
-        sends: list[tuple[float, float]] = []  # (time handed to the websocket, audio arrival), monotonic
-        delivered = viewer._delivered
-
-        def record(version: int) -> None:
-            n = len(viewer.latencies)
-            delivered(version)
-            if len(viewer.latencies) > n:
-                now = time.monotonic()
-                sends.append((now, now - viewer.latencies[-1]))
-
-        viewer._delivered = record  # type: ignore[method-assign]
-        viewer.latencies.clear()
-        n_before = len(frames.times)
-        r, w = os.pipe()
-        writer = feed_pipe(w, pcm(live_s))
-        live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
-        writer.join(live_s + 30)
-        while live.running:
-            time.sleep(0.05)
-        time.sleep(1.0)
-        viewer._delivered = delivered  # type: ignore[method-assign]
-        received = frames.times[n_before:]
+        # Live speech at real-time pace: every frame's steps, from its audio's arrival to the page's drawing.
+        out["live"] = bench_live(viewer, page, frames, live_s)
         frames.close()
-        sync = audio_picture_offsets(page, received)
-        at_page = []
-        send_times = np.asarray([s for s, _ in sends])
-        for t in received:  # the newest send before each receipt carries the audio it shows
-            k = int(np.searchsorted(send_times, t, side="right")) - 1
-            if k >= 0:
-                at_page.append(t - sends[k][1])
-        out["live"] = {
-            "seconds": live_s,
-            "frames": live.frames_in,
-            "frames_sent": len(sends),
-            "frames_received_by_page": len(received),
-            "latency_to_websocket_s": stats(list(viewer.latencies)),
-            "latency_to_page_s": stats(at_page),
-            "audio_minus_picture_at_page_s": stats(sync["offsets"]),
-            "abs_audio_picture_offset_s": stats(np.abs(sync["offsets"])),
-            "within_40ms": round(float(np.mean(np.abs(sync["offsets"]) <= 0.04)), 3)
-            if sync["offsets"]
-            else None,
-            "audio_chunks_played": sync["chunks"],
-            "audio_chunks_late": sync["late"],
-        }
     return out
+
+
+STEPS = ("produced", "pose_started", "posed", "released", "sent", "received", "drawn", "frame")
+"""The chain of one live frame, after its audio's arrival: the driver produced it (look-ahead), the pusher
+started posing it and had the Gaussians, the hold let it go, it was handed to the websocket, the page received it
+(DevTools network timestamp), the page uploaded it and issued the draw call, the page's next animation frame."""
+
+
+def live_chain(
+    trace: list[Any], received: np.ndarray, draws: dict[str, np.ndarray], delay: float
+) -> list[dict[str, float]]:
+    """One row per live frame the page received: the monotonic time of each step of :data:`STEPS` (and the
+    arrival), matched by order: a receipt shows the newest frame sent before it, a draw the newest receipt
+    before its upload (viser replaces an update still waiting for a page that is behind: some frames sent are
+    never received, some received never drawn)."""
+    sent = np.asarray([r.sent for r in trace])
+    rows: list[dict[str, float]] = []
+    for r in np.sort(received):
+        k = int(np.searchsorted(sent, r, side="right")) - 1
+        if k < 0:
+            continue
+        tr = trace[k]
+        row = {
+            "t": tr.t,
+            "arrival": tr.arrival,
+            "due": tr.arrival + delay,
+            "produced": tr.produced,
+            "pose_started": tr.pose_started,
+            "posed": tr.posed,
+            "released": tr.released,
+            "sent": tr.sent,
+            "received": float(r),
+        }
+        if rows and rows[-1]["t"] == tr.t:
+            continue  # two receipts after one send (a message of another node): keep the first
+        rows.append(row)
+    rec = np.asarray([row["received"] for row in rows])
+    ups, dr, fr = draws["uploads"], draws["draws"], draws["frames"]
+    for i in range(len(ups)):
+        k = int(np.searchsorted(rec, ups[i], side="right")) - 1
+        if k < 0 or "drawn" in rows[k]:
+            continue
+        rows[k]["drawn"] = float(dr[i])
+        if i < len(fr):
+            rows[k]["frame"] = float(fr[i])
+    return rows
+
+
+def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Latency from the audio's arrival to each step (median / p95 / max, seconds), each step's own duration,
+    and which step makes the tail: each step's median duration over the frames whose latency to the page is at
+    or above its 90th percentile, against its median over all frames."""
+    out: dict[str, Any] = {"frames": len(rows)}
+    if not rows:
+        return out
+    out["latency_to"] = {k: stats([r[k] - r["arrival"] for r in rows if k in r]) for k in STEPS}
+    prev = ["arrival", *STEPS[:-1]]
+    steps = {
+        f"{a}->{b}": [r[b] - r[a] for r in rows if a in r and b in r]
+        for a, b in zip(prev, STEPS, strict=True)
+    }
+    out["step_s"] = {k: stats(v) for k, v in steps.items()}
+    late = [r for r in rows if r["posed"] > r["due"]]
+    out["posed_after_due"] = len(late)
+    lat = np.asarray([r["received"] - r["arrival"] for r in rows])
+    tail = lat >= np.percentile(lat, 90)
+    out["tail_frames"] = int(tail.sum())
+    out["tail_step_median_s"] = {}
+    for a, b in zip(prev, STEPS, strict=True):
+        both = [(r[b] - r[a], bool(tl)) for r, tl in zip(rows, tail, strict=True) if a in r and b in r]
+        all_ = [d for d, _ in both]
+        tl = [d for d, t in both if t]
+        if all_ and tl:
+            out["tail_step_median_s"][f"{a}->{b}"] = {
+                "all": round(float(np.median(all_)), 4),
+                "tail": round(float(np.median(tl)), 4),
+            }
+    return out
+
+
+def bench_live(viewer: ViewerServer, page: Any, frames: FrameLog, live_s: float) -> dict[str, Any]:
+    """A speech clip through a pipe at real-time pace with the page connected: each frame's chain
+    (:func:`live_chain`) and the page's live audio against the picture."""
+    viewer.latencies.clear()
+    viewer.live_trace.clear()
+    n_before = len(frames.times)
+    r, w = os.pipe()
+    writer = feed_pipe(w, pcm(live_s))
+    live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+    writer.join(live_s + 30)
+    while live.running:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    received = np.asarray(frames.times[n_before:])
+    trace = list(viewer.live_trace)
+    rows = live_chain(trace, received, page_draws(page), viewer._live_delay)
+    sync = audio_picture_offsets(page, list(received))
+    at_page = [row["received"] - row["arrival"] for row in rows]
+    return {
+        "seconds": live_s,
+        "frames": live.frames_in,
+        "frames_sent": len(trace),
+        "frames_received_by_page": len(received),
+        "frames_drawn_by_page": sum("drawn" in row for row in rows),
+        "hold_s": round(viewer._live_delay, 4),
+        "bytes_per_update": stats([t.nbytes for t in trace]),
+        "latency_to_websocket_s": stats([t.sent - t.arrival for t in trace]),
+        "latency_to_page_s": stats(at_page),
+        "chain": chain_summary(rows),
+        "audio_minus_picture_at_page_s": stats(sync["offsets"]),
+        "abs_audio_picture_offset_s": stats(np.abs(sync["offsets"])),
+        "abs_audio_picture_offset_p90_s": round(float(np.percentile(np.abs(sync["offsets"]), 90)), 4)
+        if sync["offsets"]
+        else None,
+        "within_40ms": round(float(np.mean(np.abs(sync["offsets"]) <= 0.04)), 3) if sync["offsets"] else None,
+        "audio_chunks_played": sync["chunks"],
+        "audio_chunks_late": sync["late"],
+    }
 
 
 def bench_server_render(viewer: ViewerServer, canvas: tuple[int, int], repeats: int) -> dict[str, Any]:
@@ -280,11 +369,28 @@ def main() -> None:
         default=ViewerConfig.live_margin_s,
         help="ViewerConfig.live_margin_s: how long past the look-ahead a live frame is held",
     )
+    ap.add_argument(
+        "--pose-threads",
+        type=int,
+        default=ViewerConfig.pose_threads,
+        help="ViewerConfig.pose_threads: torch threads of the posing thread (0: the process's)",
+    )
+    ap.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run the headless Chromium at this niceness (a browser drawing on its own GPU leaves the server "
+        "the CPU; 0: the same priority as the server, software WebGL competing for the same cores)",
+    )
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
     viewer = ViewerServer(
-        renderable, args.run, ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin)
+        renderable,
+        args.run,
+        ViewerConfig(
+            port=0, render="browser", live_margin_s=args.live_margin, pose_threads=args.pose_threads or None
+        ),
     ).start()
     result: dict[str, Any] = {
         "run": str(args.run),
@@ -294,6 +400,8 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
             "live_margin_s": args.live_margin,
+            "pose_threads": args.pose_threads,
+            "browser_nice": args.browser_nice,
         },
     }
     try:
@@ -308,7 +416,9 @@ def main() -> None:
             if chromium is None:
                 result["browser"] = "skipped: no Chromium (apt-get install -y chromium)"
             else:
-                result["browser"] = bench_browser(viewer, chromium, args.seconds, args.live_seconds)
+                result["browser"] = bench_browser(
+                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice
+                )
                 canvas = tuple(result["browser"]["canvas"])  # type: ignore[assignment]
         result["server_render"] = bench_server_render(viewer, canvas, args.repeats)
         if args.live_minutes > 0:
