@@ -143,6 +143,52 @@ def _bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     return {"ms": stats(times), "bytes_per_update": nbytes, "gaussians": nbytes // 32}
 
 
+def moved(a: Any, b: Any, position: float, colour: float) -> torch.Tensor:
+    """[N] bool: Gaussians of ``a`` farther than ``position`` metres, 1% of their covariance or ``colour`` from
+    those of ``b``."""
+    n = a.centers.shape[0]
+    ca, cb = a.covariances.reshape(n, 9), b.covariances.reshape(n, 9)
+    return (
+        ((a.centers - b.centers).abs().amax(1) > position)
+        | ((ca - cb).abs().amax(1) > 0.01 * cb.abs().amax(1))
+        | ((a.rgbs - b.rgbs).abs().amax(1) > colour)
+    )
+
+
+def bench_static_share(viewer: ViewerServer, frames: int = 50) -> dict[str, Any]:
+    """Would a speech frame need to send only part of the head? The Gaussians in head coordinates (the head's
+    rigid motion taken out, as a node transform would): the share that moves between consecutive timeline frames
+    (25 fps) and the share that stays put over the whole timeline and every expression coefficient at 1 in turn
+    (a static node that need never be re-sent), at three tolerances."""
+    st = viewer.state
+    pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
+    n = min(frames, st.num_frames)
+    seq = [pose(st.drive_at(i), head_frame=True) for i in range(n)]
+    first = st.drive_at(0)
+    extremes = []
+    for k in range(first.expression.shape[1]):
+        e = first.expression.clone()
+        e[0, k] = 1.0
+        extremes.append(
+            pose(first.__class__(first.rotation, first.translation, e, first.latent, first.fps), True)
+        )
+    out: dict[str, Any] = {"gaussians": int(seq[0].centers.shape[0]), "timeline_frames": n}
+    for label, (pos, col) in {
+        "0.02mm_0.5/255": (2e-5, 0.5 / 255),
+        "0.1mm_1/255": (1e-4, 1 / 255),
+        "0.5mm_4/255": (5e-4, 4 / 255),
+    }.items():
+        step = [float(moved(b, a, pos, col).float().mean()) for a, b in zip(seq, seq[1:], strict=False)]
+        static = torch.ones(out["gaussians"], dtype=torch.bool)
+        for g in seq[1:] + extremes:
+            static &= ~moved(g, seq[0], pos, col)
+        out[label] = {
+            "moved_between_frames_share": stats(step),
+            "static_share": round(float(static.float().mean()), 4),
+        }
+    return out
+
+
 def bench_browser(
     viewer: ViewerServer, chromium: str, seconds: float, live_s: float, browser_nice: int = 0
 ) -> dict[str, Any]:
@@ -408,6 +454,7 @@ def main() -> None:
         time.sleep(1.0)
         result["pose"] = bench_pose(viewer, args.frames)
         result["server_send"] = send_rate(viewer, args.seconds)
+        result["static_share"] = bench_static_share(viewer)
         canvas = (640, 480)
         if not args.skip_browser:
             from tests.viewer.chromium import find_chromium
