@@ -117,18 +117,8 @@ def send_rate(viewer: ViewerServer, seconds: float) -> dict[str, float]:
 
 
 def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
-    """One pose update as the pusher makes it (drive → world Gaussians → packed buffer, at the pusher's torch
-    threads), timed alone: the pusher's own threads are idle meanwhile (the state is not touched)."""
-    threads = torch.get_num_threads()
-    if viewer.config.pose_threads is not None:
-        torch.set_num_threads(viewer.config.pose_threads)
-    try:
-        return _bench_pose(viewer, frames)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
+    """One pose update as the pusher makes it (drive → world Gaussians → packed buffer), timed alone: the
+    pusher's own threads are idle meanwhile (the state is not touched)."""
     st = viewer.state
     drives = [st.drive_at(i % st.num_frames) for i in range(frames + 1)]
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
@@ -416,12 +406,6 @@ def main() -> None:
         help="ViewerConfig.live_margin_s: how long past the look-ahead a live frame is held",
     )
     ap.add_argument(
-        "--pose-threads",
-        type=int,
-        default=ViewerConfig.pose_threads,
-        help="ViewerConfig.pose_threads: torch threads of the posing thread (0: the process's)",
-    )
-    ap.add_argument(
         "--browser-nice",
         type=int,
         default=0,
@@ -434,9 +418,7 @@ def main() -> None:
     viewer = ViewerServer(
         renderable,
         args.run,
-        ViewerConfig(
-            port=0, render="browser", live_margin_s=args.live_margin, pose_threads=args.pose_threads or None
-        ),
+        ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin),
     ).start()
     result: dict[str, Any] = {
         "run": str(args.run),
@@ -446,7 +428,6 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
             "live_margin_s": args.live_margin,
-            "pose_threads": args.pose_threads,
             "browser_nice": args.browser_nice,
         },
     }

@@ -32,11 +32,6 @@ class ViewerConfig:
     """Where the head is drawn: "browser" (the server poses the Gaussians of a splat head, the page sorts and
     draws them on its own GPU), "server" (the server renders an image per browser camera: NeRF heads, or a GPU
     server) or "auto" (browser for a splat head, else server). The Stats panel has a toggle."""
-    pose_threads: int | None = 1
-    """Browser path: torch threads of the thread that poses the head (its own; renders keep the process's; None:
-    the process's). One
-    thread poses the demo avatar in about 11 ms; more threads lose time waiting for each other when a browser
-    drawing in software on the same cores preempts one of them."""
     max_upload_mib: float = 20.0
     """Largest speech upload; refused as soon as its declared size or its received bytes pass this."""
     max_speech_s: float = 180.0

@@ -318,7 +318,6 @@ class ViewerServer:
             self.server.flush,
             self._on_pushed,
             self.live_hold,
-            threads=self.config.pose_threads,
         ).start()
 
     def set_render_mode(self, mode: str) -> None:

@@ -104,7 +104,6 @@ class SplatPusher:
         hold: ``hold(version)``: the ``time.monotonic()`` before which that state must not be sent, or None
             (live speech: every frame leaves a fixed time after its audio arrived, so the page can play the
             audio in step; :meth:`ViewerServer.live_hold`).
-        threads: torch threads of the posing thread (None: the process's setting).
     """
 
     def __init__(
@@ -115,10 +114,8 @@ class SplatPusher:
         flush: Callable[[], None] | None = None,
         on_sent: Callable[[PushStats, int], None] | None = None,
         hold: Callable[[int], float | None] | None = None,
-        threads: int | None = None,
     ):
         self._hold = hold
-        self._threads = threads
         self._scene, self._pose, self._current, self._flush, self._on_sent = (
             scene,
             pose,
@@ -171,8 +168,6 @@ class SplatPusher:
         return self._poser.is_alive() or self._sender.is_alive()
 
     def _pose_loop(self) -> None:
-        if self._threads is not None:
-            torch.set_num_threads(self._threads)  # this thread's own (OpenMP): the renders keep theirs
         while True:
             with self._cond:
                 while not (self._stopping or self._dirty):
