@@ -275,8 +275,9 @@ def live_chain(
 
 def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     """Latency from the audio's arrival to each step (median / p95 / max, seconds), each step's own duration,
-    and which step makes the tail: each step's median duration over the frames whose latency to the page is at
-    or above its 90th percentile, against its median over all frames."""
+    which step makes the tail (frames whose latency to the page is at or above its 90th percentile: each step's
+    mean excess over its median, and how many of those frames each step was the largest excess of; a hold that
+    waited less than usual for a late frame shows as a negative excess), and every frame's row."""
     out: dict[str, Any] = {"frames": len(rows)}
     if not rows:
         return out
@@ -292,16 +293,26 @@ def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     lat = np.asarray([r["received"] - r["arrival"] for r in rows])
     tail = lat >= np.percentile(lat, 90)
     out["tail_frames"] = int(tail.sum())
-    out["tail_step_median_s"] = {}
-    for a, b in zip(prev, STEPS, strict=True):
-        both = [(r[b] - r[a], bool(tl)) for r, tl in zip(rows, tail, strict=True) if a in r and b in r]
-        all_ = [d for d, _ in both]
-        tl = [d for d, t in both if t]
-        if all_ and tl:
-            out["tail_step_median_s"][f"{a}->{b}"] = {
-                "all": round(float(np.median(all_)), 4),
-                "tail": round(float(np.median(tl)), 4),
-            }
+    # Which step makes the tail: per frame at or above the 90th percentile, each step's excess over that step's
+    # median (they add up to the frame's excess over the sum of the medians); the step with the largest excess
+    # is the frame's cause. Only the steps up to the page's receipt (what the latency is measured at).
+    pairs = list(zip(prev, STEPS, strict=True))[:6]
+    medians = {f"{a}->{b}": float(np.median([r[b] - r[a] for r in rows])) for a, b in pairs}
+    excess: dict[str, list[float]] = {k: [] for k in medians}
+    causes: dict[str, int] = {}
+    for r, tl in zip(rows, tail, strict=True):
+        if not tl:
+            continue
+        ex = {f"{a}->{b}": r[b] - r[a] - medians[f"{a}->{b}"] for a, b in pairs}
+        for k, v in ex.items():
+            excess[k].append(v)
+        worst = max(ex, key=lambda k: ex[k])
+        causes[worst] = causes.get(worst, 0) + 1
+    out["tail_excess_mean_s"] = {k: round(float(np.mean(v)), 4) for k, v in excess.items()}
+    out["tail_cause_counts"] = causes
+    out["rows_s"] = [  # every frame's steps, seconds after its audio's arrival
+        {"t": round(r["t"], 3), **{k: round(r[k] - r["arrival"], 4) for k in STEPS if k in r}} for r in rows
+    ]
     return out
 
 
