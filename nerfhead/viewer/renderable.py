@@ -83,7 +83,8 @@ class BrowserSplats:
 class Renderable(Protocol):
     """A head the viewer can show. Optional extra: ``gaussians_at(drive, head_frame=False) -> BrowserSplats``
     (one timestep) lets the browser draw the head itself; with ``head_frame`` the Gaussians may come in head
-    coordinates with the head's rigid transform (:class:`BrowserSplats`), so that a head turn moves one node."""
+    coordinates with the head's rigid transform (:class:`BrowserSplats`; ``scripts/bench_viewer.py`` measures
+    with it how much of the head a speech frame moves)."""
 
     name: str
     """Shown in the viewer's title and stats."""

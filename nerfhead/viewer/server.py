@@ -46,7 +46,8 @@ RENDER_MODES = ("auto", "browser", "server")
 
 @dataclass(frozen=True)
 class LiveTrace:
-    """When each step of one live speech frame happened on the server (``time.monotonic()``, seconds)."""
+    """When each step of one live speech frame happened on the server (``time.monotonic()``, seconds). On the
+    server path (an image per client) the four pusher steps are all the time the image was sent."""
 
     t: float
     """Stream time of the frame (seconds of audio)."""
@@ -63,7 +64,7 @@ class LiveTrace:
     sent: float
     """Handed to the websockets (flushed)."""
     nbytes: int = 0
-    """Bytes of Gaussians sent with it (the parts of the head that moved)."""
+    """Bytes of Gaussians sent with it (0 on the server path)."""
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -411,7 +412,7 @@ class ViewerServer:
                 newest = self._pending.popleft()
             if newest is not None:
                 self.latencies.append(now - newest[1])
-                v, arrival, t, produced = newest
+                _v, arrival, t, produced = newest
                 steps = times if times is not None else (now, now, now, now)
                 self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes))
         if newest is not None and self.page_audio is not None:
