@@ -46,7 +46,7 @@ from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_rendera
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
-from tests.viewer.chromium import FrameLog, audio_picture_offsets
+from tests.viewer.chromium import DRAW_HOOK, FrameLog, audio_picture_offsets, page_draws
 
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
 RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
@@ -133,13 +133,63 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     return {"ms": stats(times), "bytes_per_update": nbytes, "gaussians": nbytes // 32}
 
 
-def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: float) -> dict[str, Any]:
+def moved(a: Any, b: Any, position: float, colour: float) -> torch.Tensor:
+    """[N] bool: Gaussians of ``a`` farther than ``position`` metres, 1% of their covariance or ``colour`` from
+    those of ``b``."""
+    n = a.centers.shape[0]
+    ca, cb = a.covariances.reshape(n, 9), b.covariances.reshape(n, 9)
+    return (
+        ((a.centers - b.centers).abs().amax(1) > position)
+        | ((ca - cb).abs().amax(1) > 0.01 * cb.abs().amax(1))
+        | ((a.rgbs - b.rgbs).abs().amax(1) > colour)
+    )
+
+
+def bench_static_share(viewer: ViewerServer, frames: int = 50) -> dict[str, Any]:
+    """Would a speech frame need to send only part of the head? The Gaussians in head coordinates (the head's
+    rigid motion taken out, as a node transform would): the share that moves between consecutive timeline frames
+    (25 fps) and the share that stays put over the whole timeline and every expression coefficient at 1 in turn
+    (a static node that need never be re-sent), at three tolerances."""
+    st = viewer.state
+    pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
+    n = min(frames, st.num_frames)
+    seq = [pose(st.drive_at(i), head_frame=True) for i in range(n)]
+    first = st.drive_at(0)
+    extremes = []
+    for k in range(first.expression.shape[1]):
+        e = first.expression.clone()
+        e[0, k] = 1.0
+        extremes.append(
+            pose(first.__class__(first.rotation, first.translation, e, first.latent, first.fps), True)
+        )
+    out: dict[str, Any] = {"gaussians": int(seq[0].centers.shape[0]), "timeline_frames": n}
+    for label, (pos, col) in {
+        "0.02mm_0.5/255": (2e-5, 0.5 / 255),
+        "0.1mm_1/255": (1e-4, 1 / 255),
+        "0.5mm_4/255": (5e-4, 4 / 255),
+    }.items():
+        step = [float(moved(b, a, pos, col).float().mean()) for a, b in zip(seq, seq[1:], strict=False)]
+        static = torch.ones(out["gaussians"], dtype=torch.bool)
+        for g in seq[1:] + extremes:
+            static &= ~moved(g, seq[0], pos, col)
+        out[label] = {
+            "moved_between_frames_share": stats(step),
+            "static_share": round(float(static.float().mean()), 4),
+        }
+    return out
+
+
+def bench_browser(
+    viewer: ViewerServer, chromium: str, seconds: float, live_s: float, browser_nice: int = 0
+) -> dict[str, Any]:
     from tests.viewer.chromium import Chromium
 
     out: dict[str, Any] = {}
     threshold = viewer.splats.stats.bytes // 2 if viewer.splats and viewer.splats.stats.bytes else 100_000
-    with Chromium(chromium, 1024, 720) as ch:
-        page = ch.open(viewer.url)
+    with Chromium(chromium, 1024, 720, nice=browser_nice) as ch:
+        page = ch.open("about:blank")
+        page.add_init_script(DRAW_HOOK, reload=False)  # logs when the page draws a new buffer
+        page.navigate(viewer.url)
         frames = FrameLog(page._ws_url, threshold)
         deadline = time.monotonic() + 120
         while not viewer.connected() and time.monotonic() < deadline:
@@ -171,53 +221,139 @@ def bench_browser(viewer: ViewerServer, chromium: str, seconds: float, live_s: f
         r1, t1 = int(page.evaluate("window.__raf")), time.monotonic()
         out["orbit_raf_per_s"] = round((r1 - r0) / (t1 - t0), 2)
 
-        # Live speech at real-time pace: latency to the websocket and to the page.
-        sends: list[tuple[float, float]] = []  # (time handed to the websocket, audio arrival), monotonic
-        delivered = viewer._delivered
-
-        def record(version: int) -> None:
-            n = len(viewer.latencies)
-            delivered(version)
-            if len(viewer.latencies) > n:
-                now = time.monotonic()
-                sends.append((now, now - viewer.latencies[-1]))
-
-        viewer._delivered = record  # type: ignore[method-assign]
-        viewer.latencies.clear()
-        n_before = len(frames.times)
-        r, w = os.pipe()
-        writer = feed_pipe(w, pcm(live_s))
-        live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
-        writer.join(live_s + 30)
-        while live.running:
-            time.sleep(0.05)
-        time.sleep(1.0)
-        viewer._delivered = delivered  # type: ignore[method-assign]
-        received = frames.times[n_before:]
+        # Live speech at real-time pace: every frame's steps, from its audio's arrival to the page's drawing.
+        out["live"] = bench_live(viewer, page, frames, live_s)
         frames.close()
-        sync = audio_picture_offsets(page, received)
-        at_page = []
-        send_times = np.asarray([s for s, _ in sends])
-        for t in received:  # the newest send before each receipt carries the audio it shows
-            k = int(np.searchsorted(send_times, t, side="right")) - 1
-            if k >= 0:
-                at_page.append(t - sends[k][1])
-        out["live"] = {
-            "seconds": live_s,
-            "frames": live.frames_in,
-            "frames_sent": len(sends),
-            "frames_received_by_page": len(received),
-            "latency_to_websocket_s": stats(list(viewer.latencies)),
-            "latency_to_page_s": stats(at_page),
-            "audio_minus_picture_at_page_s": stats(sync["offsets"]),
-            "abs_audio_picture_offset_s": stats(np.abs(sync["offsets"])),
-            "within_40ms": round(float(np.mean(np.abs(sync["offsets"]) <= 0.04)), 3)
-            if sync["offsets"]
-            else None,
-            "audio_chunks_played": sync["chunks"],
-            "audio_chunks_late": sync["late"],
-        }
     return out
+
+
+STEPS = ("produced", "pose_started", "posed", "released", "sent", "received", "drawn", "frame")
+"""The chain of one live frame, after its audio's arrival: the driver produced it (look-ahead), the pusher
+started posing it and had the Gaussians, the hold let it go, it was handed to the websocket, the page received it
+(DevTools network timestamp), the page uploaded it and issued the draw call, the page's next animation frame."""
+
+
+def live_chain(
+    trace: list[Any], received: np.ndarray, draws: dict[str, np.ndarray], delay: float
+) -> list[dict[str, float]]:
+    """One row per live frame the page received: the monotonic time of each step of :data:`STEPS` (and the
+    arrival), matched by order: a receipt shows the newest frame sent before it, a draw the newest receipt
+    before its upload (viser replaces an update still waiting for a page that is behind: some frames sent are
+    never received, some received never drawn)."""
+    sent = np.asarray([r.sent for r in trace])
+    rows: list[dict[str, float]] = []
+    for r in np.sort(received):
+        k = int(np.searchsorted(sent, r, side="right")) - 1
+        if k < 0:
+            continue
+        tr = trace[k]
+        row = {
+            "t": tr.t,
+            "arrival": tr.arrival,
+            "due": tr.arrival + delay,
+            "produced": tr.produced,
+            "pose_started": tr.pose_started,
+            "posed": tr.posed,
+            "released": tr.released,
+            "sent": tr.sent,
+            "received": float(r),
+        }
+        if rows and rows[-1]["t"] == tr.t:
+            continue  # two receipts after one send (a message of another node): keep the first
+        rows.append(row)
+    rec = np.asarray([row["received"] for row in rows])
+    ups, dr, fr = draws["uploads"], draws["draws"], draws["frames"]
+    for i in range(len(ups)):
+        k = int(np.searchsorted(rec, ups[i], side="right")) - 1
+        if k < 0 or "drawn" in rows[k]:
+            continue
+        rows[k]["drawn"] = float(dr[i])
+        if i < len(fr):
+            rows[k]["frame"] = float(fr[i])
+    return rows
+
+
+def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Latency from the audio's arrival to each step (median / p95 / max, seconds), each step's own duration,
+    which step makes the tail (frames whose latency to the page is at or above its 90th percentile: each step's
+    mean excess over its median, and how many of those frames each step was the largest excess of; a hold that
+    waited less than usual for a late frame shows as a negative excess), and every frame's row."""
+    out: dict[str, Any] = {"frames": len(rows)}
+    if not rows:
+        return out
+    out["latency_to"] = {k: stats([r[k] - r["arrival"] for r in rows if k in r]) for k in STEPS}
+    prev = ["arrival", *STEPS[:-1]]
+    steps = {
+        f"{a}->{b}": [r[b] - r[a] for r in rows if a in r and b in r]
+        for a, b in zip(prev, STEPS, strict=True)
+    }
+    out["step_s"] = {k: stats(v) for k, v in steps.items()}
+    late = [r for r in rows if r["posed"] > r["due"]]
+    out["posed_after_due"] = len(late)
+    lat = np.asarray([r["received"] - r["arrival"] for r in rows])
+    tail = lat >= np.percentile(lat, 90)
+    out["tail_frames"] = int(tail.sum())
+    # Which step makes the tail: per frame at or above the 90th percentile, each step's excess over that step's
+    # median (they add up to the frame's excess over the sum of the medians); the step with the largest excess
+    # is the frame's cause. Only the steps up to the page's receipt (what the latency is measured at).
+    pairs = list(zip(prev, STEPS, strict=True))[:6]
+    medians = {f"{a}->{b}": float(np.median([r[b] - r[a] for r in rows])) for a, b in pairs}
+    excess: dict[str, list[float]] = {k: [] for k in medians}
+    causes: dict[str, int] = {}
+    for r, tl in zip(rows, tail, strict=True):
+        if not tl:
+            continue
+        ex = {f"{a}->{b}": r[b] - r[a] - medians[f"{a}->{b}"] for a, b in pairs}
+        for k, v in ex.items():
+            excess[k].append(v)
+        worst = max(ex, key=lambda k: ex[k])
+        causes[worst] = causes.get(worst, 0) + 1
+    out["tail_excess_mean_s"] = {k: round(float(np.mean(v)), 4) for k, v in excess.items()}
+    out["tail_cause_counts"] = causes
+    out["rows_s"] = [  # every frame's steps, seconds after its audio's arrival
+        {"t": round(r["t"], 3), **{k: round(r[k] - r["arrival"], 4) for k in STEPS if k in r}} for r in rows
+    ]
+    return out
+
+
+def bench_live(viewer: ViewerServer, page: Any, frames: FrameLog, live_s: float) -> dict[str, Any]:
+    """A speech clip through a pipe at real-time pace with the page connected: each frame's chain
+    (:func:`live_chain`) and the page's live audio against the picture."""
+    viewer.latencies.clear()
+    viewer.live_trace.clear()
+    n_before = len(frames.times)
+    r, w = os.pipe()
+    writer = feed_pipe(w, pcm(live_s))
+    live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+    writer.join(live_s + 30)
+    while live.running:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    received = np.asarray(frames.times[n_before:])
+    trace = list(viewer.live_trace)
+    rows = live_chain(trace, received, page_draws(page), viewer._live_delay)
+    sync = audio_picture_offsets(page, list(received))
+    at_page = [row["received"] - row["arrival"] for row in rows]
+    return {
+        "seconds": live_s,
+        "frames": live.frames_in,
+        "frames_sent": len(trace),
+        "frames_received_by_page": len(received),
+        "frames_drawn_by_page": sum("drawn" in row for row in rows),
+        "hold_s": round(viewer._live_delay, 4),
+        "bytes_per_update": stats([t.nbytes for t in trace]),
+        "latency_to_websocket_s": stats([t.sent - t.arrival for t in trace]),
+        "latency_to_page_s": stats(at_page),
+        "chain": chain_summary(rows),
+        "audio_minus_picture_at_page_s": stats(sync["offsets"]),
+        "abs_audio_picture_offset_s": stats(np.abs(sync["offsets"])),
+        "abs_audio_picture_offset_p90_s": round(float(np.percentile(np.abs(sync["offsets"]), 90)), 4)
+        if sync["offsets"]
+        else None,
+        "within_40ms": round(float(np.mean(np.abs(sync["offsets"]) <= 0.04)), 3) if sync["offsets"] else None,
+        "audio_chunks_played": sync["chunks"],
+        "audio_chunks_late": sync["late"],
+    }
 
 
 def bench_server_render(viewer: ViewerServer, canvas: tuple[int, int], repeats: int) -> dict[str, Any]:
@@ -280,11 +416,20 @@ def main() -> None:
         default=ViewerConfig.live_margin_s,
         help="ViewerConfig.live_margin_s: how long past the look-ahead a live frame is held",
     )
+    ap.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run the headless Chromium at this niceness (a browser drawing on its own GPU leaves the server "
+        "the CPU; 0: the same priority as the server, software WebGL competing for the same cores)",
+    )
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
     viewer = ViewerServer(
-        renderable, args.run, ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin)
+        renderable,
+        args.run,
+        ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin),
     ).start()
     result: dict[str, Any] = {
         "run": str(args.run),
@@ -294,12 +439,14 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
             "live_margin_s": args.live_margin,
+            "browser_nice": args.browser_nice,
         },
     }
     try:
         time.sleep(1.0)
         result["pose"] = bench_pose(viewer, args.frames)
         result["server_send"] = send_rate(viewer, args.seconds)
+        result["static_share"] = bench_static_share(viewer)
         canvas = (640, 480)
         if not args.skip_browser:
             from tests.viewer.chromium import find_chromium
@@ -308,7 +455,9 @@ def main() -> None:
             if chromium is None:
                 result["browser"] = "skipped: no Chromium (apt-get install -y chromium)"
             else:
-                result["browser"] = bench_browser(viewer, chromium, args.seconds, args.live_seconds)
+                result["browser"] = bench_browser(
+                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice
+                )
                 canvas = tuple(result["browser"]["canvas"])  # type: ignore[assignment]
         result["server_render"] = bench_server_render(viewer, canvas, args.repeats)
         if args.live_minutes > 0:

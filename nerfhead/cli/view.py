@@ -122,13 +122,14 @@ def main(
 
         source = open_source(speech_stream, speech_rate, speech_format)
     viewer = open_viewer(run, options)
-    print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
-    if source is not None:
-        viewer.start_speech_stream(source)
-        print(f"nerfhead viewer: live speech from {speech_stream} at {speech_rate} Hz", flush=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    # `kill` stops it as cleanly as Ctrl-C, from the moment the URL is out (a caller may kill it at once)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     reported = source is None
     try:
+        print(f"nerfhead viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
+        if source is not None:
+            viewer.start_speech_stream(source)
+            print(f"nerfhead viewer: live speech from {speech_stream} at {speech_rate} Hz", flush=True)
         while True:
             time.sleep(0.2)
             if not reported and viewer.live is not None and not viewer.live.running:

@@ -379,22 +379,29 @@ class SplatHead(nn.Module):
         return self._cached("_pose_constants_cache", sources, build)
 
     @torch.no_grad()
-    def posed_splats(self, drive: Drive) -> dict[str, Tensor]:
+    def posed_splats(self, drive: Drive, head_frame: bool = False) -> dict[str, Tensor]:
         """The activated world Gaussians of timestep 0 of ``drive`` with their view-independent colour: what a
         browser-side splat renderer draws. The same Gaussians as :meth:`world_splats` (``sh_degree=0``; tested
         to float tolerance), computed the fast way for one pose after another: the mesh only at the vertices the
         bound triangles use, each Gaussian's triangle frame directly, covariances as ``k^2 (R_tri L)(R_tri L)^T``
         with the cached local ``L = R S`` (no quaternions), and the deformation network's position half cached.
 
+        ``head_frame``: the Gaussians in head coordinates instead (before the drive's head rotation and
+        translation; the deformation network still sees the rotation), with that rigid transform returned: world
+        = ``rotation @ x + translation`` (a viewer then moves the whole head by one node transform).
+
         Returns:
-            ``means`` [N, 3], ``covariances`` [N, 3, 3], ``rgb`` [N, 3] in [0, 1], ``opacities`` [N] in (0, 1).
+            ``means`` [N, 3], ``covariances`` [N, 3, 3], ``rgb`` [N, 3] in [0, 1], ``opacities`` [N] in (0, 1);
+            with ``head_frame`` also ``rotation`` [3, 3] and ``translation`` [3] (head to world).
         """
         from nerfhead.geometry import axis_angle_to_matrix
 
         c = self._pose_constants()
         d = drive[:1].to(self.neutral.device, torch.float32)
         verts = torch.addmm(c["neutral"], d.expression, c["basis"]).reshape(-1, 3)
-        verts = torch.addmm(d.translation, verts, axis_angle_to_matrix(d.rotation[0]).T)
+        head_to_world = axis_angle_to_matrix(d.rotation[0])
+        if not head_frame:
+            verts = torch.addmm(d.translation, verts, head_to_world.T)
         fr = triangle_frames(verts, c["tri"])
         rot, k, centre = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
         means, rgb = c["means"], c["rgb"]
@@ -405,12 +412,15 @@ class SplatHead(nn.Module):
             means, rgb = means + offset[0], rgb + residual[0]
         centres = torch.baddbmm(centre[..., None], rot, (k * means)[..., None])[..., 0]
         m = torch.bmm(rot, c["local"]) * k[..., None]
-        return {
+        out = {
             "means": centres,
             "covariances": torch.bmm(m, m.transpose(1, 2)),
             "rgb": rgb.clamp(0.0, 1.0),
             "opacities": c["opacities"],
         }
+        if head_frame:
+            out["rotation"], out["translation"] = head_to_world, d.translation[0]
+        return out
 
     # ---------------------------------------------------------------- rendering
     def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:

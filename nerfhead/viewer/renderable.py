@@ -7,6 +7,7 @@ interface); :func:`load_renderable` loads a run folder written by ``nerfhead fit
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -53,22 +54,37 @@ class BrowserSplats:
     """Gaussians for viser's in-browser splat renderer (numpy-ready float32 tensors on the CPU).
 
     Attributes:
-        centers: [N, 3] world positions.
-        covariances: [N, 3, 3] world covariances.
+        centers: [N, 3] positions (world, or head coordinates when ``rotation`` is given).
+        covariances: [N, 3, 3] covariances, in the same frame.
         rgbs: [N, 3] colours in [0, 1].
         opacities: [N, 1] in [0, 1].
+        rotation: [3, 3] head-to-world rotation of head-coordinate Gaussians, or None (world already).
+        translation: [3] head-to-world translation (with ``rotation``).
     """
 
     centers: Tensor
     covariances: Tensor
     rgbs: Tensor
     opacities: Tensor
+    rotation: Tensor | None = None
+    translation: Tensor | None = None
+
+    def to_world(self) -> BrowserSplats:
+        """The same Gaussians in world coordinates."""
+        if self.rotation is None:
+            return self
+        R = self.rotation.to(self.centers)
+        t = torch.zeros(3) if self.translation is None else self.translation
+        centers = self.centers @ R.T + t.to(self.centers)
+        return BrowserSplats(centers, R @ self.covariances @ R.T, self.rgbs, self.opacities)
 
 
 @runtime_checkable
 class Renderable(Protocol):
-    """A head the viewer can show. Optional extra: ``gaussians_at(drive) -> BrowserSplats`` (one timestep)
-    lets the browser draw the head itself."""
+    """A head the viewer can show. Optional extra: ``gaussians_at(drive, head_frame=False) -> BrowserSplats``
+    (one timestep) lets the browser draw the head itself; with ``head_frame`` the Gaussians may come in head
+    coordinates with the head's rigid transform (:class:`BrowserSplats`; ``scripts/bench_viewer.py`` measures
+    with it how much of the head a speech frame moves)."""
 
     name: str
     """Shown in the viewer's title and stats."""
@@ -143,18 +159,25 @@ class AvatarRenderable:
         backend = str(getattr(cfg, "backend", "n/a"))
         return {"model": type(self.avatar).__name__, "backend": backend, "device": str(self.device)}
 
-    def _gaussians_at(self, drive: Drive) -> BrowserSplats:
-        """Activated world Gaussians of timestep 0 of ``drive``: the avatar's fast pose step
-        (:meth:`GaussianAvatar.posed_splats`, which the ``gaussians`` capability promises)."""
+    def _gaussians_at(self, drive: Drive, head_frame: bool = False) -> BrowserSplats:
+        """Activated Gaussians of timestep 0 of ``drive``: the avatar's fast pose step
+        (:meth:`GaussianAvatar.posed_splats`, which the ``gaussians`` capability promises), in world coordinates,
+        or with ``head_frame`` in head coordinates with the head's transform when the avatar offers that."""
         avatar = cast(GaussianAvatar, self.avatar)
         d = drive[0].to(self.device, torch.float32)
         with torch.inference_mode():
-            s = avatar.posed_splats(d)
+            if head_frame and "head_frame" in inspect.signature(avatar.posed_splats).parameters:
+                s = cast(Any, avatar).posed_splats(d, head_frame=True)
+            else:
+                s = avatar.posed_splats(d)
+        rot, trans = s.get("rotation"), s.get("translation")
         return BrowserSplats(
             s["means"].float().cpu(),
             s["covariances"].float().cpu(),
             s["rgb"].float().cpu(),
             s["opacities"].float().reshape(-1, 1).cpu(),
+            None if rot is None else rot.float().cpu(),
+            None if trans is None else trans.float().cpu(),
         )
 
 

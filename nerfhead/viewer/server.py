@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,29 @@ if TYPE_CHECKING:
     from nerfhead.audio.speech import Speech
 
 RENDER_MODES = ("auto", "browser", "server")
+
+
+@dataclass(frozen=True)
+class LiveTrace:
+    """When each step of one live speech frame happened on the server (``time.monotonic()``, seconds). On the
+    server path (an image per client) the four pusher steps are all the time the image was sent."""
+
+    t: float
+    """Stream time of the frame (seconds of audio)."""
+    arrival: float
+    """The audio sample at ``t`` arrived (its chunk was read)."""
+    produced: float
+    """The streaming driver produced the frame (its look-ahead had arrived)."""
+    pose_started: float
+    """The pusher started posing the state that shows it."""
+    posed: float
+    """The posed Gaussians were ready."""
+    released: float
+    """The hold (arrival + look-ahead + ``ViewerConfig.live_margin_s``) let it go."""
+    sent: float
+    """Handed to the websockets (flushed)."""
+    nbytes: int = 0
+    """Bytes of Gaussians sent with it (0 on the server path)."""
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -97,9 +121,11 @@ class ViewerServer:
         self.latencies: deque[float] = deque(maxlen=250)
         """Speech-to-screen latency of the last live frames shown, seconds."""
         self.export_limit = RateLimit(config.export_interval_s)
-        self._pending: deque[tuple[int, float, float]] = deque(
+        self._pending: deque[tuple[int, float, float, float]] = deque(
             maxlen=64
-        )  # (state version, arrival, stream time)
+        )  # (state version, arrival, stream time, when the driver produced it)
+        self.live_trace: deque[LiveTrace] = deque(maxlen=1000)
+        """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self._live_delay = 0.0
         self.page_audio: PageAudio | None = None
         """Where the pages' live audio comes from (made by the first live stream while serving)."""
@@ -322,7 +348,7 @@ class ViewerServer:
             self.panels.show_mode()
 
     def _on_pushed(self, stats: PushStats, version: int) -> None:
-        self._delivered(version)
+        self._delivered(version, stats.last_times, stats.bytes)
         if self.panels is not None:
             self.panels.show_push_stats(stats, len(self._clients))
 
@@ -356,9 +382,10 @@ class ViewerServer:
         expr = cal.apply(frame.expression) if cal is not None else frame.expression.float()
         rot, trans = self.speech.pose(1, frame.fps, frame.rotation.float())
         shown = Drive(rotation=rot, translation=trans, expression=expr, latent=None, fps=frame.fps)
+        produced = time.monotonic()
         with self._live_lock:
             self.state.set_live(shown)
-            self._pending.append((self.state.version, arrival, t))
+            self._pending.append((self.state.version, arrival, t, produced))
 
     def live_hold(self, version: int) -> float | None:
         """When state ``version`` may leave for the pages: a live frame's audio arrival plus the driver's
@@ -366,15 +393,18 @@ class ViewerServer:
         the same time after its audio and the page's audio stays in step); None for any other state."""
         with self._live_lock:
             arrival = None
-            for v, a, _t in self._pending:
+            for v, a, _t, _p in self._pending:
                 if v > version:
                     break
                 arrival = a
         return None if arrival is None else arrival + self._live_delay
 
-    def _delivered(self, version: int) -> None:
+    def _delivered(
+        self, version: int, times: tuple[float, float, float, float] | None = None, nbytes: int = 0
+    ) -> None:
         """State ``version`` has left for the browser(s): the newest live frame it contains gets its latency,
-        and the pages' audio a marker of its stream time."""
+        and the pages' audio a marker of its stream time. ``times``: the pusher's steps of this update
+        (posing started, posed, released, handed to the websockets)."""
         now = time.monotonic()
         with self._live_lock:
             newest = None
@@ -382,6 +412,9 @@ class ViewerServer:
                 newest = self._pending.popleft()
             if newest is not None:
                 self.latencies.append(now - newest[1])
+                _v, arrival, t, produced = newest
+                steps = times if times is not None else (now, now, now, now)
+                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes))
         if newest is not None and self.page_audio is not None:
             self.page_audio.send_frame(newest[2])
 

@@ -58,6 +58,20 @@ def pack_splats(g: BrowserSplats) -> np.ndarray:
     return out.numpy().view(np.uint32)
 
 
+@dataclass(frozen=True)
+class Posed:
+    """One posed state, waiting to be sent."""
+
+    version: int
+    """The state's change counter."""
+    buffer: np.ndarray
+    """viser's packed Gaussians (:func:`pack_splats`)."""
+    started: float
+    """``time.monotonic()`` when posing started."""
+    posed: float
+    """``time.monotonic()`` when the buffer was ready."""
+
+
 @dataclass
 class PushStats:
     """What the pusher measured."""
@@ -73,6 +87,9 @@ class PushStats:
     dropped: int = 0
     """Posed frames replaced by a newer one before the sender took them (changes that arrive while a pose is
     being computed are merged into the next pose and not counted)."""
+    last_times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """``time.monotonic()`` of the last update's steps: posing started, posing done, released by the hold
+    (or taken by the sender), handed to the websockets (flushed)."""
 
 
 class SplatPusher:
@@ -112,7 +129,7 @@ class SplatPusher:
         self._cond = threading.Condition()
         self._dirty = False
         self._stopping = False
-        self._mailbox: tuple[int, np.ndarray, float] | None = None  # (version, buffer, posing started)
+        self._mailbox: Posed | None = None
         self._send_lock = threading.Lock()
         self._last_version = -1
         self._poser = threading.Thread(target=self._pose_loop, name="nerfhead-splat-pose", daemon=True)
@@ -177,7 +194,7 @@ class SplatPusher:
                 posed, self._mailbox = self._mailbox, None
                 if self._stopping or posed is None:
                     return
-            due = None if self._hold is None else self._hold(posed[0])  # not under _cond: hold takes locks
+            due = None if self._hold is None else self._hold(posed.version)  # not under _cond: takes locks
             if due is not None:
                 with self._cond:
                     while not self._stopping and time.monotonic() < due:
@@ -185,18 +202,22 @@ class SplatPusher:
                     if self._stopping:
                         return
             try:
-                self.send(*posed)
+                self.send(posed, time.monotonic())
             except Exception:
                 traceback.print_exc()
 
-    def pose_now(self) -> tuple[int, np.ndarray, float]:
-        """Pose the current state: (version, packed buffer, ``perf_counter`` when posing started)."""
-        t0 = time.perf_counter()
+    def pose_now(self) -> Posed:
+        """Pose the current state."""
+        t0 = time.monotonic()
         version, drive = self._current()
-        return version, pack_splats(self._pose(drive)), t0
+        buffer = pack_splats(self._pose(drive))
+        return Posed(version, buffer, t0, time.monotonic())
 
-    def send(self, version: int, buffer: np.ndarray, t0: float | None = None) -> None:
-        """Hand a packed buffer to viser (the splat node is made on the first call) and flush it out."""
+    def send(self, posed: Posed, released: float | None = None) -> None:
+        """Hand a posed buffer to viser (the splat node is made on the first call) and flush it out;
+        ``released``: when the hold let it go (default: now)."""
+        released = time.monotonic() if released is None else released
+        version, buffer = posed.version, posed.buffer
         with self._send_lock:
             if self._stopping:
                 return
@@ -217,8 +238,8 @@ class SplatPusher:
             self._sent.popleft()
         s = self.stats
         s.updates += 1
-        if t0 is not None:
-            s.last_ms = 1000 * (time.perf_counter() - t0)
+        s.last_ms = 1000 * (posed.posed - posed.started)
+        s.last_times = (posed.started, posed.posed, released, now)
         s.rate = float(len(self._sent))
         s.bytes = int(buffer.nbytes)
         self._last_version = version
@@ -228,5 +249,5 @@ class SplatPusher:
     def push_now(self) -> int:
         """Pose and send the current state in the calling thread (tests and benchmarks); returns its version."""
         posed = self.pose_now()
-        self.send(*posed)
-        return posed[0]
+        self.send(posed)
+        return posed.version

@@ -78,6 +78,14 @@ class Page:
     def navigate(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
+    def add_init_script(self, source: str, reload: bool = True) -> None:
+        """Run ``source`` in every document this tab loads, before the page's own scripts (and load the page
+        again, so that it runs now)."""
+        self.call("Page.enable")
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=source)
+        if reload:
+            self.call("Page.reload", ignoreCache=False)
+
     def evaluate(self, expression: str) -> Any:
         """Value of a JavaScript expression in the page."""
         res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
@@ -103,9 +111,10 @@ class Chromium:
     Args:
         executable: the browser binary.
         width, height: window size of every tab.
+        nice: niceness added to the browser's processes (0: the caller's priority).
     """
 
-    def __init__(self, executable: str, width: int = 1280, height: int = 800):
+    def __init__(self, executable: str, width: int = 1280, height: int = 800, nice: int = 0):
         self.profile = Path(tempfile.mkdtemp(prefix="nerfhead_chromium_"))
         cmd = [
             executable,
@@ -116,6 +125,8 @@ class Chromium:
             "--remote-debugging-port=0",
             "about:blank",
         ]
+        if nice:
+            cmd = ["nice", "-n", str(int(nice)), *cmd]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -233,6 +244,52 @@ class FrameLog:
         self._stop.set()
         self._thread.join(5)
         self._ws.close()
+
+
+DRAW_HOOK = r"""
+(() => {
+  // The times (performance.now, ms) at which the page uploaded a large texture (viser's Gaussian buffer:
+  // 32 bytes per Gaussian) and then issued the draw call that uses it, and the next animation frame after it.
+  const log = (window.__nerfheadDraws = { uploads: [], draws: [], frames: [], pending: null, minBytes: 200000 });
+  const wrap = (proto, name, fn) => {
+    const orig = proto[name];
+    if (!orig) return;
+    proto[name] = function (...args) { const r = orig.apply(this, args); fn(args); return r; };
+  };
+  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
+    if (!C) continue;
+    for (const name of ["texImage2D", "texSubImage2D"]) {
+      wrap(C.prototype, name, (args) => {
+        for (const a of args) {
+          if (a && a.byteLength >= log.minBytes) { log.pending = performance.now(); return; }
+        }
+      });
+    }
+    for (const name of ["drawElementsInstanced", "drawArraysInstanced"]) {
+      wrap(C.prototype, name, () => {
+        if (log.pending === null) return;
+        log.uploads.push(log.pending);
+        log.draws.push(performance.now());
+        log.pending = null;
+        requestAnimationFrame(() => log.frames.push(performance.now()));
+        if (log.draws.length > 5000) { log.uploads.splice(0, 1000); log.draws.splice(0, 1000); log.frames.splice(0, 1000); }
+      });
+    }
+  }
+})();
+"""
+"""An init script (:meth:`Page.add_init_script`) that logs when the page draws a new Gaussian buffer:
+``window.__nerfheadDraws`` holds, per buffer drawn, the upload time, the draw call's time and the next animation
+frame's time (page clock, ms)."""
+
+
+def page_draws(page: Page) -> dict[str, np.ndarray]:
+    """:data:`DRAW_HOOK`'s log in ``time.monotonic()`` seconds: ``uploads``, ``draws``, ``frames``."""
+    s = json.loads(page.evaluate("JSON.stringify(window.__nerfheadDraws || {})") or "{}")
+    to_mono = page_to_monotonic(page)
+    return {
+        k: np.asarray(s.get(k, []), np.float64) / 1000.0 + to_mono for k in ("uploads", "draws", "frames")
+    }
 
 
 def page_to_monotonic(page: Page) -> float:

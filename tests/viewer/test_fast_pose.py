@@ -93,3 +93,17 @@ def test_fast_pose_differs_from_a_wrong_pose():
     except AssertionError:
         return
     raise AssertionError("a different drive's pose passed as the same")
+
+
+def test_head_frame_pose_is_the_world_pose_before_the_head_transform():
+    """``head_frame=True``: the same Gaussians in head coordinates with the drive's rigid transform; moved by it
+    they are the world pose (the case that must fail: taken as world Gaussians without it, they are not)."""
+    m = _head()
+    r = AvatarRenderable(m)
+    for d in _drives(3, seed=2):
+        head = r.gaussians_at(d, head_frame=True)  # type: ignore[attr-defined]
+        assert head.rotation is not None and head.translation is not None
+        world = r.gaussians_at(d)  # type: ignore[attr-defined]
+        assert world.rotation is None and world.to_world() is world
+        _assert_same(head.to_world(), reference_gaussians(m, d))
+        assert float((head.centers - world.centers).abs().max()) > 1e-3
