@@ -111,7 +111,8 @@ def test_calibration_finds_the_audio_visual_lag(tmp_path, clip):
 
 def test_best_lag_ties_and_flat_signals():
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
-    assert best_lag(torch.stack([y, y, 1 - y]), y, [-0.02, 0.02, 0.0]) == -0.02  # equal: the first smallest |lag|
+    # equal correlations: the first of the smallest |lag|
+    assert best_lag(torch.stack([y, y, 1 - y]), y, [-0.02, 0.02, 0.0]) == -0.02
     assert best_lag(torch.stack([y, 1 - y, y]), y, [0.04, 0.0, -0.02]) == -0.02
     assert best_lag(torch.ones(3, 4), y, [-0.02, 0.0, 0.02]) == 0.0  # a flat prediction: no lag
 
