@@ -8,8 +8,12 @@ A clip goes through four steps, each written once here:
 2. **Driver**: ``"network"`` (the run's fine-tuned ``RUN/audio_to_drive.safetensors``, else the bundled prior
    through :mod:`nerfhead.assets`), ``"rules"`` (phoneme / energy visemes) or ``"auto"`` (network when one is
    found, else rules).
-3. **Calibration to the person** (:class:`Calibration`): the driver's expression on the capture's own audio at the
-   run's *training* timesteps is regressed per coefficient onto the tracked expression (``y = mean_y + a (p -
+3. **Calibration to the person** (:class:`Calibration`): first the audio-visual lag: the driver's mouth opening
+   (``jawOpen``) on the capture's own audio, shifted by each lag in ±``max_lag_s``, is correlated with the tracked
+   opening at the run's *training* timesteps and the best lag is kept (a recording's audio-visual offset, or a
+   speaker who opens the mouth ahead of the sound); the offline drive then reads the audio that much later (a
+   live stream keeps lag 0: it cannot look further ahead). Then the driver's expression at that lag on the
+   training timesteps is regressed per coefficient onto the tracked expression (``y = mean_y + a (p -
    mean_p)``, ``a`` in [0, a_max]); the mouth coefficients are then projected onto the subspace the capture's mouth
    used (principal components of the tracked mouth coefficients) and every coefficient is kept inside the range
    the capture showed. The same for the bundled prior, a fine-tuned network and the rules, so the default driver
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,6 +63,7 @@ DRIVERS = ("auto", "network", "rules")
 POSES = ("hold", "tracked")
 """Head pose policies of a speech drive."""
 BLINKS = (EXPRESSION_INDEX["eyeBlink_L"], EXPRESSION_INDEX["eyeBlink_R"])
+JAW = EXPRESSION_INDEX["jawOpen"]
 
 
 def prior_path(phonetic: bool = False) -> Path:
@@ -178,6 +184,15 @@ class CalibrationConfig:
     """Share of the tracked mouth-coefficient variance the kept principal components explain."""
     range_margin: float = 0.1
     """Each coefficient stays within the tracked [min, max] widened by this share of its range."""
+    max_lag_s: float = 0.12
+    """Largest audio-visual lag (s) searched on the training timesteps (0: no lag)."""
+    lag_step_s: float = 0.02
+    """Step of the lag search (s)."""
+
+    @staticmethod
+    def of(calibrate: bool = True, lag: bool = True) -> CalibrationConfig:
+        """The CLI's ``--calibrate`` / ``--lag`` switches (``lag`` off: no lag search)."""
+        return CalibrationConfig(enabled=calibrate, max_lag_s=CalibrationConfig.max_lag_s if lag else 0.0)
 
 
 @dataclass
@@ -196,6 +211,9 @@ class Calibration:
     """[53] lowest allowed value."""
     high: Tensor
     """[53] highest allowed value."""
+    lag_s: float = 0.0
+    """Audio-visual lag (s): frame j of an offline drive shows the driver's prediction at audio time j / fps +
+    lag_s (:func:`best_lag`)."""
 
     @staticmethod
     def fit(pred: Tensor, tracked: Tensor, cfg: CalibrationConfig = CalibrationConfig()) -> Calibration:
@@ -237,10 +255,32 @@ class Calibration:
             out[:, c] = e[:, c]
         return out.clamp(0.0, 1.0)
 
-    def to_json(self) -> dict[str, list]:
+    def to_json(self) -> dict[str, list | float]:
         return {k: getattr(self, k).tolist() for k in ("scale", "shift", "mouth_mean", "low", "high")} | {
-            "mouth_basis": self.mouth_basis.tolist()
+            "mouth_basis": self.mouth_basis.tolist(),
+            "lag_s": self.lag_s,
         }
+
+
+def best_lag(opening: Tensor, tracked: Tensor, lags: Sequence[float]) -> float:
+    """The lag whose predicted mouth opening correlates best with the tracked one.
+
+    Args:
+        opening: [L, N] the driver's opening at the N training timesteps read at each lag.
+        tracked: [N] the tracked opening at those timesteps.
+        lags: the L lags (s).
+
+    Returns:
+        The lag of the highest Pearson correlation (the smallest |lag| among equals); 0 where neither side moves.
+    """
+    y = tracked.double() - tracked.double().mean()
+    p = opening.double() - opening.double().mean(1, keepdim=True)
+    den = (p.square().sum(1) * y.square().sum()).sqrt()
+    if not bool((den > 1e-12).any()):
+        return 0.0
+    corr = torch.where(den > 1e-12, (p * y).sum(1) / den.clamp_min(1e-12), torch.full_like(den, -2.0))
+    order = sorted(range(len(lags)), key=lambda i: (-round(float(corr[i]), 9), abs(lags[i])))
+    return float(lags[order[0]])
 
 
 # ------------------------------------------------------------------------------------------------ policy
@@ -350,10 +390,16 @@ class Speech:
             return "rules"
         return "network" if isinstance(self.network, AudioToDrive) else str(self.network)
 
-    def raw(self, wave: np.ndarray, fps: float, n_frames: int | None = None) -> Drive:
-        """The driver's own Drive of a 16 kHz waveform (loudness-normalised when configured), uncalibrated."""
+    def raw(self, wave: np.ndarray, fps: float, n_frames: int | None = None, lag: float = 0.0) -> Drive:
+        """The driver's own Drive of a 16 kHz waveform (loudness-normalised when configured), uncalibrated;
+        frame j reads audio time j / fps + ``lag`` (silence past either end)."""
         if self.cfg.normalise:
             wave = normalise_loudness(wave)
+        k = round(lag * 16000)
+        if k:
+            w = np.asarray(wave, np.float32)
+            pad = np.zeros(min(abs(k), w.size), np.float32)
+            wave = np.concatenate([w[k:], pad]) if k > 0 else np.concatenate([pad, w[: w.size + k]])
         if self.network is not None:
             return NetworkDriver(self.network).drive(wave, fps=fps, n_frames=n_frames)
         return RuleVisemeDriver(RuleDriverConfig(mode=self.cfg.rules_mode)).drive(
@@ -375,23 +421,33 @@ class Speech:
         T = len(p.drive)
         stamps = p.timestamps.double() if p.timestamps is not None else torch.arange(T) / p.drive.fps
         ts = list(range(T)) if p.train_timesteps is None else [t for t in p.train_timesteps if 0 <= t < T]
-        fps = p.drive.fps
         times = stamps[ts].numpy() - p.audio_offset
-        n = int(np.ceil(times.max() * fps)) + 2 if len(ts) else 0
-        if len(ts) < 2 or n < 1:
+        if len(ts) < 2 or times.max() < 0:
             return None
-        pred = self.raw(wav, fps, n_frames=n).expression
-        idx = torch.from_numpy(np.clip(np.round(times * fps).astype(np.int64), 0, n - 1))
-        self._calibration = Calibration.fit(pred[idx], p.drive.expression[ts], self.cfg.calibration)
-        return self._calibration
+        cc = self.cfg.calibration
+        step = cc.lag_step_s if cc.max_lag_s > 0 and cc.lag_step_s > 0 else 1.0 / p.drive.fps
+        m = int(cc.max_lag_s / step + 1e-9) if cc.max_lag_s > 0 and cc.lag_step_s > 0 else 0
+        lags = [i * step for i in range(-m, m + 1)]
+        n = int(np.ceil((times.max() + m * step) / step)) + 2
+        pred = self.raw(wav, 1.0 / step, n_frames=n).expression  # one pass on a grid of the lag step
+
+        def at(lag: float) -> Tensor:
+            return pred[torch.from_numpy(np.clip(np.round((times + lag) / step).astype(np.int64), 0, n - 1))]
+
+        tracked = p.drive.expression[ts]
+        lag = best_lag(torch.stack([at(x)[:, JAW] for x in lags]), tracked[:, JAW], lags) if m else 0.0
+        cal = Calibration.fit(at(lag), tracked, cc)
+        cal.lag_s = lag
+        self._calibration = cal
+        return cal
 
     def drive(self, wave: np.ndarray, sr: int, fps: float, n_frames: int | None = None) -> Drive:
         """The Drive the avatar speaks ``wave`` (mono, at ``sr``) with, frame j at audio time j / fps."""
         if not fps > 0:
             raise InputError("--fps", f"fps must be positive, got {fps}")
         wav = mono_waveform(wave, sr)
-        speech = self.raw(wav, fps, n_frames)
         cal = self.calibration()
+        speech = self.raw(wav, fps, n_frames, lag=cal.lag_s if cal is not None else 0.0)
         expr = cal.apply(speech.expression) if cal is not None else speech.expression.float()
         T = len(speech)
         rot, trans = self.pose(T, fps, speech.rotation.float())

@@ -16,6 +16,7 @@ def main(
     driver: str = "auto",
     calibrate: bool = True,
     normalise: bool = True,
+    lag: bool = True,
 ) -> None:
     """Render RUN's held-out timesteps at the capture's camera and tracked head pose with (a) the tracked drive
     and (b) the speech drive predicted from the capture's audio (the speech policy of `nerfhead drive`,
@@ -32,12 +33,22 @@ def main(
         calibrate: calibrate the driver to the person (off: the driver's raw expression, as before the speech
             policy had a calibration).
         normalise: normalise the clip's loudness before the driver.
+        lag: calibrate the audio-visual lag on the training frames (as `nerfhead drive --lag`; off: lag 0).
     """
     from nerfhead.cli.checks import check_device
     from nerfhead.models.run_eval import evaluate_lipsync
 
     rep = evaluate_lipsync(
-        run, out, device=check_device(device), driver=driver, calibrate=calibrate, normalise=normalise
+        run,
+        out,
+        device=check_device(device),
+        driver=driver,
+        calibrate=calibrate,
+        normalise=normalise,
+        lag=lag,
     )
-    keys = ("split_policy", "driver", "calibrated", "real_gap_px", "tracked", "speech", "frozen")
-    print(json.dumps({k: rep[k] for k in (*keys, "speech_over_tracked_lmd")}, indent=2))
+    keys = ("split_policy", "driver", "calibrated", "lag_s", "real_gap_px", "tracked", "speech", "frozen")
+    short = {k: rep[k] for k in (*keys, "speech_over_tracked_lmd")}
+    for k in ("tracked", "speech", "frozen"):  # the per-frame list is in the JSON file
+        short[k] = {m: v for m, v in short[k].items() if m != "lmd_per_frame"}
+    print(json.dumps(short, indent=2))

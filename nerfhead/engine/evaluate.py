@@ -131,14 +131,16 @@ INNER_LIP_PAIR = (13, 14)
 """Mid points of the upper and lower inner lip: their distance is the inner-lip gap."""
 
 
-def lip_distance(real: np.ndarray, other: np.ndarray) -> np.ndarray:
+def lip_distance(real: np.ndarray, other: np.ndarray, part: tuple[int, ...] = LIPS) -> np.ndarray:
     """Per-frame landmark distance (LMD) of the lips: the mean Euclidean distance (pixels) between the 40 lip
     landmarks of two [N, P, 2] Face Mesh point sets, each frame's set centred on its own mean (as the
-    talking-head papers report it). [N] (NaN where either set is missing)."""
+    talking-head papers report it). [N] (NaN where either set is missing). ``part``: average over these
+    landmarks only (e.g. ``LIPS_INNER``; the centring stays that of all 40)."""
     a, b = real[:, LIPS], other[:, LIPS]
     a = a - a.mean(1, keepdims=True)
     b = b - b.mean(1, keepdims=True)
-    return np.linalg.norm(a - b, axis=-1).mean(1)
+    keep = [LIPS.index(i) for i in part]
+    return np.linalg.norm(a[:, keep] - b[:, keep], axis=-1).mean(1)
 
 
 def inner_lip_gap(points: np.ndarray) -> np.ndarray:
@@ -146,18 +148,24 @@ def inner_lip_gap(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points[:, INNER_LIP_PAIR[0]] - points[:, INNER_LIP_PAIR[1]], axis=-1)
 
 
-def lip_sync_scores(real: np.ndarray, render: np.ndarray) -> dict[str, float]:
-    """LMD (mean over the frames where both faces were found), the inner-lip gap ratio (mean render gap / mean
-    real gap over those frames) and the frames used, of renders against the real frames ([N, P, 2] each)."""
+def lip_sync_scores(real: np.ndarray, render: np.ndarray) -> dict[str, Any]:
+    """LMD (mean over the frames where both faces were found; also over the outer and the inner contour
+    alone), the inner-lip gap ratio (mean render gap / mean real gap over those frames), the frames used and
+    the per-frame LMD (NaN where a face is missing), of renders against the real frames ([N, P, 2] each)."""
     ok = np.isfinite(real).all((1, 2)) & np.isfinite(render).all((1, 2))
+    per_frame = [float(x) for x in lip_distance(real, render)]
     if not ok.any():
-        return {"lmd": float("nan"), "gap_ratio": float("nan"), "gap_px": float("nan"), "frames": 0}
+        nan = float("nan")
+        return {"lmd": nan, "lmd_outer": nan, "lmd_inner": nan, "gap_ratio": nan, "gap_px": nan, "frames": 0}
     gap_real, gap = float(inner_lip_gap(real[ok]).mean()), float(inner_lip_gap(render[ok]).mean())
     return {
         "lmd": float(lip_distance(real[ok], render[ok]).mean()),
+        "lmd_outer": float(lip_distance(real[ok], render[ok], LIPS_OUTER).mean()),
+        "lmd_inner": float(lip_distance(real[ok], render[ok], LIPS_INNER).mean()),
         "gap_ratio": gap / gap_real if gap_real > 0 else float("nan"),
         "gap_px": gap,
         "frames": int(ok.sum()),
+        "lmd_per_frame": per_frame,
     }
 
 

@@ -140,6 +140,7 @@ def evaluate_lipsync(
     driver: str = "auto",
     calibrate: bool = True,
     normalise: bool = True,
+    lag: bool = True,
 ) -> dict[str, Any]:
     """Lip sync of renders on a monocular run's held-out timesteps (speaking blocks by default).
 
@@ -181,13 +182,14 @@ def evaluate_lipsync(
     cfg = SpeechConfig(
         driver=driver,  # type: ignore[arg-type]
         pose="tracked",
-        calibration=CalibrationConfig(enabled=calibrate),
+        calibration=CalibrationConfig.of(calibrate, lag),
         normalise=normalise,
     )
     speech = Speech.for_run(run_dir, cfg)
     wave, sr = load_audio(capture.audio_path, 16000)
     fps = float(capture.drive.fps)
     said = speech.drive(wave, sr, fps)
+    cal = speech.calibration()
     stamps = capture.timestamps.double() - float(capture.audio_offset)
     frame_of = [min(max(round(float(stamps[t]) * fps), 0), len(said) - 1) for t in test]
     tracked = capture.drive.to(device, torch.float32)
@@ -218,7 +220,8 @@ def evaluate_lipsync(
         "split_policy": spec.get("split_policy", "tail"),
         "timesteps": test,
         "driver": speech.driver_name,
-        "calibrated": speech.calibration() is not None,
+        "calibrated": cal is not None,
+        "lag_s": cal.lag_s if cal is not None else 0.0,
         "real_gap_px": float(np.nanmean(inner_lip_gap(p_real)))
         if np.isfinite(p_real).any()
         else float("nan"),

@@ -12,9 +12,11 @@ from nerfhead.assets import asset_path
 from nerfhead.audio.speech import (
     MOUTH_COLUMNS,
     Calibration,
+    CalibrationConfig,
     PersonData,
     Speech,
     SpeechConfig,
+    best_lag,
     check_config,
     prior_path,
 )
@@ -83,6 +85,36 @@ def test_calibration_maps_the_prior_into_the_persons_range(tmp_path, clip):
     moved.expression[test, JAW] = 0.9
     other = Speech(prior_path(), _person(tmp_path, clip, moved, train)).calibration()
     assert other is not None and torch.equal(other.scale, cal.scale) and torch.equal(other.shift, cal.shift)
+
+
+def test_calibration_finds_the_audio_visual_lag(tmp_path, clip):
+    """A person whose mouth follows the prior's 0.08 s later in the audio (an offset, or a speaker ahead of the
+    sound): the lag found on the training frames is 0.08 s and the held-out jaw matches; without the lag
+    search it does not."""
+    fine = Speech(prior_path()).raw(clip, 2 * FPS).expression  # frame k at audio time k / 50
+    T = (len(fine) - 8) // 2
+    tracked = Drive.neutral(T, FPS)
+    tracked.expression[:, JAW] = 0.05 + 0.5 * fine[2 * torch.arange(T) + 4, JAW]  # audio time t / 25 + 0.08
+    train = [t for t in range(T) if t % 10 < 7]
+    test = [t for t in range(T) if t % 10 >= 7]
+    person = _person(tmp_path, clip, tracked, train)
+    speech = Speech(prior_path(), person)
+    cal = speech.calibration()
+    assert cal is not None and cal.lag_s == pytest.approx(0.08)
+    err = (speech.drive(clip, SR, FPS).expression[test, JAW] - tracked.expression[test, JAW]).abs().mean()
+    # the case that must fail: no lag search
+    still = Speech(prior_path(), person, SpeechConfig(calibration=CalibrationConfig.of(lag=False)))
+    assert still.calibration().lag_s == 0.0  # type: ignore[union-attr]
+    err0 = (still.drive(clip, SR, FPS).expression[test, JAW] - tracked.expression[test, JAW]).abs().mean()
+    assert float(err) < 0.01 and float(err0) > 3 * float(err)
+
+
+def test_best_lag_ties_and_flat_signals():
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    # equal correlations: the first of the smallest |lag|
+    assert best_lag(torch.stack([y, y, 1 - y]), y, [-0.02, 0.02, 0.0]) == -0.02
+    assert best_lag(torch.stack([y, 1 - y, y]), y, [0.04, 0.0, -0.02]) == -0.02
+    assert best_lag(torch.ones(3, 4), y, [-0.02, 0.0, 0.02]) == 0.0  # a flat prediction: no lag
 
 
 def test_calibration_fit_recovers_an_affine_map():

@@ -36,9 +36,13 @@ def test_lip_metrics_on_real_frames(frames):
     # the case that must fail: a frozen (closed) mouth repeated over speaking frames
     frozen = lip_sync_scores(real, np.repeat(closed, len(real), 0))
     assert frozen["lmd"] > 0.5 and frozen["gap_ratio"] < 0.6
+    # the outer and inner contours (20 points each) split the LMD; the per-frame list averages to it
+    assert (frozen["lmd_outer"] + frozen["lmd_inner"]) / 2 == pytest.approx(frozen["lmd"], rel=1e-5)
+    assert np.mean(frozen["lmd_per_frame"]) == pytest.approx(frozen["lmd"], rel=1e-5)
     assert float(inner_lip_gap(real).max()) > 2.0  # the speaking frames open the mouth
     # a missing face (NaN) is left out, not scored as 0
     holes = real.copy()
     holes[0] = np.nan
-    assert lip_sync_scores(real, holes)["frames"] == len(real) - 1
+    scored = lip_sync_scores(real, holes)
+    assert scored["frames"] == len(real) - 1 and np.isnan(scored["lmd_per_frame"][0])
     assert np.isnan(lip_distance(real, holes)[0]) and len(LIPS) == 40
