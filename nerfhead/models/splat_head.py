@@ -525,8 +525,8 @@ class SplatHead(nn.Module):
     def flatten_onto_surface(self, max_offset: float, max_normal_scale: float, max_scale: float) -> None:
         """Project the Gaussians onto thin discs on their triangles (in place, triangle units): the local mean
         at most ``max_offset`` off the triangle's plane, the rotation a turn about the normal only, the scale
-        along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (over the square
-        root of the number of Gaussians sharing the triangle). The surface one view fits then looks right from
+        along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (times the square
+        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales). The surface one view fits then looks right from
         other views too (a monocular fit; GaussianAvatars-style bounds)."""
         p = self.splats.params
         p["means"][:, 2].clamp_(-max_offset, max_offset)
@@ -537,7 +537,7 @@ class SplatHead(nn.Module):
         p["scales"][:, 2].clamp_(max=math.log(max_normal_scale))
         b = self.splats.binding
         share = torch.bincount(b, minlength=int(b.max()) + 1 if len(b) else 0)[b].to(q)
-        cap = math.log(max_scale) - 0.5 * torch.log(share)
+        cap = math.log(max_scale) + 0.5 * torch.log(max(1, int(self.cfg.triangle_stride)) / share)
         p["scales"][:, :2] = torch.minimum(p["scales"][:, :2], cap[:, None])
 
     def extra_repr(self) -> str:
