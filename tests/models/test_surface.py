@@ -15,20 +15,9 @@ from nerfhead.models.deform import DeformConfig
 from nerfhead.models.splat_head import SplatHead
 from nerfhead.models.splat_train import SplatFit, SurfaceConfig
 from nerfhead.splats.binding import triangle_frames
-from tests.models.test_splat_monocular import tiny_cfg, write_mono_capture
-from tests.models.tiny_capture import one_thread, tiny_head_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def mono(tmp_path_factory) -> Capture:
-    with one_thread():
-        return write_mono_capture(tmp_path_factory.mktemp("mono"))
+from tests.models.test_colour_prior import _one_thread, mono  # noqa: F401  (the same fixtures)
+from tests.models.test_splat_monocular import tiny_cfg
+from tests.models.tiny_capture import tiny_head_config
 
 
 def normal_extent(m: SplatHead) -> torch.Tensor:
@@ -100,7 +89,7 @@ def one_step(task: SplatFit) -> None:
 
 
 @pytest.mark.parametrize("scaled", [True, False])
-def test_colour_steps_scale_with_how_well_the_video_saw_the_triangle(mono: Capture, scaled: bool):
+def test_colour_steps_scale_with_how_well_the_video_saw_the_triangle(mono: Capture, scaled: bool):  # noqa: F811
     torch.manual_seed(0)
     cfg = dataclasses.replace(tiny_cfg(2), surface=SurfaceConfig(seen_colour_steps=scaled))
     task = SplatFit(mono, cfg)
