@@ -526,8 +526,9 @@ class SplatHead(nn.Module):
         """Project the Gaussians onto thin discs on their triangles (in place, triangle units): the local mean
         at most ``max_offset`` off the triangle's plane, the rotation a turn about the normal only, the scale
         along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (times the square
-        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales). The surface one view fits then looks right from
-        other views too (a monocular fit; GaussianAvatars-style bounds)."""
+        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales).
+        The surface one view fits then looks right from other views too (a monocular fit; GaussianAvatars-style
+        bounds)."""
         p = self.splats.params
         p["means"][:, 2].clamp_(-max_offset, max_offset)
         q = p["quats"]

@@ -130,11 +130,7 @@ class SurfaceConfig:
     confidence, the largest squared cosine of a view ray on its normal): a triangle the video sees edge-on
     or not at all keeps its projected (or mirrored) colour instead of learning the background at the
     outline, which other views show as pale and red streaks."""
-    max_rgb: float | None = 0.1
-    """Limit of the deformation network's colour residual (``DeformConfig.max_rgb``, 0.5 elsewhere): enough
-    for the shading a head turn under a fixed light changes; a position-hashed residual that one view trains
-    paints the outline's background onto the sides other views see. None: the model's."""
-    opacity_weight: float = 0.1
+    opacity_weight: float = 1.0
     """Weight of the skin Gaussians' mean transparency (``1 - opacity``; not the mouth interior's), so the
     surface is opaque from every side instead of faint layers that only add up from the fitted view."""
     large_triangle_ratio: float = 2.0
@@ -299,10 +295,6 @@ class SplatFit:
             if self.surface is not None:
                 sc = cfg.surface
                 mcfg = replace(mcfg, large_triangle_ratio=sc.large_triangle_ratio, eps2d=sc.eps2d)
-                if sc.max_rgb is not None:
-                    mcfg = replace(
-                        mcfg, deform=replace(mcfg.deform, max_rgb=min(mcfg.deform.max_rgb, sc.max_rgb))
-                    )
             if self.full_frame:
                 mcfg = replace(
                     mcfg, backdrop_size=(int(capture.cameras.width[0]), int(capture.cameras.height[0]))
