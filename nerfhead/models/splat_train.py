@@ -109,12 +109,13 @@ class SplatLossConfig:
 
 @dataclass(frozen=True)
 class SurfaceConfig:
-    """Monocular captures: the Gaussians stay thin, opaque-able discs on their triangles (GaussianAvatars-style
-    bounds, enforced by projection after every optimiser step), so what one view fits is the surface other
-    views see. Multi-view captures are not affected."""
+    """Monocular captures: the Gaussians stay thin, opaque discs on their triangles (GaussianAvatars-style bounds,
+    enforced by projection after every optimiser step), small enough at the outline, with colours that change
+    only as far as the views show them, so what one view fits is the surface other views see. Multi-view
+    captures are not affected (BENCHMARKS.md, issue 14: the monocular fit seen from the 16-camera rig)."""
 
     enabled: bool = True
-    """Project the Gaussians onto their triangles after every step (monocular captures only)."""
+    """Apply everything below (monocular captures only); off: the Gaussians are free as on a rig."""
     max_offset: float = 0.1
     """Largest distance of a local mean from its triangle's plane (triangle units)."""
     max_normal_scale: float = 0.05
