@@ -62,6 +62,10 @@ class SplatHeadConfig:
     """Use every this-many-th triangle of the parts at initialisation (larger Gaussians cover the gaps)."""
     interior_stride: int = 4
     """The same for the mouth-interior parts (``INTERIOR_COLOURS``), which the video shows little of."""
+    large_triangle_ratio: float = 0.0
+    """Triangles larger than this multiple of the median skin triangle (scale ``k``) get ``ceil((k / (ratio *
+    median))^2)`` Gaussians (at most 9), each smaller, so a big triangle (the scalp's) is covered by Gaussians
+    the size of a face triangle and its silhouette stays sharp from every side; 0: off."""
     init_scale: float = 0.5
     """Initial in-plane scale, in units of the triangle scale."""
     init_normal_scale: float = 0.1
@@ -123,30 +127,35 @@ class SplatHead(nn.Module):
         inner = [p for p in cfg.parts if p in INTERIOR_COLOURS]
         outer = torch.tensor([PART_ID[p] for p in cfg.parts if p not in INTERIOR_COLOURS], dtype=torch.int64)
         tris = torch.isin(self.ict.face_part, outer).nonzero()[:, 0][::stride]
-        n_outer = int(tris.shape[0])
+        n = max(1, int(cfg.gaussians_per_triangle))
+        counts = torch.full((int(tris.shape[0]),), n, dtype=torch.int64)
+        if cfg.large_triangle_ratio > 0 and len(tris):
+            k = triangle_frames(self.neutral[None], self.faces[tris]).scale[0]
+            want = (k / (cfg.large_triangle_ratio * k.median())).square().ceil().clamp(1, 9).long()
+            counts = torch.maximum(counts, want)
         inner_stride = max(1, int(cfg.interior_stride)) * stride
         inner_tris = [(self.ict.face_part == PART_ID[p]).nonzero()[:, 0][::inner_stride] for p in inner]
-        tris = torch.cat([tris, *inner_tris])
-        n = max(1, int(cfg.gaussians_per_triangle))
-        binding = tris.repeat_interleave(n)
-        s = math.sqrt(stride / n)
+        counts = torch.cat([counts, *(torch.full((len(t),), n, dtype=torch.int64) for t in inner_tris)])
+        binding = torch.cat([tris, *inner_tris]).repeat_interleave(counts)
+        per = counts.repeat_interleave(counts)  # each Gaussian's count on its triangle
         self.splats = SplatParams.on_triangles(
             binding,
             sh_degree=cfg.sh_degree,
-            scale=cfg.init_scale * s,
+            scale=cfg.init_scale,
             normal_scale=cfg.init_normal_scale,
             opacity=cfg.init_opacity,
             rgb=cfg.init_grey,
         )
-        with torch.no_grad():  # the mouth interior: smaller strides' Gaussians grow with theirs; its colours
-            a = n_outer * n
+        with torch.no_grad():  # n on a triangle share its area; the mouth interior's larger strides: larger
+            self.splats.params["scales"][:, :2] += 0.5 * torch.log(stride / per.float())[:, None]
+            a = int(counts[: len(tris)].sum())
             for p, t in zip(inner, inner_tris, strict=True):
                 b = a + int(t.shape[0]) * n
                 self.splats.params["scales"][a:b, :2] += 0.5 * math.log(inner_stride / stride)
                 self.splats.params["sh0"][a:b] = rgb_to_sh0(torch.tensor(INTERIOR_COLOURS[p]))
                 a = b
-        if n > 1:
-            self._spread_on_triangles(n)
+        if bool((per > 1).any()):
+            self._spread_on_triangles(per > 1)
         self.deform = cfg.deform.build(cfg.backend) if cfg.deform.enabled else None
         self.backdrop: nn.Parameter | None = None
         if cfg.backdrop_size is not None:
@@ -252,8 +261,9 @@ class SplatHead(nn.Module):
         )
 
     @torch.no_grad()
-    def _spread_on_triangles(self, n: int) -> None:
-        """Place the n Gaussians of each triangle at fixed, evenly spread barycentric points."""
+    def _spread_on_triangles(self, which: Tensor) -> None:
+        """Place the Gaussians of ``which`` [N] bool (those that share a triangle) at fixed, evenly spread
+        barycentric points of their triangles."""
         gen = torch.Generator().manual_seed(0)
         u = torch.rand(len(self.splats), 2, generator=gen)
         su = u[:, 0].sqrt()
@@ -262,7 +272,8 @@ class SplatHead(nn.Module):
         v = self.neutral[self.faces[self.splats.binding]]  # [N, 3, 3]
         p = (bary[..., None] * v).sum(1)
         R, k, c = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
-        self.splats.params["means"][:] = (R.transpose(-1, -2) @ (p - c)[..., None])[..., 0] / k
+        local = (R.transpose(-1, -2) @ (p - c)[..., None])[..., 0] / k
+        self.splats.params["means"][which] = local[which]
 
     def posed_vertices(self, drive: Drive) -> Tensor:
         """[T, V, 3] mesh vertices of the person for each drive timestep (metres, world)."""
@@ -501,6 +512,34 @@ class SplatHead(nn.Module):
         pos = torch.relu(sp["means"].norm(dim=-1) - position_threshold).mean()
         scale = torch.relu(torch.exp(sp["scales"]) - scale_threshold).mean()
         return {"position": pos, "scale": scale}
+
+    def transparency(self) -> Tensor:
+        """Mean ``1 - opacity`` of the skin's Gaussians (every part but the mouth interior), a scalar."""
+        sp = self.splats
+        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
+        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
+        skin = ~torch.isin(part, inner)
+        return ((1.0 - torch.sigmoid(sp["opacities"].reshape(-1))) * skin).mean()
+
+    @torch.no_grad()
+    def flatten_onto_surface(self, max_offset: float, max_normal_scale: float, max_scale: float) -> None:
+        """Project the Gaussians onto thin discs on their triangles (in place, triangle units): the local mean
+        at most ``max_offset`` off the triangle's plane, the rotation a turn about the normal only, the scale
+        along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (times the square
+        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales).
+        The surface one view fits then looks right from other views too (a monocular fit; GaussianAvatars-style
+        bounds)."""
+        p = self.splats.params
+        p["means"][:, 2].clamp_(-max_offset, max_offset)
+        q = p["quats"]
+        q[:, 1:3] = 0.0
+        norm = q.norm(dim=-1, keepdim=True)
+        q.copy_(torch.where(norm > 1e-6, q / norm.clamp_min(1e-12), torch.tensor([1.0, 0.0, 0.0, 0.0]).to(q)))
+        p["scales"][:, 2].clamp_(max=math.log(max_normal_scale))
+        b = self.splats.binding
+        share = torch.bincount(b, minlength=int(b.max()) + 1 if len(b) else 0)[b].to(q)
+        cap = math.log(max_scale) + 0.5 * torch.log(max(1, int(self.cfg.triangle_stride)) / share)
+        p["scales"][:, :2] = torch.minimum(p["scales"][:, :2], cap[:, None])
 
     def extra_repr(self) -> str:
         extra = "" if self.cfg.backdrop_size is None else f", backdrop={list(self.cfg.backdrop_size)}"

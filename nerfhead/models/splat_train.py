@@ -108,6 +108,38 @@ class SplatLossConfig:
 
 
 @dataclass(frozen=True)
+class SurfaceConfig:
+    """Monocular captures: the Gaussians stay thin, opaque discs on their triangles (GaussianAvatars-style bounds,
+    enforced by projection after every optimiser step), small enough at the outline, with colours that change
+    only as far as the views show them, so what one view fits is the surface other views see. Multi-view
+    captures are not affected (BENCHMARKS.md, issue 14: the monocular fit seen from the 16-camera rig)."""
+
+    enabled: bool = True
+    """Apply everything below (monocular captures only); off: the Gaussians are free as on a rig."""
+    max_offset: float = 0.1
+    """Largest distance of a local mean from its triangle's plane (triangle units)."""
+    max_normal_scale: float = 0.05
+    """Largest scale along the triangle's normal (triangle units); the rotation turns about the normal only."""
+    max_scale: float = 1.0
+    """Largest in-plane scale (triangle units)."""
+    eps2d: float = 0.1
+    """The model's low-pass filter (``SplatHeadConfig.eps2d``, pixels^2; 0.3 elsewhere): a smaller one keeps
+    the silhouette of Gaussians seen edge-on from views the fit never saw as sharp as the image's (a 0.3 px^2
+    blur makes every outline about a pixel wider, which one view can only hide at its own outline)."""
+    seen_colour_steps: bool = True
+    """Scale each Gaussian's colour step by how well the training views saw its triangle (the colour prior's
+    confidence, the largest squared cosine of a view ray on its normal): a triangle the video sees edge-on
+    or not at all keeps its projected (or mirrored) colour instead of learning the background at the
+    outline, which other views show as pale and red streaks."""
+    opacity_weight: float = 1.0
+    """Weight of the skin Gaussians' mean transparency (``1 - opacity``; not the mouth interior's), so the
+    surface is opaque from every side instead of faint layers that only add up from the fitted view."""
+    large_triangle_ratio: float = 2.0
+    """Triangles larger than this multiple of the median skin triangle carry several smaller Gaussians
+    (``SplatHeadConfig.large_triangle_ratio``), so the scalp's silhouette is as sharp as the face's."""
+
+
+@dataclass(frozen=True)
 class SplatFitConfig:
     """Everything ``nerfhead fit --model splat`` uses."""
 
@@ -131,6 +163,8 @@ class SplatFitConfig:
     monocular_outside_weight: float = 1.0
     """Fixed-camera monocular fits (with a backdrop): weight of the mean rendered head alpha outside the masks,
     so the head's Gaussians leave the wall to the backdrop instead of learning its colour at the silhouette."""
+    surface: SurfaceConfig = field(default_factory=SurfaceConfig)
+    """Monocular captures: Gaussians kept as thin discs on the mesh (:class:`SurfaceConfig`)."""
     monocular_sh_degree: int = 0
     """Largest SH degree on a monocular capture: one view cannot constrain view-dependent colour (higher
     degrees learn whatever explains that view and show speckles from others; the deformation network's
@@ -238,6 +272,7 @@ class SplatFit:
         self.train_timesteps = split.train_timesteps
         self.test_timesteps = split.test_timesteps  # None: every timestep of the test cameras
         self.monocular = split.monocular
+        self.surface = cfg.surface if self.monocular and cfg.surface.enabled else None
         self.full_frame = self.monocular and cfg.backdrop and n == 1  # a backdrop needs a fixed camera
         self.drive = capture.drive.to(self.device, torch.float32)
         self.cameras = capture.cameras.to(self.device, torch.float32)
@@ -258,6 +293,9 @@ class SplatFit:
             mcfg = cfg.model
             if self.monocular and mcfg.sh_degree > cfg.monocular_sh_degree:  # one view cannot constrain SH
                 mcfg = replace(mcfg, sh_degree=cfg.monocular_sh_degree)
+            if self.surface is not None:
+                sc = cfg.surface
+                mcfg = replace(mcfg, large_triangle_ratio=sc.large_triangle_ratio, eps2d=sc.eps2d)
             if self.full_frame:
                 mcfg = replace(
                     mcfg, backdrop_size=(int(capture.cameras.width[0]), int(capture.cameras.height[0]))
@@ -266,6 +304,7 @@ class SplatFit:
             if self.full_frame:
                 model.set_backdrop(self.median_background(), capture.cameras.viewmat[0], capture.cameras.K[0])
         self.model = model.to(self.device)
+        self.flatten()
         # monocular: every triangle's colour as the training views show it, and how well they show it
         self.colour_prior: tuple[Tensor, Tensor] | None = None
         if self.monocular and (cfg.colour_init or cfg.loss.colour_prior_weight > 0):
@@ -401,6 +440,8 @@ class SplatFit:
                 loss = loss + lc.unseen_opacity_weight * (w * (1.0 - opa)).mean()
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
+        if self.surface is not None and self.surface.opacity_weight > 0:  # the skin opaque, as a surface is
+            loss = loss + self.surface.opacity_weight * self.model.transparency()
         off = metas[0].get("offsets")
         if off is not None and lc.offset_weight > 0:
             loss = loss + lc.offset_weight * (off**2).sum(-1).mean()
@@ -417,14 +458,29 @@ class SplatFit:
         self.strategy.step_pre_backward(
             self.model.splats, optimizers, self.strategy_state, step, out.aux["info"]
         )
+        if self.surface is not None and self.surface.seen_colour_steps and self.colour_prior is not None:
+            self._sh0_before = self.model.splats.params["sh0"].detach().clone()
 
     def after_step(self, step: int, optimizers: Optimizers, out: StepOutput) -> None:
+        before = self.__dict__.pop("_sh0_before", None)
+        if before is not None and self.colour_prior is not None:  # colour steps as large as the views' look
+            sh0 = self.model.splats.params["sh0"]
+            gain = self.colour_prior[1][self.model.splats.binding][:, None, None]
+            with torch.no_grad():
+                sh0.copy_(before + gain * (sh0 - before))
         self.strategy.step_post_backward(
             self.model.splats, optimizers, self.strategy_state, step + 1, out.aux["info"]
         )
+        self.flatten()
         if step + 1 < self.cfg.trainer.steps:  # the next step's views load while this one finishes
             t, cams = self.step_views(step + 1, step_generator(self.cfg.trainer.seed, step + 1))
             self.loader.prefetch(f for c in cams if (f := self.capture.frame_index(c, t)) is not None)
+
+    def flatten(self) -> None:
+        """Monocular captures: project the Gaussians onto thin discs on their triangles (:class:`SurfaceConfig`)."""
+        if self.surface is not None:
+            s = self.surface
+            self.model.flatten_onto_surface(s.max_offset, s.max_normal_scale, s.max_scale)
 
     def state_tensors(self) -> dict[str, Tensor]:
         out = with_prefix(MODEL_PREFIX, self.model.state_dict())
