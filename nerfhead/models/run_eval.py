@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.atomic import atomic_write_json
+from nerfhead.engine.chroma import BINS, ChromaModel, chroma_bin, head_like_bins
 from nerfhead.engine.evaluate import evaluate_avatar, grid_image
 from nerfhead.errors import InputError
 
@@ -245,65 +246,12 @@ def evaluate_lipsync(
     return report
 
 
-def chroma(rgb: Tensor) -> Tensor:
-    """[..., 3] RGB in [0, 1] → [..., 2] (Cb, Cr) chroma (BT.601)."""
-    m = torch.tensor(
-        [[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=rgb.dtype, device=rgb.device
-    )
-    return rgb @ m.T
-
-
-class ChromaModel:
-    """The chroma distribution of a set of pixels as a 2D histogram of (Cb, Cr) over [-0.5, 0.5]^2 and its
-    99.9% highest-density region: the fewest bins that hold 99.9% of the pixels. A pixel whose chroma falls
-    outside that region is a colour outlier (0.1% of the pixels themselves, by construction)."""
-
-    def __init__(self, rgb: Tensor, share: float = 0.999, bins: int = 48):
-        self.bins = bins
-        h = chroma_histogram(rgb, bins)
-        order = h.argsort(descending=True)
-        k = int((h[order].cumsum(0) / h.sum().clamp_min(1) < share).sum()) + 1
-        self.inside = torch.zeros(bins * bins, dtype=torch.bool)
-        self.inside[order[:k]] = True
-
-    def bin(self, rgb: Tensor) -> Tensor:
-        """Histogram bin of each pixel of ``rgb`` [..., 3]."""
-        return chroma_bin(rgb, self.bins)
-
-    def is_outlier(self, rgb: Tensor) -> Tensor:
-        """[N] bool: the pixel's chroma lies outside the 99.9% region."""
-        return ~self.inside[self.bin(rgb)]
-
-    def outside(self, rgb: Tensor) -> float:
-        """Share of ``rgb`` [N, 3] pixels whose chroma lies outside the 99.9% region."""
-        return float(self.is_outlier(rgb).double().mean()) if rgb.numel() else float("nan")
-
-
-def chroma_bin(rgb: Tensor, bins: int = 48) -> Tensor:
-    """[N] bin of each pixel of ``rgb`` [..., 3] in a ``bins`` x ``bins`` histogram of (Cb, Cr) over
-    [-0.5, 0.5]^2."""
-    c = chroma(rgb.double().reshape(-1, 3))
-    i = ((c + 0.5) * bins).long().clamp(0, bins - 1)
-    return i[:, 0] * bins + i[:, 1]
-
-
-def chroma_histogram(rgb: Tensor, bins: int = 48) -> Tensor:
-    """[bins * bins] float64 pixel counts of ``rgb`` [..., 3] per chroma bin (:func:`chroma_bin`)."""
-    return torch.bincount(chroma_bin(rgb, bins), minlength=bins * bins).double()
-
-
-def _grow(mask: Tensor, px: int) -> Tensor:
-    """[H, W] bool ``mask`` dilated by ``px`` pixels (a square of side 2 px + 1)."""
-    x = torch.nn.functional.max_pool2d(mask.float()[None, None], 2 * px + 1, stride=1, padding=px)
-    return x[0, 0] > 0.5
-
-
 def head_reference(
     views: list[tuple[Tensor, Tensor, Tensor]],
     core_px: int = 6,
     wall_px: int = 4,
     share: float = 0.999,
-    bins: int = 48,
+    bins: int = BINS,
 ) -> tuple[ChromaModel, float]:
     """The colour-outlier reference of a real capture: its head pixels without the backdrop's colours.
 
@@ -313,7 +261,7 @@ def head_reference(
     hair the mask left out); both are normalised and smoothed over the 3x3 neighbouring bins. A head pixel
     enters the reference only when the head density of its chroma bin is at least the backdrop's, so the
     wall's colours never do (and a render showing them on the head counts them as outliers), while the head's
-    own edge colours (ears, hairline) stay in.
+    own edge colours (ears, hairline) stay in (:mod:`nerfhead.engine.chroma`).
 
     Args:
         views: (image [H, W, 3] in [0, 1], mask [H, W] bool, cover [H, W] bool: the avatar's head at that view).
@@ -325,22 +273,8 @@ def head_reference(
     Returns:
         (the :class:`ChromaModel` of the kept head pixels, the share of head pixels left out as backdrop-like).
     """
-    head_h = torch.zeros(bins * bins, dtype=torch.float64)
-    wall_h = torch.zeros(bins * bins, dtype=torch.float64)
-    cand = []
-    for img, mask, cover in views:
-        core = ~_grow(~mask, core_px) & mask
-        wall = ~_grow(mask, wall_px)
-        head_h += chroma_histogram(img[core & cover], bins)
-        wall_h += chroma_histogram(img[wall], bins)
-        cand.append(img[mask & cover])
-    pix = torch.cat(cand)
-
-    def density(h: Tensor) -> Tensor:
-        d = h / h.sum().clamp_min(1)
-        return torch.nn.functional.avg_pool2d(d.reshape(1, 1, bins, bins), 3, stride=1, padding=1).reshape(-1)
-
-    head_like = density(head_h) >= density(wall_h)
+    head_like = head_like_bins(((img, mask) for img, mask, _ in views), core_px, wall_px, bins)
+    pix = torch.cat([img[mask & cover] for img, mask, cover in views])
     keep = head_like[chroma_bin(pix, bins)]
     left_out = 1.0 - float(keep.double().mean()) if len(pix) else 0.0
     return ChromaModel(pix[keep], share, bins), left_out

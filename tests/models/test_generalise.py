@@ -93,7 +93,7 @@ def test_monocular_fits_use_low_sh_and_the_training_expression_range(tmp_path):
 def test_colour_outlier_measure():
     """The 99.9% chroma region of skin-like pixels holds about 99.9% of such pixels; the wall's blue lies
     outside it (the case that must fail)."""
-    from nerfhead.models.run_eval import ChromaModel
+    from nerfhead.engine.chroma import ChromaModel
 
     g = torch.Generator().manual_seed(0)
     skin = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.4 * torch.rand(20000, 1, generator=g))
@@ -129,7 +129,8 @@ def test_colour_outlier_reference_leaves_out_the_wall():
     the wall a tracked mask's edge takes in: a clean render of the head scores below the 0.5% bound, the same
     render with the wall's colour pasted on a 1-pixel ring of its silhouette above it (the case that must
     fail), which the reference of every mask pixel does not see."""
-    from nerfhead.models.run_eval import ChromaModel, head_reference
+    from nerfhead.engine.chroma import ChromaModel
+    from nerfhead.models.run_eval import head_reference
 
     views = [_wall_and_head(seed=s)[:2] for s in range(3)]
     ref, left_out = head_reference([(img, m, m) for img, m in views])
