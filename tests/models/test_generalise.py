@@ -114,7 +114,7 @@ def _wall_and_head(n: int = 96, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     r = ((xx - n / 2 + 0.5) ** 2 + (yy - n / 2 + 0.5) ** 2).sqrt()
-    wall = torch.stack([0.30 + 0.1 * xx / n, 0.55 + 0.1 * yy / n, 0.80 + 0.0 * xx], -1)
+    wall = torch.stack([0.20 + 0.3 * xx / n, 0.45 + 0.3 * yy / n, 0.80 + 0.0 * xx], -1)
     shade = 0.6 + 0.4 * torch.rand(n, n, 1, generator=g)
     skin = torch.tensor([0.80, 0.60, 0.50]) * shade
     edge = torch.tensor([0.62, 0.38, 0.30]) * shade
@@ -146,3 +146,36 @@ def test_colour_outlier_reference_leaves_out_the_wall():
     assert bad > 0.005 and bad == pytest.approx(float(ring.sum()) / float(head.sum()), rel=0.2)
     every = ChromaModel(torch.cat([img[m] for img, m in views]))  # the old reference: every head pixel
     assert every.outside(pasted[head]) < 0.005
+
+
+def test_monocular_fit_takes_the_wall_out_of_a_tracked_masks_edge(tmp_path):
+    """A fixed-camera fit keeps the wall a tracked mask takes in at its edge out of the mask (alpha target,
+    colour prior) and gives those pixels to the backdrop's first guess; with ``monocular_wall_band`` 0 the
+    mask stays as tracked (the case that must fail)."""
+    from nerfhead.data.capture import Capture, Frame
+    from nerfhead.data.images import save_image, save_mask
+    from tests.models.tiny_capture import tiny_cameras, tiny_drive
+
+    frames = []
+    for t in range(5):
+        img, mask, r = _wall_and_head(seed=t)
+        ip, mp = tmp_path / f"{t:03d}.png", tmp_path / f"{t:03d}_mask.png"
+        save_image(ip, img)
+        save_mask(mp, mask.float())
+        frames.append(Frame(camera=0, timestep=t, timestamp=t / 25.0, image_path=ip, mask_path=mp))
+    cap = Capture(cameras=tiny_cameras(96, 4)[1], frames=tuple(frames), fps=25.0, drive=tiny_drive(5))
+    _, _, r = _wall_and_head()
+    ring, head = (r >= 24) & (r < 28), r < 24
+    wall = _wall_and_head()[0][ring]
+    with one_thread():
+        for band in (6, 0):
+            task = SplatFit(cap, dataclasses.replace(tiny_cfg(1), monocular_wall_band=band))
+            m = task.target(0)[1][..., 0] > 0.5  # type: ignore[index]
+            back = task.model.backdrop
+            assert back is not None
+            err = float((back.detach()[ring] - wall).abs().mean())
+            if band:
+                assert float(m[ring].float().mean()) < 0.05 and float(m[head].float().mean()) > 0.99
+                assert err < 0.02  # the backdrop starts at the wall there
+            else:
+                assert bool(m[ring].all()) and err > 0.03
