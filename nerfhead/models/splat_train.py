@@ -549,7 +549,8 @@ def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> 
 
     For up to ``max_frames`` training frames the posed mesh (the triangles that carry Gaussians) is
     z-buffered; a triangle is seen in a frame when its centroid passes the depth test and falls inside the
-    mask eroded by 2 pixels (so the wall at the silhouette is never sampled). Its colour is the mean of the
+    mask (without the wall at its edge: ``monocular_wall_band``) eroded by 2 pixels (so the wall at the
+    silhouette is never sampled). Its colour is the mean of the
     frames' pixels at the centroid, weighted by the squared cosine between the normal and the view ray.
     Triangles no frame saw take the colour of the seen triangle nearest to their mirror image (x -> -x on
     the neutral: the other cheek, the other ear), which is the nearest seen one when the mirror is unseen too.
