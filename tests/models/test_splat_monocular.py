@@ -142,6 +142,7 @@ def test_rig_captures_keep_the_camera_split_and_colour_background(tmp_path):
     task = SplatFit(rig, tiny_cfg(1))
     assert task.test_timesteps is None and not task.full_frame and task.model.backdrop is None
     assert task.avatar_spec()["config"]["backdrop_size"] is None
+    assert task.head_like is None  # a rig's masks are used as they are (no wall band)
 
 
 def test_a_moving_monocular_camera_is_split_by_time_without_backdrop(mono: Capture):
