@@ -18,8 +18,11 @@ def main(
 ) -> None:
     """Orbit the capture's camera about the head of RUN by each angle at a few training timesteps and report
     the colour-outlier share: the share of rendered head pixels (alpha > 0.5) whose chroma (Cb, Cr) lies
-    outside the 99.9% highest-density region of the training frames' head pixels (so about 0.1% for pixels
-    like the video's: the 0° view is the control); max and mean are over the angles other than 0. Writes
+    outside the 99.9% highest-density region of the training frames' head pixels without the backdrop's
+    colours (a head pixel counts only where its chroma is at least as frequent in the mask's interior as
+    outside the mask, so the wall a mask's edge takes in is not in the reference and the wall's colour on the
+    rendered head is an outlier); the 0° view is the control (about 0.1% for renders like the video, more
+    where it shows the wall at the silhouette); max and mean are over the angles other than 0. Writes
     eval_orbit.json and orbit.png (renders, and below them the outliers in magenta).
 
     Args:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.atomic import atomic_write_json
+from nerfhead.engine.chroma import BINS, ChromaModel, chroma_bin, head_like_bins
 from nerfhead.engine.evaluate import evaluate_avatar, grid_image
 from nerfhead.errors import InputError
 
@@ -245,40 +246,38 @@ def evaluate_lipsync(
     return report
 
 
-def chroma(rgb: Tensor) -> Tensor:
-    """[..., 3] RGB in [0, 1] → [..., 2] (Cb, Cr) chroma (BT.601)."""
-    m = torch.tensor(
-        [[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=rgb.dtype, device=rgb.device
-    )
-    return rgb @ m.T
+def head_reference(
+    views: list[tuple[Tensor, Tensor, Tensor]],
+    core_px: int = 6,
+    wall_px: int = 4,
+    share: float = 0.999,
+    bins: int = BINS,
+) -> tuple[ChromaModel, float]:
+    """The colour-outlier reference of a real capture: its head pixels without the backdrop's colours.
 
+    A tracked mask's edge takes in some wall, so the head pixels (inside the mask and under the avatar) are
+    filtered by colour: the **head** chroma density comes from the mask eroded by ``core_px`` pixels (no wall
+    there), the **backdrop** density from the pixels farther than ``wall_px`` from the mask (wall, torso,
+    hair the mask left out); both are normalised and smoothed over the 3x3 neighbouring bins. A head pixel
+    enters the reference only when the head density of its chroma bin is at least the backdrop's, so the
+    wall's colours never do (and a render showing them on the head counts them as outliers), while the head's
+    own edge colours (ears, hairline) stay in (:mod:`nerfhead.engine.chroma`).
 
-class ChromaModel:
-    """The chroma distribution of a set of pixels as a 2D histogram of (Cb, Cr) over [-0.5, 0.5]^2 and its
-    99.9% highest-density region: the fewest bins that hold 99.9% of the pixels. A pixel whose chroma falls
-    outside that region is a colour outlier (0.1% of the pixels themselves, by construction)."""
+    Args:
+        views: (image [H, W, 3] in [0, 1], mask [H, W] bool, cover [H, W] bool: the avatar's head at that view).
+        core_px: erosion of the mask for the head density.
+        wall_px: distance from the mask of the backdrop pixels.
+        share: highest-density share of :class:`ChromaModel`.
+        bins: histogram bins per chroma axis.
 
-    def __init__(self, rgb: Tensor, share: float = 0.999, bins: int = 48):
-        self.bins = bins
-        h = torch.bincount(self.bin(rgb), minlength=bins * bins).double()
-        order = h.argsort(descending=True)
-        k = int((h[order].cumsum(0) / h.sum().clamp_min(1) < share).sum()) + 1
-        self.inside = torch.zeros(bins * bins, dtype=torch.bool)
-        self.inside[order[:k]] = True
-
-    def bin(self, rgb: Tensor) -> Tensor:
-        """Histogram bin of each pixel of ``rgb`` [..., 3]."""
-        c = chroma(rgb.double().reshape(-1, 3))
-        i = ((c + 0.5) * self.bins).long().clamp(0, self.bins - 1)
-        return i[:, 0] * self.bins + i[:, 1]
-
-    def is_outlier(self, rgb: Tensor) -> Tensor:
-        """[N] bool: the pixel's chroma lies outside the 99.9% region."""
-        return ~self.inside[self.bin(rgb)]
-
-    def outside(self, rgb: Tensor) -> float:
-        """Share of ``rgb`` [N, 3] pixels whose chroma lies outside the 99.9% region."""
-        return float(self.is_outlier(rgb).double().mean()) if rgb.numel() else float("nan")
+    Returns:
+        (the :class:`ChromaModel` of the kept head pixels, the share of head pixels left out as backdrop-like).
+    """
+    head_like = head_like_bins(((img, mask) for img, mask, _ in views), core_px, wall_px, bins)
+    pix = torch.cat([img[mask & cover] for img, mask, cover in views])
+    keep = head_like[chroma_bin(pix, bins)]
+    left_out = 1.0 - float(keep.double().mean()) if len(pix) else 0.0
+    return ChromaModel(pix[keep], share, bins), left_out
 
 
 def orbit_camera(cameras, index: int, centre: Tensor, axis: Tensor, degrees: float):
@@ -307,8 +306,10 @@ def evaluate_orbit(
     The capture's camera orbits the head by each of ``angles`` (degrees, about the head's up axis) at
     ``n_timesteps`` training timesteps spread over the fit; head pixels are those the avatar covers (alpha >
     0.5, colour un-premultiplied). Their **colour-outlier share** is the share whose chroma (Cb, Cr) lies
-    outside the 99.9% highest-density region (:class:`ChromaModel`) of the training frames' head pixels (real pixels
-    inside the mask and under the avatar's head at the capture's camera): 0.1% for pixels like the video's, more for speckles or the wall's colour stuck to the head.
+    outside the 99.9% highest-density region (:class:`ChromaModel`) of the training frames' head pixels without
+    the backdrop's colours (:func:`head_reference`: real pixels inside the mask and under the avatar's head at
+    the capture's camera, where their chroma is at least as frequent inside the eroded mask as outside the
+    mask): 0.1% for pixels like the video's head, more for speckles or the wall's colour stuck to the head.
     Writes ``eval_orbit.json`` and ``orbit.png`` (one row per timestep: each angle, with outliers in magenta
     below).
     """
@@ -333,16 +334,17 @@ def evaluate_orbit(
     drive = capture.drive.to(device, torch.float32)
     cams = capture.cameras.to(device, torch.float32)
     black = torch.zeros(3, device=device)
-    # reference: the real head pixels of up to 12 training frames (inside the mask and under the avatar's head)
-    head = []
+    # reference: the real head pixels of up to 12 training frames (inside the mask and under the avatar's
+    # head) without the backdrop's colours
+    views = []
     for t in [train[round(i * (len(train) - 1) / 11)] for i in range(min(12, len(train)))]:
         for f in capture.frames_at(t):
             m = capture.mask(f)
             if m is None:
                 continue
             cover = model.render(cams[capture.frames[f].camera], drive[t], black).alpha[0, ..., 0].cpu()
-            head.append(capture.image(f)[(m > 0.5) & (cover > 0.5)])
-    ref = ChromaModel(torch.cat(head))
+            views.append((capture.image(f), m > 0.5, cover > 0.5))
+    ref, left_out = head_reference(views)
     per_angle: dict[str, list[float]] = {str(a): [] for a in angles}
     rows = []
     for t in ts:
@@ -373,6 +375,7 @@ def evaluate_orbit(
         "angles_deg": list(angles),
         "timesteps": ts,
         "region_bins": int(ref.inside.sum()),
+        "reference_backdrop_like_share": left_out,
         "outlier_share": shares,
         "outlier_share_max": max(novel),
         "outlier_share_mean": sum(novel) / len(novel),

@@ -19,12 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from nerfhead.data.capture import Capture
 from nerfhead.data.framestore import FrameLoader, FrameStore, to_float
 from nerfhead.data.split import SplitPolicy
+from nerfhead.engine.chroma import head_like_bins, refine_mask
 from nerfhead.engine.config import TrainerConfig
 from nerfhead.engine.distributed import current, shard
 from nerfhead.engine.losses import photometric_loss
@@ -175,6 +177,12 @@ class SplatFitConfig:
     backdrop: bool = True
     """Monocular captures from one fixed camera: learn its background as an image behind the head (full-frame
     fit and evaluation); off: composite the images over the background colour with their masks, as for a rig."""
+    monocular_wall_band: int = 6
+    """Fixed-camera monocular fits with masks: the pixels within this many pixels of a mask's edge whose chroma
+    is the backdrop's rather than the head's (:func:`nerfhead.engine.chroma.refine_mask`: the wall a tracked
+    mask takes in at the ears, cheek and neck) leave the mask for the whole fit (alpha target, head alpha
+    outside the mask, colour prior, the backdrop's first guess), so the head is not pushed to cover the wall
+    and learn its colour; 0 keeps the masks as tracked."""
 
 
 def _default() -> SplatFitConfig:
@@ -281,10 +289,18 @@ class SplatFit:
         self.store = FrameStore.open(capture)
         w0, h0 = int(capture.cameras.width.max()), int(capture.cameras.height.max())
         per_frame = w0 * h0 * 4 * (4 if self.has_masks else 3)
+        # fixed camera: the chroma bins of the head (not the wall) that decide a mask's edge pixels
+        self.head_like: Tensor | None = None
+        if self.full_frame and self.has_masks and cfg.monocular_wall_band > 0:
+            self.head_like = self.head_chroma()
         self.loader = FrameLoader(
             self.store,
             lambda img, m: composite_target(
-                capture, to_float(img), None if m is None else to_float(m), self.bg.cpu(), not self.full_frame
+                capture,
+                to_float(img),
+                None if m is None else self.edge_mask(img, m),
+                self.bg.cpu(),
+                not self.full_frame,
             ),
             capacity=max(2 * cfg.cameras_per_step + 2, int(cfg.image_cache_gb * 2**30) // per_frame),
         )
@@ -325,6 +341,26 @@ class SplatFit:
         full frame as it is and its mask), from the frame store through the prefetching loader."""
         img, m = self.loader.get(frame)
         return img.to(self.device), (None if m is None else m.to(self.device))
+
+    def head_chroma(self, max_frames: int = 16) -> Tensor:
+        """:func:`nerfhead.engine.chroma.head_like_bins` of up to ``max_frames`` training frames of camera 0."""
+        frames = [f for t in self.train_timesteps if (f := self.capture.frame_index(0, t)) is not None]
+        step = max(1, -(-len(frames) // max_frames))
+        views = []
+        for f in frames[::step]:
+            m = self.store.mask(f)
+            if m is not None:
+                views.append((to_float(self.store.image(f)), torch.from_numpy(m > 127)))
+        return head_like_bins(views)
+
+    def edge_mask(self, img: np.ndarray, m: np.ndarray) -> Tensor:
+        """Float mask [H, W] of a frame (uint8 image and mask), without the wall at its edge when
+        ``monocular_wall_band`` is on (:func:`nerfhead.engine.chroma.refine_mask`)."""
+        mf = to_float(m)
+        if self.head_like is None:
+            return mf
+        keep = refine_mask(to_float(img), mf > 0.5, self.head_like, self.cfg.monocular_wall_band)
+        return mf * keep
 
     @torch.no_grad()
     def median_background(self) -> Tensor:
@@ -513,7 +549,8 @@ def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> 
 
     For up to ``max_frames`` training frames the posed mesh (the triangles that carry Gaussians) is
     z-buffered; a triangle is seen in a frame when its centroid passes the depth test and falls inside the
-    mask eroded by 2 pixels (so the wall at the silhouette is never sampled). Its colour is the mean of the
+    mask (without the wall at its edge: ``monocular_wall_band``) eroded by 2 pixels (so the wall at the
+    silhouette is never sampled). Its colour is the mean of the
     frames' pixels at the centroid, weighted by the squared cosine between the normal and the view ray.
     Triangles no frame saw take the colour of the seen triangle nearest to their mirror image (x -> -x on
     the neutral: the other cheek, the other ear), which is the nearest seen one when the mirror is unseen too.

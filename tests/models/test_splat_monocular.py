@@ -91,7 +91,8 @@ def test_time_split_holds_out_the_last_fifth(mono: Capture):
 def test_monocular_task_splits_by_time_and_learns_a_backdrop(mono: Capture):
     assert is_monocular(mono)
     torch.manual_seed(0)
-    task = SplatFit(mono, tiny_cfg(1))
+    # the masks are the teacher's exact alpha (no wall to take out of them; its colours include the wall's)
+    task = SplatFit(mono, dataclasses.replace(tiny_cfg(1), monocular_wall_band=0))
     assert task.train_timesteps == [0, 1, 2, 3] and task.test_timesteps == [4]
     assert task.train_cameras == [0] and task.test_cameras == [0] and task.full_frame
     assert {t for _, t in task.eval_views} == {4}
@@ -141,6 +142,7 @@ def test_rig_captures_keep_the_camera_split_and_colour_background(tmp_path):
     task = SplatFit(rig, tiny_cfg(1))
     assert task.test_timesteps is None and not task.full_frame and task.model.backdrop is None
     assert task.avatar_spec()["config"]["backdrop_size"] is None
+    assert task.head_like is None  # a rig's masks are used as they are (no wall band)
 
 
 def test_a_moving_monocular_camera_is_split_by_time_without_backdrop(mono: Capture):
@@ -184,6 +186,7 @@ def test_tiny_monocular_fit_learns_and_evaluates_held_out_frames(mono: Capture, 
         "model.triangle_stride": 3,
         "trainer.tensorboard": False,
         "strategy.grow_grad2d": 5e-5,
+        "monocular_wall_band": 0,  # exact teacher masks, whose colours include the wall's
     }
     run = tmp_path / "run"
     s = run_fit(cap_dir, run, preset="fast", steps=40, device="cpu", progress=False, overrides=tiny)
