@@ -65,6 +65,8 @@ class LiveTrace:
     """Handed to the websockets (flushed)."""
     nbytes: int = 0
     """Bytes of Gaussians sent with it (0 on the server path)."""
+    version: int = -1
+    """The state version sent (the newest live frame it holds is this one)."""
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -427,7 +429,7 @@ class ViewerServer:
                 self.latencies.append(now - newest[1])
                 _v, arrival, t, produced = newest
                 steps = times if times is not None else (now, now, now, now)
-                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes))
+                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version))
         if newest is not None and self.page_audio is not None and self.config.page_audio:
             self.page_audio.send_frame(newest[2])
 

@@ -106,6 +106,12 @@ class PushStats:
     (or taken by the sender), handed to the websockets (flushed)."""
 
 
+FRESH_S = 0.01
+"""Flow control: a pose released at most this long ago goes to a page as soon as the page drew the last one."""
+PATIENCE_S = 0.05
+"""... an older one waits up to this much longer for a newer pose to replace it (then goes anyway)."""
+
+
 @dataclass
 class PageGate:
     """Flow control of one page: at most one pose on its way to it, not yet drawn."""
@@ -116,6 +122,8 @@ class PageGate:
     """The page's own splat node."""
     waiting: Posed | None = None
     """The newest pose not yet sent to this page (sent once it has drawn the one before, or at the timeout)."""
+    waiting_since: float = 0.0
+    """``time.monotonic()`` when ``waiting`` was released for the pages."""
     in_flight: float | None = None
     """``time.monotonic()`` when the pose not yet acknowledged was sent (None: the page has drawn all it got)."""
     last_version: int = -1
@@ -131,9 +139,19 @@ class PageGate:
     log: deque[tuple[int, float]] | None = None
     """(version, ``time.monotonic()``) of the last poses sent to the page."""
 
-    def ready(self, now: float, timeout: float) -> bool:
-        """Whether the page may get a pose now: it drew the last one, or ``timeout`` seconds passed."""
-        return self.in_flight is None or timeout <= 0 or now - self.in_flight >= timeout
+    def wait_left(self, now: float, timeout: float) -> float | None:
+        """Seconds until the page gets the pose waiting for it (0: now; None: nothing waits). It gets it once
+        it drew the last one, or ``timeout`` seconds after that was sent; a page that drew the last one while
+        the waiting pose was already ``FRESH_S`` old waits up to ``PATIENCE_S`` for a newer one (live speech
+        releases one per frame), so that it does not spend its next draw on a stale pose."""
+        if self.waiting is None:
+            return None
+        if timeout <= 0:
+            return 0.0
+        if self.in_flight is not None:
+            return max(0.0, self.in_flight + timeout - now)
+        age = now - self.waiting_since
+        return FRESH_S + PATIENCE_S - age if FRESH_S <= age < FRESH_S + PATIENCE_S else 0.0
 
 
 class SplatPusher:
@@ -281,17 +299,16 @@ class SplatPusher:
             return None
         now, best = time.monotonic(), None
         for gate in list(self.pages.values()):
-            if gate.waiting is None:
-                continue
-            left = 0.0 if gate.in_flight is None else max(0.0, gate.in_flight + self.ack_timeout_s - now)
-            best = left if best is None else min(best, left)
+            left = gate.wait_left(now, self.ack_timeout_s)
+            if left is not None:
+                best = left if best is None else min(best, left)
         return best
 
     def add_page(self, key: int, client: Any) -> None:
         """A page connected (``per_page``): it gets the newest pose at once."""
         with self._cond:
             gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000))
-            gate.waiting = self.latest
+            gate.waiting, gate.waiting_since = self.latest, time.monotonic()
             self._pages_due = True
             self._cond.notify_all()
 
@@ -317,7 +334,7 @@ class SplatPusher:
         todo: list[tuple[PageGate, Posed]] = []
         with self._cond:
             for gate in self.pages.values():
-                if gate.waiting is not None and gate.ready(now, self.ack_timeout_s):
+                if gate.wait_left(now, self.ack_timeout_s) == 0.0:
                     if gate.in_flight is not None:
                         gate.timeouts += 1
                     todo.append((gate, gate.waiting))
@@ -356,7 +373,7 @@ class SplatPusher:
                 for gate in self.pages.values():
                     if gate.waiting is not None:
                         gate.dropped += 1  # the page is still drawing: the newer pose replaces it
-                    gate.waiting = posed
+                    gate.waiting, gate.waiting_since = posed, released
             self._serve_pages()
         else:
             with self._send_lock:

@@ -341,3 +341,104 @@ def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0)
         "late": int(s["late"]),
         "chunks": len(chunks),
     }
+
+
+RECEIPT_HOOK = r"""
+(() => {
+  // In a worker, before its code runs: the time (wall-clock ms: performance.timeOrigin + now) at which each
+  // websocket message of at least MIN bytes arrives, kept in self.__nerfheadReceipts.
+  if (self.__nerfheadReceipts || typeof self.WebSocket === "undefined") return;
+  const log = (self.__nerfheadReceipts = []);
+  const W = self.WebSocket;
+  const Hooked = function (...args) {
+    const s = new W(...args);
+    s.addEventListener("message", (ev) => {
+      const n = ev.data && (ev.data.byteLength !== undefined ? ev.data.byteLength : ev.data.size || 0);
+      if (n >= __MIN__) log.push(performance.timeOrigin + performance.now());
+    });
+    return s;
+  };
+  Hooked.prototype = W.prototype;
+  for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Hooked[k] = W[k];
+  self.WebSocket = Hooked;
+})();
+"""
+"""Run in each of the page's workers before their code (:class:`ReceiptLog`); ``__MIN__``: least bytes."""
+
+
+class ReceiptLog:
+    """When the page received websocket messages of at least ``min_bytes`` (viser's Gaussian buffers), timed
+    in the page itself: viser's page talks to the server from a Web Worker, so this attaches to the page's
+    workers as they start (DevTools auto-attach, paused until :data:`RECEIPT_HOOK` is in) and reads their logs
+    at the end; no network events, so no payload crosses DevTools (:class:`FrameLog` gets every payload
+    base64-encoded and parses it in the observing process). Make it before the page loads the viewer.
+
+    The times are the worker's ``message`` events: when the worker's event loop dispatched the message, on the
+    wall clock, converted to ``time.monotonic()`` like :func:`page_to_monotonic`."""
+
+    def __init__(self, ws_url: str, min_bytes: int):
+        from websockets.sync.client import connect
+
+        self._hook = RECEIPT_HOOK.replace("__MIN__", str(int(min_bytes)))
+        self._ws = connect(ws_url, max_size=None, ping_interval=None, close_timeout=1)
+        self._id = 0
+        self._sessions: list[str] = []
+        self._replies: dict[int, Any] = {}
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=True, flatten=True)
+
+    def _send(self, method: str, session: str | None = None, **params: Any) -> int:
+        with self._cv:
+            self._id += 1
+            i = self._id
+        msg: dict[str, Any] = {"id": i, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self._ws.send(json.dumps(msg))
+        return i
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = json.loads(self._ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+            if msg.get("method") == "Target.attachedToTarget":
+                sid = msg["params"]["sessionId"]
+                if msg["params"]["targetInfo"].get("type") in ("worker", "shared_worker", "service_worker"):
+                    self._sessions.append(sid)
+                    self._send("Runtime.evaluate", sid, expression=self._hook)
+                self._send("Runtime.runIfWaitingForDebugger", sid)
+            elif "id" in msg:
+                with self._cv:
+                    self._replies[int(msg["id"])] = msg
+                    self._cv.notify_all()
+
+    def times(self) -> np.ndarray:
+        """Receipt times so far (``time.monotonic()`` seconds, sorted), over all the page's workers."""
+        out: list[float] = []
+        for sid in list(self._sessions):
+            i = self._send(
+                "Runtime.evaluate",
+                sid,
+                expression="JSON.stringify(self.__nerfheadReceipts || [])",
+                returnByValue=True,
+            )
+            with self._cv:
+                self._cv.wait_for(lambda i=i: i in self._replies, timeout=30)
+                reply = self._replies.pop(i, {})
+            value = reply.get("result", {}).get("result", {}).get("value")
+            if value:
+                out += json.loads(value)
+        to_mono = -(time.time() - time.monotonic())
+        return np.sort(np.asarray(out, np.float64) / 1000.0 + to_mono)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._ws.close()

@@ -137,3 +137,50 @@ def test_acknowledgement_over_the_page_socket():
         assert got == [7, 7]
     finally:
         audio.close()
+
+
+def test_page_that_drew_late_gets_the_next_pose_not_a_stale_one(monkeypatch: Any):
+    """A page that finishes drawing after the waiting pose went stale (older than FRESH_S) gets the next pose
+    released instead; with no newer pose it gets the stale one after PATIENCE_S (a slider that stopped)."""
+    import nerfhead.viewer.splats as splats
+
+    monkeypatch.setattr(splats, "PATIENCE_S", 0.5)  # wide, so that a loaded machine cannot blur the cases
+    state = {"version": 0}
+    holder: list[SplatPusher] = []
+    pusher = SplatPusher(
+        SimpleNamespace(), lambda _d: G, lambda: (state["version"], Drive.neutral(1)), per_page=True
+    )
+    real_pose_now = pusher.pose_now
+
+    def stamped() -> Any:
+        p = real_pose_now()
+        p.buffer[:, 3] = p.version
+        return p
+
+    pusher.pose_now = stamped  # type: ignore[method-assign]
+    holder.append(pusher)
+    page = FakePage(1, state, holder, fast=False)
+    pusher.add_page(1, page)
+    pusher.start()
+    try:
+        wait_for(lambda: page.got == [0], 10, "the first pose")
+        state["version"] = 1
+        pusher.invalidate()
+        wait_for(lambda: pusher.latest is not None and pusher.latest.version == 1, 10, "pose 1 released")
+        time.sleep(0.05)  # pose 1 waits for the page and goes stale
+        pusher.ack(1)
+        time.sleep(0.1)
+        assert page.got == [0]  # not the stale pose ...
+        state["version"] = 2
+        pusher.invalidate()
+        wait_for(lambda: page.got == [0, 2], 10, "the next pose instead")  # ... the next one
+        state["version"] = 3
+        pusher.invalidate()
+        wait_for(lambda: pusher.latest is not None and pusher.latest.version == 3, 10, "pose 3 released")
+        time.sleep(0.05)
+        t_ack = time.monotonic()
+        pusher.ack(1)  # nothing newer comes: pose 3 goes after the patience
+        wait_for(lambda: page.got == [0, 2, 3], 10, "the stale pose at last")
+        assert page.times[-1] - t_ack >= 0.3
+    finally:
+        pusher.stop()

@@ -501,8 +501,8 @@ def test_pusher_drops_late_poses_instead_of_queueing():
 def test_splat_head_through_the_viewer():
     """H8's splat head (a small untrained one) through the Renderable adapter: render, framing, splats."""
     from nerfhead.models.deform import DeformConfig
-    from nerfhead.viewer.splats import pack_splats
     from nerfhead.models.splat_head import SplatHead, SplatHeadConfig
+    from nerfhead.viewer.splats import pack_splats
 
     head = SplatHead(
         SplatHeadConfig(
