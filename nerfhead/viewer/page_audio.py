@@ -86,28 +86,8 @@ PAGE_SCRIPT = r"""
   // Flow control: a large texture upload (viser's Gaussian buffer, 32 bytes per Gaussian) followed by a draw
   // call is a pose drawn; the server sends the next one only then (or after its timeout).
   A.drawn = 0;
-  let uploaded = false;
-  const wrap = (proto, name, fn) => {
-    const orig = proto[name];
-    if (!orig) return;
-    proto[name] = function (...args) { const r = orig.apply(this, args); fn(args); return r; };
-  };
-  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
-    if (!C) continue;
-    for (const name of ["texImage2D", "texSubImage2D"]) {
-      wrap(C.prototype, name, (args) => {
-        for (const a of args) if (a && a.byteLength >= 32768) { uploaded = true; return; }
-      });
-    }
-    for (const name of ["drawElementsInstanced", "drawArraysInstanced"]) {
-      wrap(C.prototype, name, () => {
-        if (!uploaded) return;
-        uploaded = false;
-        A.drawn++;
-        worker.postMessage("D");
-      });
-    }
-  }
+  __WATCH_DRAWS__
+  watchDraws(32768, () => {}, () => { A.drawn++; worker.postMessage("D"); });
   worker.onmessage = (msg) => {
     if (msg.data.open) { A.connected = true; return; }
     const now = msg.data.at - performance.timeOrigin;  // arrival, page clock
@@ -132,6 +112,34 @@ PAGE_SCRIPT = r"""
   };
 })();
 """
+
+
+WATCH_DRAWS = r"""
+const watchDraws = (minBytes, onUpload, onDraw) => {
+  // onUpload() after each WebGL texture upload of at least minBytes (viser's Gaussian buffer), onDraw() at the
+  // first instanced draw call after one: a new pose drawn.
+  let uploaded = false;
+  const wrap = (proto, name, fn) => {
+    const orig = proto[name];
+    if (!orig) return;
+    proto[name] = function (...args) { const r = orig.apply(this, args); fn(args); return r; };
+  };
+  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
+    if (!C) continue;
+    for (const name of ["texImage2D", "texSubImage2D"]) {
+      wrap(C.prototype, name, (args) => {
+        for (const a of args) if (a && a.byteLength >= minBytes) { uploaded = true; onUpload(); return; }
+      });
+    }
+    for (const name of ["drawElementsInstanced", "drawArraysInstanced"]) {
+      wrap(C.prototype, name, () => { if (uploaded) { uploaded = false; onDraw(); } });
+    }
+  }
+};
+"""
+"""JavaScript: ``watchDraws(minBytes, onUpload, onDraw)``, hooks on the page's WebGL calls that tell when a new
+Gaussian buffer was uploaded and drawn (the page script's acknowledgements; the benchmark's draw log)."""
+PAGE_SCRIPT = PAGE_SCRIPT.replace("__WATCH_DRAWS__", WATCH_DRAWS.strip())
 
 
 def page_html(port: int, client: int = -1) -> str:

@@ -17,7 +17,8 @@ Only what changed is sent, and late frames are dropped, never queued:
 - flow control per page (``clients`` given; :class:`PageGate`): each page has a splat node of its own and gets
   a pose only once it has drawn the one before (its page script acknowledges each Gaussian buffer it drew,
   :mod:`nerfhead.viewer.page_audio`), or ``ack_timeout_s`` after it was sent, and then the *newest* pose (a
-  pose that came while the page was drawing replaces the one waiting for it: dropped, never queued). A browser
+  pose that came while the page was drawing replaces the one waiting for it: dropped, never queued; one that
+  waited more than ``FRESH_S`` when the page finished waits up to ``PATIENCE_S`` for a newer one). A browser
   drawing on a GPU acknowledges within milliseconds and gets every pose; a slow page (software WebGL) is no
   longer sent buffers it would upload and sort but never show.
 """
@@ -334,10 +335,11 @@ class SplatPusher:
         todo: list[tuple[PageGate, Posed]] = []
         with self._cond:
             for gate in self.pages.values():
-                if gate.wait_left(now, self.ack_timeout_s) == 0.0:
+                posed = gate.waiting
+                if posed is not None and gate.wait_left(now, self.ack_timeout_s) == 0.0:
                     if gate.in_flight is not None:
                         gate.timeouts += 1
-                    todo.append((gate, gate.waiting))
+                    todo.append((gate, posed))
                     gate.waiting = None
                     gate.in_flight = now
         for gate, posed in todo:
