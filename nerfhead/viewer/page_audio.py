@@ -18,8 +18,8 @@ run Chromium with ``--autoplay-policy=no-user-gesture-required``).
 
 The same socket carries the browser path's flow control (:class:`nerfhead.viewer.splats.PageGate`): the page
 script watches the page's WebGL calls and, each time the page uploads a large texture (viser's Gaussian buffer)
-and then issues a draw call, tells the server it drew a pose; the server sends that page its next pose only then
-(or after ``ViewerConfig.page_ack_timeout_s``). The script is added to each page on its own (a GUI element per
+and then issues a draw call, tells the server it drew a pose (at the next animation frame: the frame is done);
+the server sends that page its next pose only then (or after ``ViewerConfig.page_ack_timeout_s``). The script is added to each page on its own (a GUI element per
 viser client) and names its client id when it connects.
 
 Messages (little-endian), server to page: audio ``b"A"``, 7 pad bytes, float64 stream time of the first sample
@@ -87,7 +87,9 @@ PAGE_SCRIPT = r"""
   // call is a pose drawn; the server sends the next one only then (or after its timeout).
   A.drawn = 0;
   __WATCH_DRAWS__
-  watchDraws(32768, () => {}, () => { A.drawn++; worker.postMessage("D"); });
+  // Acknowledged at the next animation frame after the draw call, when the frame that shows it is done (a page
+  // drawing in software takes long after the call), so the next pose arrives when the page can take it.
+  watchDraws(32768, () => {}, () => requestAnimationFrame(() => { A.drawn++; worker.postMessage("D"); }));
   worker.onmessage = (msg) => {
     if (msg.data.open) { A.connected = true; return; }
     const now = msg.data.at - performance.timeOrigin;  // arrival, page clock
