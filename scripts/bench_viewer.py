@@ -231,7 +231,7 @@ def bench_browser(
 STEPS = ("produced", "pose_started", "posed", "released", "sent", "received", "drawn", "frame")
 """The chain of one live frame, after its audio's arrival: the driver produced it (look-ahead), the pusher
 started posing it and had the Gaussians, the hold let it go, it was handed to the websocket, the page received it
-(DevTools network timestamp), the page uploaded it and issued the draw call, the page's next animation frame."""
+(its worker dispatched the message: tests.viewer.chromium.ReceiptLog), the page uploaded it and issued the draw call, the page's next animation frame."""
 
 
 def page_sends(viewer: ViewerServer) -> list[tuple[int, float]] | None:
