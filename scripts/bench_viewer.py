@@ -26,6 +26,7 @@ Prints (and with ``--out`` writes) one JSON object:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -46,7 +47,7 @@ from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_rendera
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
-from tests.viewer.chromium import DRAW_HOOK, FrameLog, audio_picture_offsets, page_draws
+from tests.viewer.chromium import DRAW_HOOK, ReceiptLog, audio_picture_offsets, page_draws
 
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
 RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
@@ -189,8 +190,8 @@ def bench_browser(
     with Chromium(chromium, 1024, 720, nice=browser_nice) as ch:
         page = ch.open("about:blank")
         page.add_init_script(DRAW_HOOK, reload=False)  # logs when the page draws a new buffer
+        frames = ReceiptLog(page._ws_url, threshold)  # the page's workers log receipts (before they start)
         page.navigate(viewer.url)
-        frames = FrameLog(page._ws_url, threshold)
         deadline = time.monotonic() + 120
         while not viewer.connected() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -200,9 +201,9 @@ def bench_browser(
         out["canvas"] = [view.width, view.height]
 
         # Updates sent and received while the state changes at 100 Hz.
-        n_page0 = len(frames.times)
+        n_page0 = len(frames.times())
         res = send_rate(viewer, seconds)
-        n_page1 = len(frames.times)
+        n_page1 = len(frames.times())
         res["received_by_page_per_s"] = round((n_page1 - n_page0) / res["seconds"], 2)
         out["updates"] = res
 
@@ -230,16 +231,42 @@ def bench_browser(
 STEPS = ("produced", "pose_started", "posed", "released", "sent", "received", "drawn", "frame")
 """The chain of one live frame, after its audio's arrival: the driver produced it (look-ahead), the pusher
 started posing it and had the Gaussians, the hold let it go, it was handed to the websocket, the page received it
-(DevTools network timestamp), the page uploaded it and issued the draw call, the page's next animation frame."""
+(its worker dispatched the message: tests.viewer.chromium.ReceiptLog), the page uploaded it and issued the draw call, the page's next animation frame."""
+
+
+def page_sends(viewer: ViewerServer) -> list[tuple[int, float]] | None:
+    """(version, time) of each pose sent to the one page connected, with flow control (``PageGate.log``: a
+    pose waits for the page to draw the one before); None without it (every pose goes to every page when the
+    hold releases it: the trace's ``sent``)."""
+    pusher = viewer.splats
+    pages = getattr(pusher, "pages", None)
+    if not pages:
+        return None
+    gate = next(iter(pages.values()))
+    return list(gate.log) if gate.log is not None else None
 
 
 def live_chain(
-    trace: list[Any], received: np.ndarray, draws: dict[str, np.ndarray], delay: float
+    trace: list[Any],
+    received: np.ndarray,
+    draws: dict[str, np.ndarray],
+    delay: float,
+    sends: list[tuple[int, float]] | None = None,
 ) -> list[dict[str, float]]:
     """One row per live frame the page received: the monotonic time of each step of :data:`STEPS` (and the
     arrival), matched by order: a receipt shows the newest frame sent before it, a draw the newest receipt
     before its upload (viser replaces an update still waiting for a page that is behind: some frames sent are
-    never received, some received never drawn)."""
+    never received, some received never drawn). With flow control (``sends``: the page's own sends, by state
+    version) a frame is sent to the page when the page has drawn the one before: ``sent`` is that time, and
+    the frame is the newest live frame in the version sent."""
+    if sends is not None:
+        versions = np.asarray([r.version for r in trace])
+        own = []
+        for v, t in sends:
+            k = int(np.searchsorted(versions, v, side="right")) - 1
+            if k >= 0 and t >= trace[k].released - 1e-6:
+                own.append(dataclasses.replace(trace[k], sent=t))
+        trace = own
     sent = np.asarray([r.sent for r in trace])
     rows: list[dict[str, float]] = []
     for r in np.sort(received):
@@ -316,12 +343,12 @@ def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def bench_live(viewer: ViewerServer, page: Any, frames: FrameLog, live_s: float) -> dict[str, Any]:
+def bench_live(viewer: ViewerServer, page: Any, frames: ReceiptLog, live_s: float) -> dict[str, Any]:
     """A speech clip through a pipe at real-time pace with the page connected: each frame's chain
     (:func:`live_chain`) and the page's live audio against the picture."""
     viewer.latencies.clear()
     viewer.live_trace.clear()
-    n_before = len(frames.times)
+    t_before = time.monotonic()
     r, w = os.pipe()
     writer = feed_pipe(w, pcm(live_s))
     live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
@@ -329,9 +356,10 @@ def bench_live(viewer: ViewerServer, page: Any, frames: FrameLog, live_s: float)
     while live.running:
         time.sleep(0.05)
     time.sleep(1.5)
-    received = np.asarray(frames.times[n_before:])
+    received = frames.times()
+    received = received[received > t_before]
     trace = list(viewer.live_trace)
-    rows = live_chain(trace, received, page_draws(page), viewer._live_delay)
+    rows = live_chain(trace, received, page_draws(page), viewer._live_delay, page_sends(viewer))
     sync = audio_picture_offsets(page, list(received))
     at_page = [row["received"] - row["arrival"] for row in rows]
     return {

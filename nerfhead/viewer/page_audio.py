@@ -16,8 +16,15 @@ scheduled ahead of time; consecutive chunks are joined without gaps while the es
 Browsers start audio only after a user gesture: the element shows a button that enables it (headless tests
 run Chromium with ``--autoplay-policy=no-user-gesture-required``).
 
-Messages (little-endian): audio ``b"A"``, 7 pad bytes, float64 stream time of the first sample (s), uint32
-sample rate, 4 pad bytes, int16 mono samples; frame marker ``b"F"``, 7 pad bytes, float64 stream time (s).
+The same socket carries the browser path's flow control (:class:`nerfhead.viewer.splats.PageGate`): the page
+script watches the page's WebGL calls and, each time the page uploads a large texture (viser's Gaussian buffer)
+and then issues a draw call, tells the server it drew a pose (at the next animation frame: the frame is done);
+the server sends that page its next pose only then (or after ``ViewerConfig.page_ack_timeout_s``). The script is added to each page on its own (a GUI element per
+viser client) and names its client id when it connects.
+
+Messages (little-endian), server to page: audio ``b"A"``, 7 pad bytes, float64 stream time of the first sample
+(s), uint32 sample rate, 4 pad bytes, int16 mono samples; frame marker ``b"F"``, 7 pad bytes, float64 stream
+time (s). Page to server (text): ``"H <client id>"`` once, then ``"D"`` per Gaussian buffer drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import base64
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,12 +76,20 @@ PAGE_SCRIPT = r"""
   const src = `
     const ws = new WebSocket(${JSON.stringify(`ws://${location.hostname}:__PORT__`)});
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => postMessage({ open: true });
+    ws.onopen = () => { ws.send("H __CLIENT__"); postMessage({ open: true }); };
     ws.onmessage = (ev) => postMessage({ at: performance.timeOrigin + performance.now(), data: ev.data },
                                        [ev.data]);
+    onmessage = (msg) => { if (ws.readyState === 1) ws.send(msg.data); };
   `;
   const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
   A.worker = worker;
+  // Flow control: a large texture upload (viser's Gaussian buffer, 32 bytes per Gaussian) followed by a draw
+  // call is a pose drawn; the server sends the next one only then (or after its timeout).
+  A.drawn = 0;
+  __WATCH_DRAWS__
+  // Acknowledged at the next animation frame after the draw call, when the frame that shows it is done (a page
+  // drawing in software takes long after the call), so the next pose arrives when the page can take it.
+  watchDraws(32768, () => {}, () => requestAnimationFrame(() => { A.drawn++; worker.postMessage("D"); }));
   worker.onmessage = (msg) => {
     if (msg.data.open) { A.connected = true; return; }
     const now = msg.data.at - performance.timeOrigin;  // arrival, page clock
@@ -100,10 +116,39 @@ PAGE_SCRIPT = r"""
 """
 
 
-def page_html(port: int) -> str:
-    """The GUI element that runs :data:`PAGE_SCRIPT` in the page (connecting to ``port``) and offers the
-    button browsers need before they play audio."""
-    code = base64.b64encode(PAGE_SCRIPT.replace("__PORT__", str(int(port))).encode()).decode()
+WATCH_DRAWS = r"""
+const watchDraws = (minBytes, onUpload, onDraw) => {
+  // onUpload() after each WebGL texture upload of at least minBytes (viser's Gaussian buffer), onDraw() at the
+  // first instanced draw call after one: a new pose drawn.
+  let uploaded = false;
+  const wrap = (proto, name, fn) => {
+    const orig = proto[name];
+    if (!orig) return;
+    proto[name] = function (...args) { const r = orig.apply(this, args); fn(args); return r; };
+  };
+  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
+    if (!C) continue;
+    for (const name of ["texImage2D", "texSubImage2D"]) {
+      wrap(C.prototype, name, (args) => {
+        for (const a of args) if (a && a.byteLength >= minBytes) { uploaded = true; onUpload(); return; }
+      });
+    }
+    for (const name of ["drawElementsInstanced", "drawArraysInstanced"]) {
+      wrap(C.prototype, name, () => { if (uploaded) { uploaded = false; onDraw(); } });
+    }
+  }
+};
+"""
+"""JavaScript: ``watchDraws(minBytes, onUpload, onDraw)``, hooks on the page's WebGL calls that tell when a new
+Gaussian buffer was uploaded and drawn (the page script's acknowledgements; the benchmark's draw log)."""
+PAGE_SCRIPT = PAGE_SCRIPT.replace("__WATCH_DRAWS__", WATCH_DRAWS.strip())
+
+
+def page_html(port: int, client: int = -1) -> str:
+    """The GUI element that runs :data:`PAGE_SCRIPT` in the page of viser client ``client`` (connecting to
+    ``port``) and offers the button browsers need before they play audio."""
+    script = PAGE_SCRIPT.replace("__PORT__", str(int(port))).replace("__CLIENT__", str(int(client)))
+    code = base64.b64encode(script.encode()).decode()
     return (
         '<div style="font-size:0.8em">live speech audio '
         '<button onclick="window.__nerfheadAudio &amp;&amp; window.__nerfheadAudio.enable()">enable sound</button>'
@@ -113,15 +158,19 @@ def page_html(port: int) -> str:
 
 
 class PageAudio:
-    """The websocket the pages' audio comes from (one server thread; sends go out from the caller's thread).
+    """The websocket the pages' audio comes from and their draw acknowledgements go to (one server thread;
+    sends go out from the caller's thread).
 
     Args:
         host: interface to bind (the viewer's).
+        on_draw: called with the page's viser client id each time a page says it drew a Gaussian buffer (from
+            the socket's thread).
     """
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", on_draw: Callable[[int], None] | None = None):
         from websockets.sync.server import serve
 
+        self._on_draw = on_draw
         self._clients: set[Any] = set()
         self._lock = threading.Lock()
         self._server = serve(self._handle, host, 0, compression=None, max_size=2**16)
@@ -136,9 +185,17 @@ class PageAudio:
     def _handle(self, conn: Any) -> None:
         with self._lock:
             self._clients.add(conn)
+        client = -1
         try:
-            for _ in conn:  # the page sends nothing; wait for it to go
-                pass
+            for msg in conn:  # "H <client id>" once, then "D" per Gaussian buffer drawn
+                if msg == "D":
+                    if self._on_draw is not None and client >= 0:
+                        self._on_draw(client)
+                elif isinstance(msg, str) and msg.startswith("H "):
+                    try:
+                        client = int(msg[2:])
+                    except ValueError:
+                        client = -1
         except Exception:
             pass
         finally:

@@ -65,6 +65,8 @@ class LiveTrace:
     """Handed to the websockets (flushed)."""
     nbytes: int = 0
     """Bytes of Gaussians sent with it (0 on the server path)."""
+    version: int = -1
+    """The state version sent (the newest live frame it holds is this one)."""
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -128,7 +130,8 @@ class ViewerServer:
         """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self._live_delay = 0.0
         self.page_audio: PageAudio | None = None
-        """Where the pages' live audio comes from (made by the first live stream while serving)."""
+        """The pages' own socket: live audio to them, draw acknowledgements (flow control) from them (made at
+        :meth:`start` when the page plays live audio or a splat head is drawn with flow control)."""
         self._live_lock = threading.Lock()
         self._clients: dict[int, Any] = {}
         self.state = ViewerState(renderable.default_drive())
@@ -168,6 +171,9 @@ class ViewerServer:
             srv.gui.main_panel.dock_right()
             self.panels = Panels(srv, self.state, self)
             self.guard = Guard(srv, int(self.config.max_upload_mib * 2**20), self._refuse).install()
+            cfg = self.config
+            if cfg.page_audio or (self.browser_capable and cfg.page_ack_timeout_s > 0):
+                self.page_audio = PageAudio(cfg.host, self._on_page_draw)
             srv.on_client_connect(self._on_connect)
             srv.on_client_disconnect(self._on_disconnect)
             self._player.start()
@@ -312,6 +318,7 @@ class ViewerServer:
             with self.render_lock:  # the lock the renders take (a live fit trains between them)
                 return self.renderable.gaussians_at(drive)  # type: ignore[attr-defined]
 
+        per_page = self.page_audio is not None  # flow control needs the pages' acknowledgements
         self.splats = SplatPusher(
             self.server.scene,
             pose,
@@ -319,7 +326,18 @@ class ViewerServer:
             self.server.flush,
             self._on_pushed,
             self.live_hold,
-        ).start()
+            per_page=per_page,
+            ack_timeout_s=self.config.page_ack_timeout_s,
+        )
+        if per_page:
+            for cid, client in list(self._clients.items()):
+                self.splats.add_page(cid, client)
+        self.splats.start()
+
+    def _on_page_draw(self, client: int) -> None:
+        pusher = self.splats
+        if pusher is not None:
+            pusher.ack(client)
 
     def set_render_mode(self, mode: str) -> None:
         """Switch between drawing in the browser ("browser", splat heads only) and rendering on the server."""
@@ -361,10 +379,7 @@ class ViewerServer:
         driver = stream_driver(self.speech.network, self.state.fps, source.sr)
         self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
         self._live_delay = float(driver.latency_s) + self.config.live_margin_s
-        if self.server is not None and self.page_audio is None and self.config.page_audio:
-            self.page_audio = PageAudio(self.config.host)
-            self.server.gui.add_html(page_html(self.page_audio.port))
-        audio = self.page_audio
+        audio = self.page_audio if self.config.page_audio else None
         self.live = LiveSpeech(
             source,
             driver,
@@ -414,8 +429,8 @@ class ViewerServer:
                 self.latencies.append(now - newest[1])
                 _v, arrival, t, produced = newest
                 steps = times if times is not None else (now, now, now, now)
-                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes))
-        if newest is not None and self.page_audio is not None:
+                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version))
+        if newest is not None and self.page_audio is not None and self.config.page_audio:
             self.page_audio.send_frame(newest[2])
 
     def latency_summary(self) -> tuple[float, float] | None:
@@ -438,8 +453,13 @@ class ViewerServer:
         if self.guard is not None and cid in self.guard.refused_clients:
             return
         self._clients[cid] = client
+        if self.page_audio is not None:  # the page's script: live audio, draw acknowledgements
+            client.gui.add_html(page_html(self.page_audio.port, cid))
+        pusher = self.splats
         if self.render_mode == "server":
             self._add_client_loop(client)
+        elif pusher is not None and pusher.per_page:
+            pusher.add_page(cid, client)
 
     def _add_client_loop(self, client: Any) -> None:
         cid = int(client.client_id)
@@ -460,6 +480,9 @@ class ViewerServer:
     def _on_disconnect(self, client: Any) -> None:
         self._clients.pop(int(client.client_id), None)
         self.remove_loop(int(client.client_id))
+        pusher = self.splats
+        if pusher is not None:
+            pusher.remove_page(int(client.client_id))
 
     # ---------------------------------------------------------------- playback
     def _on_state_change(self, interactive: bool) -> None:

@@ -13,7 +13,14 @@ Only what changed is sent, and late frames are dropped, never queued:
   by the sender is replaced by the next one;
 - viser sends no message when a pose leaves the buffer unchanged, and an update still waiting in a client's
   outgoing buffer is replaced by a newer one for the same node (viser's redundancy keys), so a browser that is
-  behind receives the newest pose, not a backlog.
+  behind receives the newest pose, not a backlog;
+- flow control per page (``clients`` given; :class:`PageGate`): each page has a splat node of its own and gets
+  a pose only once it has drawn the one before (its page script acknowledges each Gaussian buffer it drew,
+  :mod:`nerfhead.viewer.page_audio`), or ``ack_timeout_s`` after it was sent, and then the *newest* pose (a
+  pose that came while the page was drawing replaces the one waiting for it: dropped, never queued; one that
+  waited more than ``FRESH_S`` when the page finished waits up to ``PATIENCE_S`` for a newer one). A browser
+  drawing on a GPU acknowledges within milliseconds and gets every pose; a slow page (software WebGL) is no
+  longer sent buffers it would upload and sort but never show.
 """
 
 from __future__ import annotations
@@ -58,6 +65,14 @@ def pack_splats(g: BrowserSplats) -> np.ndarray:
     return out.numpy().view(np.uint32)
 
 
+def _new_node(scene: Any, n: int) -> Any:
+    """An empty splat node of ``n`` Gaussians (:data:`SPLAT_NODE`) on a scene (server-wide or one page's)."""
+    z3 = np.zeros((n, 3), np.float32)
+    return scene.add_gaussian_splats(
+        SPLAT_NODE, z3, np.zeros((n, 3, 3), np.float32), z3, np.zeros((n, 1), np.float32)
+    )
+
+
 @dataclass(frozen=True)
 class Posed:
     """One posed state, waiting to be sent."""
@@ -92,6 +107,54 @@ class PushStats:
     (or taken by the sender), handed to the websockets (flushed)."""
 
 
+FRESH_S = 0.01
+"""Flow control: a pose released at most this long ago goes to a page as soon as the page drew the last one."""
+PATIENCE_S = 0.05
+"""... an older one waits up to this much longer for a newer pose to replace it (then goes anyway)."""
+
+
+@dataclass
+class PageGate:
+    """Flow control of one page: at most one pose on its way to it, not yet drawn."""
+
+    client: Any
+    """viser's client handle (``client.scene``, ``client.flush``)."""
+    handle: Any = None
+    """The page's own splat node."""
+    waiting: Posed | None = None
+    """The newest pose not yet sent to this page (sent once it has drawn the one before, or at the timeout)."""
+    waiting_since: float = 0.0
+    """``time.monotonic()`` when ``waiting`` was released for the pages."""
+    in_flight: float | None = None
+    """``time.monotonic()`` when the pose not yet acknowledged was sent (None: the page has drawn all it got)."""
+    last_version: int = -1
+    """Version of the last pose sent to the page."""
+    sent: int = 0
+    """Poses sent to the page."""
+    acks: int = 0
+    """Draws the page acknowledged."""
+    timeouts: int = 0
+    """Poses sent without the page's acknowledgement of the one before (``ack_timeout_s`` passed)."""
+    dropped: int = 0
+    """Poses replaced by a newer one while they waited for the page."""
+    log: deque[tuple[int, float]] | None = None
+    """(version, ``time.monotonic()``) of the last poses sent to the page."""
+
+    def wait_left(self, now: float, timeout: float) -> float | None:
+        """Seconds until the page gets the pose waiting for it (0: now; None: nothing waits). It gets it once
+        it drew the last one, or ``timeout`` seconds after that was sent; a page that drew the last one while
+        the waiting pose was already ``FRESH_S`` old waits up to ``PATIENCE_S`` for a newer one (live speech
+        releases one per frame), so that it does not spend its next draw on a stale pose."""
+        if self.waiting is None:
+            return None
+        if timeout <= 0:
+            return 0.0
+        if self.in_flight is not None:
+            return max(0.0, self.in_flight + timeout - now)
+        age = now - self.waiting_since
+        return FRESH_S + PATIENCE_S - age if FRESH_S <= age < FRESH_S + PATIENCE_S else 0.0
+
+
 class SplatPusher:
     """Poses the head's Gaussians after every state change and sends them to the pages.
 
@@ -104,6 +167,10 @@ class SplatPusher:
         hold: ``hold(version)``: the ``time.monotonic()`` before which that state must not be sent, or None
             (live speech: every frame leaves a fixed time after its audio arrived, so the page can play the
             audio in step; :meth:`ViewerServer.live_hold`).
+        per_page: flow control per page (:class:`PageGate`: pages are added with :meth:`add_page` and
+            acknowledge draws with :meth:`ack`); False: one node on ``scene`` for all pages, every pose sent.
+        ack_timeout_s: with ``per_page``, a page that has not acknowledged its last pose gets the next one after
+            this long (0: every pose at once, no flow control).
     """
 
     def __init__(
@@ -114,8 +181,17 @@ class SplatPusher:
         flush: Callable[[], None] | None = None,
         on_sent: Callable[[PushStats, int], None] | None = None,
         hold: Callable[[int], float | None] | None = None,
+        per_page: bool = False,
+        ack_timeout_s: float = 1.0,
     ):
         self._hold = hold
+        self.per_page = per_page
+        self.ack_timeout_s = float(ack_timeout_s)
+        self.pages: dict[int, PageGate] = {}
+        """Flow control of each page (``per_page``), by viser client id."""
+        self.latest: Posed | None = None
+        """The newest pose released for the pages."""
+        self._pages_due = False
         self._scene, self._pose, self._current, self._flush, self._on_sent = (
             scene,
             pose,
@@ -156,12 +232,16 @@ class SplatPusher:
             if t.is_alive() and threading.current_thread() is not t:
                 t.join(timeout)
         with self._send_lock:
-            if self.handle is not None:
-                try:
-                    self.handle.remove()
-                except Exception:  # the server may be stopping already
-                    pass
-                self.handle = None
+            handles = [self.handle] + [g.handle for g in self.pages.values()]
+            for h in handles:
+                if h is not None:
+                    try:
+                        h.remove()
+                    except Exception:  # the server or the page may be gone already
+                        pass
+            self.handle = None
+            for g in self.pages.values():
+                g.handle = None
 
     @property
     def alive(self) -> bool:
@@ -189,11 +269,18 @@ class SplatPusher:
     def _send_loop(self) -> None:
         while True:
             with self._cond:
-                while not (self._stopping or self._mailbox is not None):
-                    self._cond.wait()
+                while not (self._stopping or self._mailbox is not None or self._pages_due):
+                    wait = self._next_timeout()
+                    if wait == 0.0:  # a page's acknowledgement is overdue and a pose waits for it
+                        break
+                    self._cond.wait(wait)
+                self._pages_due = False
                 posed, self._mailbox = self._mailbox, None
-                if self._stopping or posed is None:
+                if self._stopping:
                     return
+            if posed is None:  # an acknowledgement, a new page or a timeout: send what waits
+                self._serve_pages()
+                continue
             due = None if self._hold is None else self._hold(posed.version)  # not under _cond: takes locks
             if due is not None:
                 with self._cond:
@@ -205,6 +292,70 @@ class SplatPusher:
                 self.send(posed, time.monotonic())
             except Exception:
                 traceback.print_exc()
+
+    def _next_timeout(self) -> float | None:
+        """Seconds until the first page with a pose waiting may get it (None: none waits; 0: one may now).
+        Called under ``_cond``."""
+        if not self.per_page:
+            return None
+        now, best = time.monotonic(), None
+        for gate in list(self.pages.values()):
+            left = gate.wait_left(now, self.ack_timeout_s)
+            if left is not None:
+                best = left if best is None else min(best, left)
+        return best
+
+    def add_page(self, key: int, client: Any) -> None:
+        """A page connected (``per_page``): it gets the newest pose at once."""
+        with self._cond:
+            gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000))
+            gate.waiting, gate.waiting_since = self.latest, time.monotonic()
+            self._pages_due = True
+            self._cond.notify_all()
+
+    def remove_page(self, key: int) -> None:
+        with self._cond:
+            self.pages.pop(key, None)
+
+    def ack(self, key: int) -> None:
+        """Page ``key`` drew a Gaussian buffer: it may get the next pose (the newest)."""
+        with self._cond:
+            gate = self.pages.get(key)
+            if gate is None:
+                return
+            gate.acks += 1
+            gate.in_flight = None
+            if gate.waiting is not None:
+                self._pages_due = True
+                self._cond.notify_all()
+
+    def _serve_pages(self) -> None:
+        """Send each page that may get one the pose waiting for it (sender thread)."""
+        now = time.monotonic()
+        todo: list[tuple[PageGate, Posed]] = []
+        with self._cond:
+            for gate in self.pages.values():
+                posed = gate.waiting
+                if posed is not None and gate.wait_left(now, self.ack_timeout_s) == 0.0:
+                    if gate.in_flight is not None:
+                        gate.timeouts += 1
+                    todo.append((gate, posed))
+                    gate.waiting = None
+                    gate.in_flight = now
+        for gate, posed in todo:
+            with self._send_lock:
+                if self._stopping:
+                    return
+                scene = gate.client.scene
+                if gate.handle is None:
+                    gate.handle = _new_node(scene, len(posed.buffer))
+                gate.handle.buffer = posed.buffer
+                gate.client.flush()
+                t = time.monotonic()
+            gate.last_version = posed.version
+            gate.sent += 1
+            if gate.log is not None:
+                gate.log.append((posed.version, t))
 
     def pose_now(self) -> Posed:
         """Pose the current state."""
@@ -218,20 +369,24 @@ class SplatPusher:
         ``released``: when the hold let it go (default: now)."""
         released = time.monotonic() if released is None else released
         version, buffer = posed.version, posed.buffer
-        with self._send_lock:
-            if self._stopping:
-                return
-            if self.handle is None:
-                self.handle = self._scene.add_gaussian_splats(
-                    SPLAT_NODE,
-                    np.zeros((len(buffer), 3), np.float32),
-                    np.zeros((len(buffer), 3, 3), np.float32),
-                    np.zeros((len(buffer), 3), np.float32),
-                    np.zeros((len(buffer), 1), np.float32),
-                )
-            self.handle.buffer = buffer
-            if self._flush is not None:
-                self._flush()
+        if self.per_page:
+            with self._cond:
+                self.latest = posed
+                for gate in self.pages.values():
+                    if gate.waiting is not None:
+                        gate.dropped += 1  # the page is still drawing: the newer pose replaces it
+                    gate.waiting, gate.waiting_since = posed, released
+            self._serve_pages()
+        else:
+            with self._send_lock:
+                if self._stopping:
+                    return
+                if self.handle is None:
+                    self.handle = _new_node(self._scene, len(buffer))
+                self.handle.buffer = buffer
+                if self._flush is not None:
+                    self._flush()
+            self.latest = posed
         now = time.monotonic()
         self._sent.append(now)
         while self._sent and self._sent[0] < now - 1.0:

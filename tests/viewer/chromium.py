@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from nerfhead.viewer.page_audio import WATCH_DRAWS
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 APT_LINE = "apt-get update && apt-get install -y chromium"
 
@@ -198,30 +200,42 @@ class Chromium:
         self.close()
 
 
-class FrameLog:
-    """Times (``time.monotonic`` clock: Chromium's DevTools timestamps are CLOCK_MONOTONIC seconds on Linux) at
-    which the page received websocket frames larger than ``min_bytes``. viser's page talks to the server from a
-    Web Worker, so this attaches to the page's workers over a DevTools connection of its own and listens to
-    ``Network.webSocketFrameReceived`` there."""
+class _Attached:
+    """A DevTools connection to a page that attaches to the page's workers (auto-attach, flat sessions) and
+    handles their events in a thread of its own (:meth:`_handle`); replies to :meth:`_send` are kept."""
 
-    def __init__(self, ws_url: str, min_bytes: int):
+    def __init__(self, ws_url: str, pause_workers: bool):
         from websockets.sync.client import connect
 
-        self.min_chars = int(min_bytes * 4 / 3)  # binary payloads arrive base64-encoded
-        self.times: list[float] = []
         self._ws = connect(ws_url, max_size=None, ping_interval=None, close_timeout=1)
         self._id = 0
+        self._replies: dict[int, Any] = {}
+        self._cv = threading.Condition()
         self._stop = threading.Event()
-        self._send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        self._send(
+            "Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=pause_workers, flatten=True
+        )
 
-    def _send(self, method: str, session: str | None = None, **params: Any) -> None:
-        self._id += 1
-        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+    def _send(self, method: str, session: str | None = None, **params: Any) -> int:
+        with self._cv:
+            self._id += 1
+            i = self._id
+        msg: dict[str, Any] = {"id": i, "method": method, "params": params}
         if session:
             msg["sessionId"] = session
         self._ws.send(json.dumps(msg))
+        return i
+
+    def _call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        i = self._send(method, session, **params)
+        with self._cv:
+            self._cv.wait_for(lambda: i in self._replies, timeout=30)
+            return self._replies.pop(i, {})
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -231,14 +245,12 @@ class FrameLog:
                 continue
             except Exception:
                 return
-            method = msg.get("method")
-            if method == "Target.attachedToTarget":
-                self._send("Network.enable", msg["params"]["sessionId"])
-                self._send("Runtime.runIfWaitingForDebugger", msg["params"]["sessionId"])
-            elif method == "Network.webSocketFrameReceived":
-                p = msg["params"]
-                if len(p["response"].get("payloadData", "")) >= self.min_chars:
-                    self.times.append(float(p["timestamp"]))
+            if "id" in msg and "method" not in msg:
+                with self._cv:
+                    self._replies[int(msg["id"])] = msg
+                    self._cv.notify_all()
+            else:
+                self._handle(msg)
 
     def close(self) -> None:
         self._stop.set()
@@ -246,38 +258,44 @@ class FrameLog:
         self._ws.close()
 
 
-DRAW_HOOK = r"""
-(() => {
+class FrameLog(_Attached):
+    """Times (``time.monotonic`` clock: Chromium's DevTools timestamps are CLOCK_MONOTONIC seconds on Linux) at
+    which the page received websocket frames larger than ``min_bytes``. viser's page talks to the server from a
+    Web Worker, so this attaches to the page's workers over a DevTools connection of its own and listens to
+    ``Network.webSocketFrameReceived`` there."""
+
+    def __init__(self, ws_url: str, min_bytes: int):
+        self.min_chars = int(min_bytes * 4 / 3)  # binary payloads arrive base64-encoded
+        self.times: list[float] = []
+        super().__init__(ws_url, pause_workers=False)
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        method = msg.get("method")
+        if method == "Target.attachedToTarget":
+            self._send("Network.enable", msg["params"]["sessionId"])
+            self._send("Runtime.runIfWaitingForDebugger", msg["params"]["sessionId"])
+        elif method == "Network.webSocketFrameReceived":
+            p = msg["params"]
+            if len(p["response"].get("payloadData", "")) >= self.min_chars:
+                self.times.append(float(p["timestamp"]))
+
+
+DRAW_HOOK = (
+    "(() => {\n"
+    + WATCH_DRAWS
+    + r"""
   // The times (performance.now, ms) at which the page uploaded a large texture (viser's Gaussian buffer:
   // 32 bytes per Gaussian) and then issued the draw call that uses it, and the next animation frame after it.
   const log = (window.__nerfheadDraws = { uploads: [], draws: [], frames: [], pending: null, minBytes: 200000 });
-  const wrap = (proto, name, fn) => {
-    const orig = proto[name];
-    if (!orig) return;
-    proto[name] = function (...args) { const r = orig.apply(this, args); fn(args); return r; };
-  };
-  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
-    if (!C) continue;
-    for (const name of ["texImage2D", "texSubImage2D"]) {
-      wrap(C.prototype, name, (args) => {
-        for (const a of args) {
-          if (a && a.byteLength >= log.minBytes) { log.pending = performance.now(); return; }
-        }
-      });
-    }
-    for (const name of ["drawElementsInstanced", "drawArraysInstanced"]) {
-      wrap(C.prototype, name, () => {
-        if (log.pending === null) return;
-        log.uploads.push(log.pending);
-        log.draws.push(performance.now());
-        log.pending = null;
-        requestAnimationFrame(() => log.frames.push(performance.now()));
-        if (log.draws.length > 5000) { log.uploads.splice(0, 1000); log.draws.splice(0, 1000); log.frames.splice(0, 1000); }
-      });
-    }
-  }
+  watchDraws(log.minBytes, () => { log.pending = performance.now(); }, () => {
+    log.uploads.push(log.pending);
+    log.draws.push(performance.now());
+    requestAnimationFrame(() => log.frames.push(performance.now()));
+    if (log.draws.length > 5000) { log.uploads.splice(0, 1000); log.draws.splice(0, 1000); log.frames.splice(0, 1000); }
+  });
 })();
 """
+)
 """An init script (:meth:`Page.add_init_script`) that logs when the page draws a new Gaussian buffer:
 ``window.__nerfheadDraws`` holds, per buffer drawn, the upload time, the draw call's time and the next animation
 frame's time (page clock, ms)."""
@@ -341,3 +359,66 @@ def audio_picture_offsets(page: Page, receipts: list[float], after: float = 0.0)
         "late": int(s["late"]),
         "chunks": len(chunks),
     }
+
+
+RECEIPT_HOOK = r"""
+(() => {
+  // In a worker, before its code runs: the time (wall-clock ms: performance.timeOrigin + now) at which each
+  // websocket message of at least MIN bytes arrives, kept in self.__nerfheadReceipts.
+  if (self.__nerfheadReceipts || typeof self.WebSocket === "undefined") return;
+  const log = (self.__nerfheadReceipts = []);
+  const W = self.WebSocket;
+  const Hooked = function (...args) {
+    const s = new W(...args);
+    s.addEventListener("message", (ev) => {
+      const n = ev.data && (ev.data.byteLength !== undefined ? ev.data.byteLength : ev.data.size || 0);
+      if (n >= __MIN__) log.push(performance.timeOrigin + performance.now());
+    });
+    return s;
+  };
+  Hooked.prototype = W.prototype;
+  for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Hooked[k] = W[k];
+  self.WebSocket = Hooked;
+})();
+"""
+"""Run in each of the page's workers before their code (:class:`ReceiptLog`); ``__MIN__``: least bytes."""
+
+
+class ReceiptLog(_Attached):
+    """When the page received websocket messages of at least ``min_bytes`` (viser's Gaussian buffers), timed
+    in the page itself: viser's page talks to the server from a Web Worker, so this attaches to the page's
+    workers as they start (DevTools auto-attach, paused until :data:`RECEIPT_HOOK` is in) and reads their logs
+    at the end; no network events, so no payload crosses DevTools (:class:`FrameLog` gets every payload
+    base64-encoded and parses it in the observing process). Make it before the page loads the viewer.
+
+    The times are the worker's ``message`` events: when the worker's event loop dispatched the message, on the
+    wall clock, converted to ``time.monotonic()`` like :func:`page_to_monotonic`."""
+
+    def __init__(self, ws_url: str, min_bytes: int):
+        self._hook = RECEIPT_HOOK.replace("__MIN__", str(int(min_bytes)))
+        self._sessions: list[str] = []
+        super().__init__(ws_url, pause_workers=True)
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("method") == "Target.attachedToTarget":
+            sid = msg["params"]["sessionId"]
+            if msg["params"]["targetInfo"].get("type") in ("worker", "shared_worker", "service_worker"):
+                self._sessions.append(sid)
+                self._send("Runtime.evaluate", sid, expression=self._hook)
+            self._send("Runtime.runIfWaitingForDebugger", sid)
+
+    def times(self) -> np.ndarray:
+        """Receipt times so far (``time.monotonic()`` seconds, sorted), over all the page's workers."""
+        out: list[float] = []
+        for sid in list(self._sessions):
+            reply = self._call(
+                "Runtime.evaluate",
+                sid,
+                expression="JSON.stringify(self.__nerfheadReceipts || [])",
+                returnByValue=True,
+            )
+            value = reply.get("result", {}).get("result", {}).get("value")
+            if value:
+                out += json.loads(value)
+        to_mono = -(time.time() - time.monotonic())
+        return np.sort(np.asarray(out, np.float64) / 1000.0 + to_mono)

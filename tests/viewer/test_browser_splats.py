@@ -142,6 +142,9 @@ def test_browser_draws_what_our_rasteriser_renders(viewer: ViewerServer, page: P
     wrong = psnr(canvas, turned)
     print(f"browser vs rasteriser with the head turned 10 degrees: PSNR {wrong:.1f} dB")
     assert wrong < PSNR_BOUND
+    # Flow control: the page's script acknowledged the buffers it drew, over the page socket.
+    gate = viewer.splats.pages[viewer.connected()[0]]  # type: ignore[union-attr]
+    assert gate.acks >= 1 and gate.sent >= 1, (gate.acks, gate.sent)
 
 
 def test_yaw_slider_turns_the_head_in_the_page(viewer: ViewerServer, page: Page):
@@ -151,6 +154,8 @@ def test_yaw_slider_turns_the_head_in_the_page(viewer: ViewerServer, page: Page)
     try:
         view, after = drawn(viewer, page)
         assert viewer.splats.stats.updates > sent  # type: ignore[union-attr]
+        gate = viewer.splats.pages[viewer.connected()[0]]  # type: ignore[union-attr]
+        assert gate.last_version == viewer.splats._last_version  # type: ignore[union-attr]  # the newest pose
         assert psnr(after, ours(viewer, view)) >= PSNR_BOUND
         assert psnr(after, before) < PSNR_BOUND - 6
     finally:

@@ -502,6 +502,7 @@ def test_splat_head_through_the_viewer():
     """H8's splat head (a small untrained one) through the Renderable adapter: render, framing, splats."""
     from nerfhead.models.deform import DeformConfig
     from nerfhead.models.splat_head import SplatHead, SplatHeadConfig
+    from nerfhead.viewer.splats import pack_splats
 
     head = SplatHead(
         SplatHeadConfig(
@@ -532,8 +533,9 @@ def test_splat_head_through_the_viewer():
         pusher = v.splats
         assert pusher is not None and panels.browser.value
         wait_for(lambda: pusher.stats.updates > 0, 30, "the first pose update")
-        assert pusher.stats.bytes == 32 * n and pusher.handle is not None
-        np.testing.assert_allclose(pusher.handle.centers, g.centers.numpy())
+        # one splat node per page (flow control; no page here), the newest pose kept for the next page
+        assert pusher.stats.bytes == 32 * n and pusher.per_page and pusher.latest is not None
+        np.testing.assert_array_equal(pusher.latest.buffer, pack_splats(g))
         panels.browser.value = False
         assert v.render_mode == "server" and v.splats is None and pusher.handle is None and not pusher.alive
         panels.browser.value = True
