@@ -4,6 +4,7 @@ heads are rendered on this machine for each browser camera; live speech can driv
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import sys
 import time
@@ -50,6 +51,10 @@ class ViewOptions:
     """where the head is drawn: "auto" (in the browser for a splat head, else here), "browser" (this machine
     poses the Gaussians, the browser sorts and draws them) or "server" (rendered here, for a NeRF head or a GPU
     server). The Stats panel toggles it."""
+    page_ack_timeout: float = 0.0
+    """browser path, flow control for slow pages (seconds; 0: off): a page gets a new pose only once it has
+    drawn the previous one, or this long after it was sent, always the newest (e.g. 1.0 for a remote or
+    software-rendering browser)."""
 
 
 def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -> Any:
@@ -70,6 +75,8 @@ def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -
         raise InputError("--speech-driver", f"must be auto, network or rules, got {o.speech_driver!r}")
     if o.render not in ("auto", "browser", "server"):
         raise InputError("--render", f"must be auto, browser or server, got {o.render!r}")
+    if not (math.isfinite(o.page_ack_timeout) and 0.0 <= o.page_ack_timeout <= 60.0):
+        raise InputError("--page-ack-timeout", f"must be 0 .. 60 seconds, got {o.page_ack_timeout}")
     dev = check_device(o.device)
     if o.mock:
         from nerfhead.viewer.mock import MockHead
@@ -89,6 +96,7 @@ def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -
         moving_side=o.moving_side,
         speech_driver=o.speech_driver,
         render=o.render,
+        page_ack_timeout_s=o.page_ack_timeout,
     )
     try:
         viewer = ViewerServer(renderable, out_dir=run, config=cfg)
