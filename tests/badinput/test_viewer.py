@@ -317,3 +317,12 @@ def test_exports_are_rate_limited(viewer: ViewerServer):
     finally:
         c.close()
     assert len(list(exports.glob("view_*.png"))) <= 1
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--page-ack-timeout", "-1"), ("--render", "gpu")])
+def test_bad_view_option_is_one_line_before_anything_loads(tmp_path: Path, capsys, flag: str, value: str):
+    from nerfhead.cli.main import run
+
+    assert run(["view", str(tmp_path / "run"), "--mock", "--port", "0", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {flag}:"), err
