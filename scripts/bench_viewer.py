@@ -462,6 +462,12 @@ def main() -> None:
         help="ViewerConfig.live_margin_min_s: the adaptive hold's smallest margin (>= --live-margin: fixed)",
     )
     ap.add_argument(
+        "--page-ack-timeout",
+        type=float,
+        default=ViewerConfig.page_ack_timeout_s,
+        help="ViewerConfig.page_ack_timeout_s: page flow control (0: off)",
+    )
+    ap.add_argument(
         "--browser-nice",
         type=int,
         default=0,
@@ -471,7 +477,10 @@ def main() -> None:
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
-    margins: dict[str, float] = {"live_margin_s": args.live_margin}
+    margins: dict[str, float] = {
+        "live_margin_s": args.live_margin,
+        "page_ack_timeout_s": args.page_ack_timeout,
+    }
     if args.live_margin_min is not None:
         margins["live_margin_min_s"] = args.live_margin_min
     viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser", **margins)).start()

@@ -3,7 +3,8 @@
 While a live stream drives the face (``nerfhead view RUN --speech-stream ...``) the server streams the audio to
 every page over a websocket of its own (:class:`PageAudio`, on the viewer's host, a free port) as it arrives,
 together with a marker for each pose update that leaves for the page (the stream time of the audio it was
-posed from). A small script in the page (:data:`PAGE_SCRIPT`, added through a GUI HTML element) plays the
+posed from; on the browser path each page gets the markers of the poses sent to it, right after them: with flow
+control a page gets only some poses, later, and its audio follows those). A small script in the page (:data:`PAGE_SCRIPT`, added through a GUI HTML element) plays the
 audio with WebAudio, scheduled against the markers: the audio at stream time ``t`` plays at the page time at
 which the frame posed from ``t`` arrives. The server holds every live frame until a set time (the hold:
 look-ahead + margin, :class:`nerfhead.viewer.live_speech.HoldMargin`) after its audio arrived, and each marker
@@ -175,6 +176,7 @@ class PageAudio:
 
         self._on_draw = on_draw
         self._clients: set[Any] = set()
+        self._page_of: dict[Any, int] = {}  # connection -> viser client id (from its "H" message)
         self._lock = threading.Lock()
         self._server = serve(self._handle, host, 0, compression=None, max_size=2**16)
         self.port = int(self._server.socket.getsockname()[1])
@@ -199,11 +201,14 @@ class PageAudio:
                         client = int(msg[2:])
                     except ValueError:
                         client = -1
+                    with self._lock:
+                        self._page_of[conn] = client
         except Exception:
             pass
         finally:
             with self._lock:
                 self._clients.discard(conn)
+                self._page_of.pop(conn, None)
 
     @property
     def clients(self) -> int:
@@ -211,9 +216,11 @@ class PageAudio:
         with self._lock:
             return len(self._clients)
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: bytes, page: int | None = None) -> None:
         with self._lock:
-            clients = list(self._clients)
+            clients = (
+                list(self._clients) if page is None else [c for c, p in self._page_of.items() if p == page]
+            )
         for c in clients:
             try:
                 c.send(data)
@@ -226,10 +233,11 @@ class PageAudio:
         self._broadcast(AUDIO_HEADER.pack(b"A", float(t0), int(sr)) + pcm.tobytes())
         self.sent_audio += 1
 
-    def send_frame(self, t: float, hold: float = 0.0) -> None:
-        """A pose posed from the audio at stream time ``t`` has left for the pages; ``hold``: the seconds it was
-        held to after its audio arrived (the page schedules the audio by the same hold)."""
-        self._broadcast(FRAME_MARKER.pack(b"F", float(t), float(hold)))
+    def send_frame(self, t: float, hold: float = 0.0, page: int | None = None) -> None:
+        """A pose posed from the audio at stream time ``t`` has left for the pages (``page``: for the page of
+        that viser client id only, the one it was sent to); ``hold``: the seconds it was held to after its audio
+        arrived (the page schedules the audio by the same hold)."""
+        self._broadcast(FRAME_MARKER.pack(b"F", float(t), float(hold)), page)
 
     def close(self) -> None:
         """Stop serving; the port is free when this returns."""
@@ -237,6 +245,7 @@ class PageAudio:
         self._thread.join(5.0)
         with self._lock:
             clients, self._clients = list(self._clients), set()
+            self._page_of.clear()
         for c in clients:
             try:
                 c.close()

@@ -135,6 +135,8 @@ class ViewerServer:
         """The live hold's margin past the look-ahead, adapted to the measured pose times (kept across
         streams: non-live pose updates are timed too)."""
         self._last_hold = (-1, 0.0)  # (version, hold) of the last live_hold answer
+        self._marks: deque[tuple[int, float, float]] = deque(maxlen=64)  # (version, stream time, hold) sent
+        self._page_marked: dict[int, float] = {}  # page -> stream time of the last frame marker it got
         self.page_audio: PageAudio | None = None
         """The pages' own socket: live audio to them, draw acknowledgements (flow control) from them (made at
         :meth:`start` when the page plays live audio or a splat head is drawn with flow control)."""
@@ -334,11 +336,30 @@ class ViewerServer:
             self.live_hold,
             per_page=per_page,
             ack_timeout_s=self.config.page_ack_timeout_s,
+            on_page_sent=self._on_page_sent,
         )
         if per_page:
             for cid, client in list(self._clients.items()):
                 self.splats.add_page(cid, client)
         self.splats.start()
+
+    def _on_page_sent(self, page: int, version: int) -> None:
+        """The pose of state ``version`` went to page ``page`` (browser path, per page): that page's audio gets
+        the marker of the newest live frame in it, once, so its audio follows the poses it actually received
+        (with flow control a page gets only some of them, later)."""
+        audio = self.page_audio
+        if audio is None or not self.config.page_audio:
+            return
+        with self._live_lock:
+            mark = None
+            for v, t, hold in self._marks:
+                if v > version:
+                    break
+                mark = (t, hold)
+            if mark is None or self._page_marked.get(page, -1.0) >= mark[0]:
+                return
+            self._page_marked[page] = mark[0]
+        audio.send_frame(mark[0], mark[1], page)
 
     def _on_page_draw(self, client: int) -> None:
         pusher = self.splats
@@ -385,6 +406,9 @@ class ViewerServer:
         driver = stream_driver(self.speech.network, self.state.fps, source.sr)
         self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
         self._lookahead = float(driver.latency_s)
+        with self._live_lock:  # stream times start again at 0
+            self._marks.clear()
+            self._page_marked.clear()
         audio = self.page_audio if self.config.page_audio else None
         self.live = LiveSpeech(
             source,
@@ -449,11 +473,14 @@ class ViewerServer:
                 steps = times if times is not None else (now, now, now, now)
                 hold = self._last_hold[1] if self._last_hold[0] == version else self._live_delay
                 self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version, hold))
+                self._marks.append((version, t, hold))
                 if times is not None:  # the margin it needed had its driver output been on time
                     self.hold_margin.observe(times[1] - max(produced, arrival + self._lookahead))
             elif times is not None:  # any other pose: its pose time
                 self.hold_margin.observe(times[1] - times[0])
-        if newest is not None and self.page_audio is not None and self.config.page_audio:
+        pusher = self.splats
+        per_page = pusher is not None and pusher.per_page  # then each page's marker follows its own pose
+        if newest is not None and self.page_audio is not None and self.config.page_audio and not per_page:
             self.page_audio.send_frame(newest[2], hold)
 
     def latency_summary(self) -> tuple[float, float] | None:

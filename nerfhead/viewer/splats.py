@@ -200,8 +200,10 @@ class SplatPusher:
         hold: Callable[[int], float | None] | None = None,
         per_page: bool = False,
         ack_timeout_s: float = 1.0,
+        on_page_sent: Callable[[int, int], None] | None = None,
     ):
         self._hold = hold
+        self._on_page_sent = on_page_sent
         self.per_page = per_page
         self.ack_timeout_s = float(ack_timeout_s)
         self.pages: dict[int, PageGate] = {}
@@ -346,12 +348,15 @@ class SplatPusher:
                 self._pages_due = True
                 self._cond.notify_all()
 
-    def _serve_pages(self) -> None:
-        """Send each page that may get one the pose waiting for it (sender thread)."""
+    def _serve_pages(self, notify: bool = True) -> list[tuple[int, int]]:
+        """Send each page that may get one the pose waiting for it (sender thread); returns (page, version)
+        of each pose sent, and with ``notify`` tells ``on_page_sent`` of each at once."""
         now = time.monotonic()
         todo: list[tuple[PageGate, Posed]] = []
+        keys: dict[int, int] = {}
         with self._cond:
-            for gate in self.pages.values():
+            for key, gate in self.pages.items():
+                keys[id(gate)] = key
                 posed = gate.waiting
                 if posed is not None and gate.wait_left(now, self.ack_timeout_s) == 0.0:
                     if gate.in_flight is not None:
@@ -359,10 +364,11 @@ class SplatPusher:
                     todo.append((gate, posed))
                     gate.waiting = None
                     gate.in_flight = now
+        done: list[tuple[int, int]] = []
         for gate, posed in todo:
             with self._send_lock:
                 if self._stopping:
-                    return
+                    return done
                 scene = gate.client.scene
                 if gate.handle is None:
                     gate.handle = _new_node(scene, len(posed.buffer))
@@ -373,6 +379,15 @@ class SplatPusher:
             gate.sent += 1
             if gate.log is not None:
                 gate.log.append((posed.version, t))
+            done.append((keys[id(gate)], posed.version))
+        if notify:
+            self._notify_pages(done)
+        return done
+
+    def _notify_pages(self, done: list[tuple[int, int]]) -> None:
+        if self._on_page_sent is not None:
+            for key, version in done:
+                self._on_page_sent(key, version)
 
     def pose_now(self) -> Posed:
         """Pose the current state."""
@@ -393,8 +408,9 @@ class SplatPusher:
                     if gate.waiting is not None:
                         gate.dropped += 1  # the page is still drawing: the newer pose replaces it
                     gate.waiting, gate.waiting_since = posed, released
-            self._serve_pages()
+            done = self._serve_pages(notify=False)  # told after on_sent (which records the frame)
         else:
+            done = []
             with self._send_lock:
                 if self._stopping:
                     return
@@ -417,6 +433,7 @@ class SplatPusher:
         self._last_version = version
         if self._on_sent is not None:
             self._on_sent(s, version)
+        self._notify_pages(done)
 
     def push_now(self) -> int:
         """Pose and send the current state in the calling thread (tests and benchmarks); returns its version."""
