@@ -54,7 +54,8 @@ class HoldMargin:
     to its pose being done, and any other pose update's need is its pose time. On a fast machine frames leave
     soon after the look-ahead; under load the margin grows back to ``hi``. It moves by at most ``step_down`` /
     ``step_up`` seconds per measurement, so the page's audio schedule (set about one hold ahead) follows it
-    within a few ms. ``lo >= hi``: a fixed margin ``hi``. It starts at ``hi`` until ``warmup`` needs are known.
+    within ~15 ms; at the start of a stream (:meth:`restart`: no audio scheduled yet) it goes to its target at
+    once. ``lo >= hi``: a fixed margin ``hi``. It is ``hi`` until ``warmup`` needs are known.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class HoldMargin:
         quantile: float = 95.0,
         window: int = 100,
         warmup: int = 10,
-        step_down: float = 0.001,
+        step_down: float = 0.002,
         step_up: float = 0.002,
     ):
         if not (0.0 <= lo and 0.0 <= hi and 0.0 < quantile <= 100.0 and window >= 1):
@@ -88,6 +89,11 @@ class HoldMargin:
             return self.hi
         q = float(np.percentile(np.fromiter(self._needs, np.float64), self.quantile))
         return float(np.clip(q + HOLD_ALLOWANCE_S, self.lo, self.hi))
+
+    def restart(self) -> float:
+        """A new stream: the margin goes to its target at once (the page has no audio scheduled against it)."""
+        self.value = self.target()
+        return self.value
 
     def observe(self, need: float) -> float:
         """One measured need (seconds); returns the new margin."""

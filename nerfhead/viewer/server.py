@@ -406,6 +406,7 @@ class ViewerServer:
         driver = stream_driver(self.speech.network, self.state.fps, source.sr)
         self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
         self._lookahead = float(driver.latency_s)
+        self.hold_margin.restart()
         with self._live_lock:  # stream times start again at 0
             self._marks.clear()
             self._page_marked.clear()

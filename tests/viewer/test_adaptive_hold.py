@@ -52,6 +52,9 @@ def test_margin_is_clamped_rate_limited_and_fixed_when_lo_is_hi():
     assert m.value == pytest.approx(0.07)
     m.observe(float("nan"))  # ignored
     assert m.value == pytest.approx(0.07)
+    for _ in range(100):
+        m._needs.append(0.0)  # measured, not yet followed ...
+    assert m.value == pytest.approx(0.07) and m.restart() == pytest.approx(0.015)  # ... a new stream jumps
     fixed = HoldMargin(0.07, 0.07)
     for x in _needs(200, 3):
         fixed.observe(float(x))
