@@ -477,7 +477,7 @@ def main() -> None:
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
-    margins: dict[str, float] = {
+    margins: dict[str, Any] = {
         "live_margin_s": args.live_margin,
         "page_ack_timeout_s": args.page_ack_timeout,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -161,8 +161,8 @@ def test_frame_markers_go_to_the_page_named():
             wait_for(lambda: len(audio._page_of) == 2, 5, "both pages' hellos")
             audio.send_frame(0.5, 0.3, page=2)
             audio.send_frame(0.54, 0.29)
-            got_b = [FRAME_MARKER.unpack(b.recv(timeout=5)) for _ in range(2)]
-            got_a = [FRAME_MARKER.unpack(a.recv(timeout=5))]
+            got_b = [FRAME_MARKER.unpack(cast(bytes, b.recv(timeout=5))) for _ in range(2)]
+            got_a = [FRAME_MARKER.unpack(cast(bytes, a.recv(timeout=5)))]
             try:
                 extra = a.recv(timeout=0.3)
             except TimeoutError:
