@@ -49,6 +49,11 @@ from nerfhead.viewer.live_speech import PipeSource, feed_pipe
 from nerfhead.viewer.splats import pack_splats
 from tests.viewer.chromium import DRAW_HOOK, ReceiptLog, audio_picture_offsets, page_draws
 
+try:
+    from nerfhead.viewer.splats import MIN_ALPHA_BYTE
+except ImportError:  # a library that sends every Gaussian (a baseline run)
+    MIN_ALPHA_BYTE = 0
+
 CLIP = Path(__file__).resolve().parents[1] / "scenes" / "assets" / "audio" / "en_ljspeech_LJ050-0131.wav"
 RAF = "window.__raf = 0; (function f() { window.__raf++; requestAnimationFrame(f); })(); true"
 
@@ -60,6 +65,7 @@ def stats(x: list[float] | np.ndarray) -> dict[str, float]:
     return {
         "n": int(a.size),
         "median": round(float(np.median(a)), 4),
+        "p90": round(float(np.percentile(a, 90)), 4),
         "p95": round(float(np.percentile(a, 95)), 4),
         "max": round(float(a.max()), 4),
     }
@@ -127,11 +133,16 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     nbytes = 0
     for i, d in enumerate(drives):
         t0 = time.perf_counter()
-        buf = pack_splats(pose(d))
+        buf = pack_splats(pose(d), MIN_ALPHA_BYTE) if MIN_ALPHA_BYTE else pack_splats(pose(d))
         if i:  # the first is a warm-up
             times.append(1000 * (time.perf_counter() - t0))
         nbytes = int(buf.nbytes)
-    return {"ms": stats(times), "bytes_per_update": nbytes, "gaussians": nbytes // 32}
+    return {
+        "ms": stats(times),
+        "bytes_per_update": nbytes,
+        "gaussians_sent": nbytes // 32,
+        "gaussians": int(pose(drives[0]).centers.shape[0]),
+    }
 
 
 def moved(a: Any, b: Any, position: float, colour: float) -> torch.Tensor:
@@ -277,7 +288,7 @@ def live_chain(
         row = {
             "t": tr.t,
             "arrival": tr.arrival,
-            "due": tr.arrival + delay,
+            "due": tr.arrival + (getattr(tr, "hold", 0.0) or delay),  # the frame's own hold (adaptive)
             "produced": tr.produced,
             "pose_started": tr.pose_started,
             "posed": tr.posed,
@@ -368,7 +379,7 @@ def bench_live(viewer: ViewerServer, page: Any, frames: ReceiptLog, live_s: floa
         "frames_sent": len(trace),
         "frames_received_by_page": len(received),
         "frames_drawn_by_page": sum("drawn" in row for row in rows),
-        "hold_s": round(viewer._live_delay, 4),
+        "hold_s": stats([getattr(t, "hold", 0.0) or viewer._live_delay for t in trace]),
         "bytes_per_update": stats([t.nbytes for t in trace]),
         "latency_to_websocket_s": stats([t.sent - t.arrival for t in trace]),
         "latency_to_page_s": stats(at_page),
@@ -445,6 +456,18 @@ def main() -> None:
         help="ViewerConfig.live_margin_s: how long past the look-ahead a live frame is held",
     )
     ap.add_argument(
+        "--live-margin-min",
+        type=float,
+        default=getattr(ViewerConfig, "live_margin_min_s", None),
+        help="ViewerConfig.live_margin_min_s: the adaptive hold's smallest margin (>= --live-margin: fixed)",
+    )
+    ap.add_argument(
+        "--page-ack-timeout",
+        type=float,
+        default=ViewerConfig.page_ack_timeout_s,
+        help="ViewerConfig.page_ack_timeout_s: page flow control (0: off)",
+    )
+    ap.add_argument(
         "--browser-nice",
         type=int,
         default=0,
@@ -454,11 +477,13 @@ def main() -> None:
     args = ap.parse_args()
 
     renderable = load_renderable(args.run)
-    viewer = ViewerServer(
-        renderable,
-        args.run,
-        ViewerConfig(port=0, render="browser", live_margin_s=args.live_margin),
-    ).start()
+    margins: dict[str, Any] = {
+        "live_margin_s": args.live_margin,
+        "page_ack_timeout_s": args.page_ack_timeout,
+    }
+    if args.live_margin_min is not None:
+        margins["live_margin_min_s"] = args.live_margin_min
+    viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser", **margins)).start()
     result: dict[str, Any] = {
         "run": str(args.run),
         "machine": {
@@ -466,7 +491,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
-            "live_margin_s": args.live_margin,
+            **margins,
             "browser_nice": args.browser_nice,
         },
     }

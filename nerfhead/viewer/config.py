@@ -52,10 +52,17 @@ class ViewerConfig:
     """Browser path, flow control: a page gets a new pose only once it has drawn the previous one (its page
     script acknowledges each Gaussian buffer it draws, over the page-audio socket), or this long after it was
     sent; always the newest pose, poses in between are dropped. A browser drawing on a GPU acknowledges within
-    milliseconds and gets every pose. 0 (the default): every pose to every page at once (no flow control): on
-    this project's 2-core machine the headless page's audio/picture offset grew from ~5 to ~40-47 ms with it on
-    (``nerfhead view --page-ack-timeout 1``), so it is an option for slow or remote pages, not the default."""
+    milliseconds and gets every pose. Each page's audio follows the poses sent to it. 0 (the default): every
+    pose to every page at once (no flow control): on this project's 2-core machine the headless page's
+    speech-to-screen p95 was worse with it on (a pose waits for the slow page's acknowledgement), so it is an
+    option for slow or remote pages (``nerfhead view --page-ack-timeout 1``), not the default."""
     live_margin_s: float = 0.07
-    """Live speech: every frame leaves for the pages this long after the driver's look-ahead (0.25 s) past the
-    arrival of its audio (frames posed sooner wait): a steady picture the page's audio is scheduled against.
-    Shorter: less latency, but frames that take longer to pose arrive late against the sound."""
+    """Live speech: every frame leaves for the pages a hold margin after the driver's look-ahead (0.25 s) past
+    the arrival of its audio (frames posed sooner wait): a steady picture the page's audio is scheduled
+    against. This is the largest margin (and the first, until poses were timed); the margin adapts down to
+    ``live_margin_min_s`` (:class:`nerfhead.viewer.live_speech.HoldMargin`: a high percentile of the measured
+    driver output -> pose done times plus a hand-off allowance). Shorter: less latency, but frames that take
+    longer to pose arrive late against the sound."""
+    live_margin_min_s: float = 0.015
+    """Live speech: the smallest hold margin the adaptive hold may use (>= ``live_margin_s``: a fixed margin
+    of ``live_margin_s``)."""

@@ -14,6 +14,7 @@ Memory is bounded: the drivers keep a fixed window, and arrival times are kept f
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import sys
@@ -39,6 +40,68 @@ CHUNK_S = 0.02
 """Seconds of audio per read (20 ms)."""
 ARRIVALS_KEPT_S = 5.0
 """How far back arrival times are remembered (bounded memory on a stream of any length)."""
+HOLD_ALLOWANCE_S = 0.005
+"""Hold margin: time allowed past a frame's pose for handing it to the websockets."""
+
+
+class HoldMargin:
+    """How long past the driver's look-ahead a live frame is held before it leaves for the pages (the page's
+    audio is scheduled against the same hold, so picture and sound stay in step).
+
+    Adaptive between ``lo`` and ``hi``: the margin follows a high percentile (``quantile``) of the last
+    ``window`` measured needs plus :data:`HOLD_ALLOWANCE_S` for the hand-off, where a live frame's need is the
+    time from its driver output (or its due baseline, audio arrival + look-ahead, when the driver was early)
+    to its pose being done, and any other pose update's need is its pose time. On a fast machine frames leave
+    soon after the look-ahead; under load the margin grows back to ``hi``. It moves by at most ``step_down`` /
+    ``step_up`` seconds per measurement, so the page's audio schedule (set about one hold ahead) follows it
+    within ~15 ms; at the start of a stream (:meth:`restart`: no audio scheduled yet) it goes to its target at
+    once. ``lo >= hi``: a fixed margin ``hi``. It is ``hi`` until ``warmup`` needs are known.
+    """
+
+    def __init__(
+        self,
+        lo: float,
+        hi: float,
+        quantile: float = 95.0,
+        window: int = 100,
+        warmup: int = 10,
+        step_down: float = 0.002,
+        step_up: float = 0.002,
+    ):
+        if not (0.0 <= lo and 0.0 <= hi and 0.0 < quantile <= 100.0 and window >= 1):
+            raise ValueError(
+                f"bad hold margin settings: lo={lo}, hi={hi}, quantile={quantile}, window={window}"
+            )
+        self.lo, self.hi = float(min(lo, hi)), float(hi)
+        self.quantile, self.warmup = float(quantile), int(warmup)
+        self.step_down, self.step_up = float(step_down), float(step_up)
+        self.value = self.hi
+        """The margin now, seconds."""
+        self._needs: deque[float] = deque(maxlen=int(window))
+
+    @property
+    def adaptive(self) -> bool:
+        return self.lo < self.hi
+
+    def target(self) -> float:
+        """Where the margin is heading: the needs' high percentile plus the allowance, clamped to [lo, hi]."""
+        if not self.adaptive or len(self._needs) < self.warmup:
+            return self.hi
+        q = float(np.percentile(np.fromiter(self._needs, np.float64), self.quantile))
+        return float(np.clip(q + HOLD_ALLOWANCE_S, self.lo, self.hi))
+
+    def restart(self) -> float:
+        """A new stream: the margin goes to its target at once (the page has no audio scheduled against it)."""
+        self.value = self.target()
+        return self.value
+
+    def observe(self, need: float) -> float:
+        """One measured need (seconds); returns the new margin."""
+        if math.isfinite(need):
+            self._needs.append(float(need))
+        step = self.target() - self.value
+        self.value += min(max(step, -self.step_down), self.step_up)
+        return self.value
 
 
 class AudioSource(Protocol):

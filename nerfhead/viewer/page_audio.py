@@ -3,12 +3,15 @@
 While a live stream drives the face (``nerfhead view RUN --speech-stream ...``) the server streams the audio to
 every page over a websocket of its own (:class:`PageAudio`, on the viewer's host, a free port) as it arrives,
 together with a marker for each pose update that leaves for the page (the stream time of the audio it was
-posed from). A small script in the page (:data:`PAGE_SCRIPT`, added through a GUI HTML element) plays the
+posed from; on the browser path each page gets the markers of the poses sent to it, right after them: with flow
+control a page gets only some poses, later, and its audio follows those). A small script in the page (:data:`PAGE_SCRIPT`, added through a GUI HTML element) plays the
 audio with WebAudio, scheduled against the markers: the audio at stream time ``t`` plays at the page time at
-which the frame posed from ``t`` arrives. The server sends every live frame a fixed time after its audio
-arrived (``ViewerConfig.live_margin_s``), so that time is steady: the page takes the 20th percentile of
-``arrival - t`` over the last 50 markers (the frames that came on time; one the server could not pose in time
-is late against its sound). The page's socket lives in a Web Worker, so arrival times are taken when messages
+which the frame posed from ``t`` arrives. The server holds every live frame until a set time (the hold:
+look-ahead + margin, :class:`nerfhead.viewer.live_speech.HoldMargin`) after its audio arrived, and each marker
+carries the hold that applied, so that ``arrival - t - hold`` is steady: the page takes the 20th percentile
+of it over the last 50 markers (the frames that came on time; one the server could not pose in time is late
+against its sound) and plays the audio that much plus the newest hold after its stream time; when the
+adaptive hold moves, the audio schedule moves with it. The page's socket lives in a Web Worker, so arrival times are taken when messages
 arrive, not when a page busy drawing gets round to them. Audio arrives about one look-ahead (0.25 s) before the frame posed from it, so every chunk is
 scheduled ahead of time; consecutive chunks are joined without gaps while the estimate moves by less than
 15 ms. The page keeps what it did in ``window.__nerfheadAudio`` (the browser tests read it).
@@ -24,7 +27,7 @@ viser client) and names its client id when it connects.
 
 Messages (little-endian), server to page: audio ``b"A"``, 7 pad bytes, float64 stream time of the first sample
 (s), uint32 sample rate, 4 pad bytes, int16 mono samples; frame marker ``b"F"``, 7 pad bytes, float64 stream
-time (s). Page to server (text): ``"H <client id>"`` once, then ``"D"`` per Gaussian buffer drawn.
+time (s), float64 hold (s). Page to server (text): ``"H <client id>"`` once, then ``"D"`` per Gaussian buffer drawn.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 
 AUDIO_HEADER = struct.Struct("<c7xdI4x")
-FRAME_MARKER = struct.Struct("<c7xd")
+FRAME_MARKER = struct.Struct("<c7xdd")
 
 PAGE_SCRIPT = r"""
 (() => {
@@ -98,10 +101,11 @@ PAGE_SCRIPT = r"""
     const kind = String.fromCharCode(dv.getUint8(0));
     const t = dv.getFloat64(8, true);
     if (kind === "F") {
-      A.recent.push(now - t * 1000);
+      const hold = data.byteLength >= 24 ? dv.getFloat64(16, true) * 1000 : 0;  // the server's hold, ms
+      A.recent.push(now - t * 1000 - hold);
       if (A.recent.length > 50) A.recent.shift();
       const s = [...A.recent].sort((a, b) => a - b);
-      A.off = s[Math.floor(s.length / 5)];  // frames on time: the server holds every frame to a fixed delay
+      A.off = s[Math.floor(s.length / 5)] + hold;  // frames on time: each leaves its hold after its audio
       A.frames.push([t, now, A.off]);
       if (A.frames.length > 3000) A.frames.splice(0, 1000);
       for (const p of A.pending.splice(0)) play(...p);
@@ -172,6 +176,7 @@ class PageAudio:
 
         self._on_draw = on_draw
         self._clients: set[Any] = set()
+        self._page_of: dict[Any, int] = {}  # connection -> viser client id (from its "H" message)
         self._lock = threading.Lock()
         self._server = serve(self._handle, host, 0, compression=None, max_size=2**16)
         self.port = int(self._server.socket.getsockname()[1])
@@ -196,11 +201,14 @@ class PageAudio:
                         client = int(msg[2:])
                     except ValueError:
                         client = -1
+                    with self._lock:
+                        self._page_of[conn] = client
         except Exception:
             pass
         finally:
             with self._lock:
                 self._clients.discard(conn)
+                self._page_of.pop(conn, None)
 
     @property
     def clients(self) -> int:
@@ -208,9 +216,11 @@ class PageAudio:
         with self._lock:
             return len(self._clients)
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: bytes, page: int | None = None) -> None:
         with self._lock:
-            clients = list(self._clients)
+            clients = (
+                list(self._clients) if page is None else [c for c, p in self._page_of.items() if p == page]
+            )
         for c in clients:
             try:
                 c.send(data)
@@ -223,9 +233,11 @@ class PageAudio:
         self._broadcast(AUDIO_HEADER.pack(b"A", float(t0), int(sr)) + pcm.tobytes())
         self.sent_audio += 1
 
-    def send_frame(self, t: float) -> None:
-        """A pose posed from the audio at stream time ``t`` has left for the pages."""
-        self._broadcast(FRAME_MARKER.pack(b"F", float(t)))
+    def send_frame(self, t: float, hold: float = 0.0, page: int | None = None) -> None:
+        """A pose posed from the audio at stream time ``t`` has left for the pages (``page``: for the page of
+        that viser client id only, the one it was sent to); ``hold``: the seconds it was held to after its audio
+        arrived (the page schedules the audio by the same hold)."""
+        self._broadcast(FRAME_MARKER.pack(b"F", float(t), float(hold)), page)
 
     def close(self) -> None:
         """Stop serving; the port is free when this returns."""
@@ -233,6 +245,7 @@ class PageAudio:
         self._thread.join(5.0)
         with self._lock:
             clients, self._clients = list(self._clients), set()
+            self._page_of.clear()
         for c in clients:
             try:
                 c.close()

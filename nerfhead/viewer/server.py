@@ -31,7 +31,7 @@ from nerfhead.media.image import to_uint8
 from nerfhead.viewer.camera import ViewCamera, look_at_view, view_to_cameras
 from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-exported)
 from nerfhead.viewer.guard import Guard, RateLimit
-from nerfhead.viewer.live_speech import AudioSource, LiveSpeech, stream_driver
+from nerfhead.viewer.live_speech import AudioSource, HoldMargin, LiveSpeech, stream_driver
 from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.page_audio import PageAudio, page_html
 from nerfhead.viewer.renderable import Renderable
@@ -67,6 +67,8 @@ class LiveTrace:
     """Bytes of Gaussians sent with it (0 on the server path)."""
     version: int = -1
     """The state version sent (the newest live frame it holds is this one)."""
+    hold: float = 0.0
+    """The hold applied, seconds: the frame was due at ``arrival + hold`` (look-ahead + the margin then)."""
 
 
 def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> Speech:
@@ -128,7 +130,13 @@ class ViewerServer:
         )  # (state version, arrival, stream time, when the driver produced it)
         self.live_trace: deque[LiveTrace] = deque(maxlen=1000)
         """The steps of the last live frames sent (:class:`LiveTrace`)."""
-        self._live_delay = 0.0
+        self._lookahead = 0.0
+        self.hold_margin = HoldMargin(config.live_margin_min_s, config.live_margin_s)
+        """The live hold's margin past the look-ahead, adapted to the measured pose times (kept across
+        streams: non-live pose updates are timed too)."""
+        self._last_hold = (-1, 0.0)  # (version, hold) of the last live_hold answer
+        self._marks: deque[tuple[int, float, float]] = deque(maxlen=64)  # (version, stream time, hold) sent
+        self._page_marked: dict[int, float] = {}  # page -> stream time of the last frame marker it got
         self.page_audio: PageAudio | None = None
         """The pages' own socket: live audio to them, draw acknowledgements (flow control) from them (made at
         :meth:`start` when the page plays live audio or a splat head is drawn with flow control)."""
@@ -328,11 +336,30 @@ class ViewerServer:
             self.live_hold,
             per_page=per_page,
             ack_timeout_s=self.config.page_ack_timeout_s,
+            on_page_sent=self._on_page_sent,
         )
         if per_page:
             for cid, client in list(self._clients.items()):
                 self.splats.add_page(cid, client)
         self.splats.start()
+
+    def _on_page_sent(self, page: int, version: int) -> None:
+        """The pose of state ``version`` went to page ``page`` (browser path, per page): that page's audio gets
+        the marker of the newest live frame in it, once, so its audio follows the poses it actually received
+        (with flow control a page gets only some of them, later)."""
+        audio = self.page_audio
+        if audio is None or not self.config.page_audio:
+            return
+        with self._live_lock:
+            mark = None
+            for v, t, hold in self._marks:
+                if v > version:
+                    break
+                mark = (t, hold)
+            if mark is None or self._page_marked.get(page, -1.0) >= mark[0]:
+                return
+            self._page_marked[page] = mark[0]
+        audio.send_frame(mark[0], mark[1], page)
 
     def _on_page_draw(self, client: int) -> None:
         pusher = self.splats
@@ -378,7 +405,11 @@ class ViewerServer:
             self.live.stop()
         driver = stream_driver(self.speech.network, self.state.fps, source.sr)
         self._live_calibration = self.speech.calibration()  # fitted once, before the first frame
-        self._live_delay = float(driver.latency_s) + self.config.live_margin_s
+        self._lookahead = float(driver.latency_s)
+        self.hold_margin.restart()
+        with self._live_lock:  # stream times start again at 0
+            self._marks.clear()
+            self._page_marked.clear()
         audio = self.page_audio if self.config.page_audio else None
         self.live = LiveSpeech(
             source,
@@ -402,17 +433,28 @@ class ViewerServer:
             self.state.set_live(shown)
             self._pending.append((self.state.version, arrival, t, produced))
 
+    @property
+    def _live_delay(self) -> float:
+        """The live hold now: the driver's look-ahead plus the hold margin (:attr:`hold_margin`), seconds."""
+        return self._lookahead + self.hold_margin.value
+
     def live_hold(self, version: int) -> float | None:
         """When state ``version`` may leave for the pages: a live frame's audio arrival plus the driver's
-        look-ahead and ``ViewerConfig.live_margin_s`` (a frame posed sooner waits, so every frame reaches the page
-        the same time after its audio and the page's audio stays in step); None for any other state."""
+        look-ahead and the hold margin (:class:`~nerfhead.viewer.live_speech.HoldMargin`, between
+        ``ViewerConfig.live_margin_min_s`` and ``live_margin_s``; a frame posed sooner waits, so every frame
+        reaches the page the same time after its audio and the page's audio, told the hold with each frame
+        marker, stays in step); None for any other state."""
         with self._live_lock:
             arrival = None
             for v, a, _t, _p in self._pending:
                 if v > version:
                     break
                 arrival = a
-        return None if arrival is None else arrival + self._live_delay
+            if arrival is None:
+                return None
+            hold = self._live_delay
+            self._last_hold = (version, hold)
+        return arrival + hold
 
     def _delivered(
         self, version: int, times: tuple[float, float, float, float] | None = None, nbytes: int = 0
@@ -421,6 +463,7 @@ class ViewerServer:
         and the pages' audio a marker of its stream time. ``times``: the pusher's steps of this update
         (posing started, posed, released, handed to the websockets)."""
         now = time.monotonic()
+        hold = 0.0
         with self._live_lock:
             newest = None
             while self._pending and self._pending[0][0] <= version:
@@ -429,9 +472,17 @@ class ViewerServer:
                 self.latencies.append(now - newest[1])
                 _v, arrival, t, produced = newest
                 steps = times if times is not None else (now, now, now, now)
-                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version))
-        if newest is not None and self.page_audio is not None and self.config.page_audio:
-            self.page_audio.send_frame(newest[2])
+                hold = self._last_hold[1] if self._last_hold[0] == version else self._live_delay
+                self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version, hold))
+                self._marks.append((version, t, hold))
+                if times is not None:  # the margin it needed had its driver output been on time
+                    self.hold_margin.observe(times[1] - max(produced, arrival + self._lookahead))
+            elif times is not None:  # any other pose: its pose time
+                self.hold_margin.observe(times[1] - times[0])
+        pusher = self.splats
+        per_page = pusher is not None and pusher.per_page  # then each page's marker follows its own pose
+        if newest is not None and self.page_audio is not None and self.config.page_audio and not per_page:
+            self.page_audio.send_frame(newest[2], hold)
 
     def latency_summary(self) -> tuple[float, float] | None:
         """(median, 95th percentile) speech-to-screen latency of the recent live frames, seconds."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -44,10 +44,12 @@ class FakePage:
 
 
 def run_pages(timeout_s: float, seconds: float) -> tuple[SplatPusher, FakePage, FakePage, list[int]]:
-    """A pusher with a fast and a never-acknowledging page, the state changing at 100 Hz for ``seconds``."""
+    """A pusher with a fast and a never-acknowledging page, the state changing at 100 Hz for ``seconds``;
+    ``pusher.told`` holds what ``on_page_sent`` was told: page -> versions."""
     state = {"version": 0}
     holder: list[SplatPusher] = []
     released: list[int] = []
+    told: dict[int, list[int]] = {1: [], 2: []}
 
     def pose(_d: Drive) -> BrowserSplats:
         return G
@@ -62,7 +64,9 @@ def run_pages(timeout_s: float, seconds: float) -> tuple[SplatPusher, FakePage, 
         on_sent=lambda _s, v: released.append(v),
         per_page=True,
         ack_timeout_s=timeout_s,
+        on_page_sent=lambda page, v: told[page].append(v),
     )
+    pusher.told = told  # type: ignore[attr-defined]
     real_pose_now = pusher.pose_now
 
     def stamped() -> Any:  # write the version into each buffer's reserved word, so a page knows what it got
@@ -105,6 +109,9 @@ def test_fast_page_gets_every_pose_and_a_silent_page_one_per_timeout():
     # ... and what it got is always the newest pose: the last one is the final state, never a backlog.
     assert slow.got[-1] == released[-1] and slow.got == sorted(slow.got)
     assert pusher.pages[2].dropped > 10 and pusher.pages[2].timeouts == len(slow.got) - 1
+    # Each page is told of exactly the poses it got (its frame markers follow them), not of every pose released.
+    told: dict[int, list[int]] = pusher.told  # type: ignore[attr-defined]
+    assert told[1] == fast.got and told[2] == slow.got and told[2] != released
 
 
 def test_without_flow_control_every_page_gets_every_pose():
@@ -135,6 +142,33 @@ def test_acknowledgement_over_the_page_socket():
             ws.send("D")
             wait_for(lambda: len(got) == 2, 5, "two acknowledgements")
         assert got == [7, 7]
+    finally:
+        audio.close()
+
+
+def test_frame_markers_go_to_the_page_named():
+    """``PageAudio.send_frame(t, hold, page)`` reaches only the page that said it is viser client ``page``
+    (the one the pose went to); without ``page`` every page gets it. Each marker carries its hold."""
+    from websockets.sync.client import connect
+
+    from nerfhead.viewer.page_audio import FRAME_MARKER
+
+    audio = PageAudio("127.0.0.1")
+    try:
+        with connect(f"ws://127.0.0.1:{audio.port}") as a, connect(f"ws://127.0.0.1:{audio.port}") as b:
+            a.send("H 1")
+            b.send("H 2")
+            wait_for(lambda: len(audio._page_of) == 2, 5, "both pages' hellos")
+            audio.send_frame(0.5, 0.3, page=2)
+            audio.send_frame(0.54, 0.29)
+            got_b = [FRAME_MARKER.unpack(cast(bytes, b.recv(timeout=5))) for _ in range(2)]
+            got_a = [FRAME_MARKER.unpack(cast(bytes, a.recv(timeout=5)))]
+            try:
+                extra = a.recv(timeout=0.3)
+            except TimeoutError:
+                extra = None
+        assert got_b == [(b"F", 0.5, 0.3), (b"F", 0.54, 0.29)]
+        assert got_a == [(b"F", 0.54, 0.29)] and extra is None  # page 1 never got page 2's marker
     finally:
         audio.close()
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nerfhead.data.drive import Drive
 from nerfhead.models.deform import DeformConfig
@@ -39,12 +40,16 @@ def _stream(v: ViewerServer) -> None:
     assert not live.running and live.error is None
 
 
-def test_live_trace_orders_and_times_every_step(tmp_path: Path):
+@pytest.mark.parametrize("lo", [0.015, 0.07])
+def test_live_trace_orders_and_times_every_step(tmp_path: Path, lo: float):
+    """With the adaptive hold (lo < hi) a fast pose (this small head: a few ms) brings the margin down from
+    0.07 s; with lo = hi (the case that must fail that) it stays at 0.07 s. Either way every frame leaves at its
+    own hold."""
     margin = 0.07
     v = ViewerServer(
         _small_head(),
         tmp_path,
-        ViewerConfig(port=0, render="browser", live_margin_s=margin, page_audio=False),
+        ViewerConfig(port=0, render="browser", live_margin_s=margin, live_margin_min_s=lo, page_audio=False),
     ).start()
     try:
         _stream(v)
@@ -52,9 +57,16 @@ def test_live_trace_orders_and_times_every_step(tmp_path: Path):
     finally:
         v.stop()
     assert len(trace) >= 0.6 * SECONDS * v.state.fps  # most frames left (a late one is replaced by the next)
-    delay = v._live_delay
-    assert abs(delay - (0.251 + margin)) < 0.01  # the network's look-ahead plus the margin
+    look_ahead = v._lookahead
+    assert abs(look_ahead - 0.251) < 0.01  # the network's look-ahead
+    holds = np.asarray([tr.hold for tr in trace])
+    assert (holds >= look_ahead + lo - 1e-9).all() and (holds <= look_ahead + margin + 1e-9).all()
+    if lo < margin:  # fast poses: the margin comes down (by <= 2 ms per pose once 10 poses were timed)
+        assert holds[-1] < look_ahead + margin - 0.005 and holds[0] > holds[-1]
+    else:
+        np.testing.assert_allclose(holds, look_ahead + margin, atol=1e-12)
     for tr in trace:
+        delay = tr.hold
         assert tr.arrival <= tr.produced <= tr.posed and tr.pose_started <= tr.posed <= tr.released <= tr.sent
         if tr.t < SECONDS - 0.3:  # (the last frames come when the stream ends, without their look-ahead)
             assert tr.produced - tr.arrival > 0.2  # the driver waits for its look-ahead
@@ -63,7 +75,7 @@ def test_live_trace_orders_and_times_every_step(tmp_path: Path):
     t = np.asarray([tr.t for tr in trace])
     assert (np.diff(t) > 0).all()
     # The hold sets when a frame leaves: on time, at its due time give or take a few ms.
-    on_time = [tr.released - tr.arrival - delay for tr in trace if tr.posed < tr.arrival + delay]
+    on_time = [tr.released - tr.arrival - tr.hold for tr in trace if tr.posed < tr.arrival + tr.hold]
     assert len(on_time) >= 0.5 * len(trace) and abs(float(np.median(on_time))) < 0.01
     # The latency in the Stats panel is the trace's arrival to hand-off.
     lat = np.asarray([tr.sent - tr.arrival for tr in trace])

@@ -410,9 +410,9 @@ def test_avatar_renderable_wraps_any_avatar():
 
 def test_packed_splats_match_viser_and_only_changes_are_sent():
     """Our torch packing gives viser's buffer bit for bit; a pose update that changes nothing sends no message,
-    one that changes the head sends exactly one."""
+    one that changes the head sends exactly one (without the Gaussians the page never draws)."""
     from nerfhead.viewer.renderable import BrowserSplats
-    from nerfhead.viewer.splats import SplatPusher, pack_splats
+    from nerfhead.viewer.splats import MIN_ALPHA_BYTE, SplatPusher, pack_splats
 
     gen = torch.Generator().manual_seed(0)
     n = 500
@@ -451,8 +451,10 @@ def test_packed_splats_match_viser_and_only_changes_are_sent():
         state["version"], state["shift"] = 1, 0.01
         pusher.push_now()  # a moved head: one message
         assert buffer.message_counter == count + 1 and sent == [0, 0, 1]
-        assert pusher.stats.bytes == 32 * n and pusher.stats.updates == 3
-        np.testing.assert_allclose(pusher.handle.centers, g.centers.numpy() + 0.01, rtol=1e-6)
+        keep = (g.opacities[:, 0] * 255).floor() >= MIN_ALPHA_BYTE
+        assert 0 < int((~keep).sum()) < 0.05 * n  # uniform opacities: ~1.2% never drawn
+        assert pusher.stats.bytes == 32 * int(keep.sum()) and pusher.stats.updates == 3
+        np.testing.assert_allclose(pusher.handle.centers, g.centers[keep].numpy() + 0.01, rtol=1e-6)
         pusher.stop()
     finally:
         srv.stop()
@@ -502,7 +504,7 @@ def test_splat_head_through_the_viewer():
     """H8's splat head (a small untrained one) through the Renderable adapter: render, framing, splats."""
     from nerfhead.models.deform import DeformConfig
     from nerfhead.models.splat_head import SplatHead, SplatHeadConfig
-    from nerfhead.viewer.splats import pack_splats
+    from nerfhead.viewer.splats import MIN_ALPHA_BYTE, pack_splats
 
     head = SplatHead(
         SplatHeadConfig(
@@ -534,8 +536,9 @@ def test_splat_head_through_the_viewer():
         assert pusher is not None and panels.browser.value
         wait_for(lambda: pusher.stats.updates > 0, 30, "the first pose update")
         # one splat node per page (flow control; no page here), the newest pose kept for the next page
-        assert pusher.stats.bytes == 32 * n and pusher.per_page and pusher.latest is not None
-        np.testing.assert_array_equal(pusher.latest.buffer, pack_splats(g))
+        sent = pack_splats(g, MIN_ALPHA_BYTE)
+        assert pusher.stats.bytes == sent.nbytes and pusher.per_page and pusher.latest is not None
+        np.testing.assert_array_equal(pusher.latest.buffer, sent)
         panels.browser.value = False
         assert v.render_mode == "server" and v.splats is None and pusher.handle is None and not pusher.alive
         panels.browser.value = True
