@@ -47,6 +47,7 @@ from nerfhead.models.fit_task import (
 )
 from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
 from nerfhead.models.splat_mono import SurfaceConfig, colour_prior_loss, projected_colours
+from nerfhead.models.splat_silhouette import novel_silhouette_loss
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
 
@@ -444,6 +445,20 @@ class SplatFit:
             loss = loss + colour_prior_loss(
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
+        if (
+            self.surface is not None and self.surface.novel_silhouette_weight > 0
+        ):  # the outline from other sides
+            sil = novel_silhouette_loss(
+                self.model,
+                self.cameras[cams[0]],
+                self.drive[t],
+                self.bg,
+                generator,
+                self.surface.novel_max_yaw_deg,
+                self.surface.novel_max_pitch_deg,
+            )
+            loss = loss + self.surface.novel_silhouette_weight * sil
+            scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
         if self.surface is not None and self.surface.opacity_weight > 0:  # the skin opaque, as a surface is

@@ -1,0 +1,98 @@
+"""The mesh's silhouette from views a monocular video never shows: a geometry prior of the monocular splat fit.
+
+One view constrains the Gaussians' outline only where that view sees it. Seen from the side, discs on the
+triangles that curve away from the video's camera, and their soft tails, spill past the mesh's outline by about
+a pixel all round (the mono->rig diagnosis in BENCHMARKS.md, session 7: 50-65% of the error off-axis lies in
+the 2 px just outside the true silhouette). The surface the Gaussians sit on is the tracked mesh, so its
+coverage is known from every side: :func:`novel_silhouette_loss` renders the Gaussians' alpha from a camera
+orbited about the head by a random angle and holds it to the posed mesh's anti-aliased coverage
+(:func:`mesh_coverage`) there. Applied by :class:`nerfhead.models.splat_train.SplatFit` on monocular fits only
+(``SurfaceConfig.novel_silhouette_weight``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nerfhead.data.cameras import Cameras
+from nerfhead.data.drive import Drive
+from nerfhead.geometry import axis_angle_to_matrix
+from nerfhead.models.splat_head import SplatHead
+from nerfhead.ops.rasterize_mesh import rasterize_visibility
+
+
+@torch.no_grad()
+def mesh_coverage(model: SplatHead, drive: Drive, camera: Cameras, supersample: int = 2) -> Tensor:
+    """[H, W] share of each pixel of ``camera`` (one camera) that the posed mesh's triangles carrying Gaussians
+    cover at timestep 0 of ``drive``: z-buffered at ``supersample`` times the resolution per axis and
+    box-filtered down, as the synthetic captures' masks are."""
+    s = max(1, int(supersample))
+    verts = model.posed_vertices(drive[:1])[0]
+    faces, _ = model._bindings()
+    pix, z = camera.project(verts)
+    w, h = int(camera.width[0]), int(camera.height[0])
+    _, depth = rasterize_visibility(torch.cat([pix * s, z[..., None]], -1), faces, s * w, s * h)
+    return F.avg_pool2d((depth > 0).float()[:, None], s)[0, 0]
+
+
+def orbited(camera: Cameras, centre: Tensor, up: Tensor, yaw_deg: float, pitch_deg: float) -> Cameras:
+    """``camera`` (one) moved about ``centre`` by ``yaw_deg`` around ``up`` and then ``pitch_deg`` around its
+    own right axis (world vectors), still looking at the head the same way."""
+    import dataclasses
+
+    vm = camera.viewmat[0].double()
+    right = vm[0, :3]  # the camera's x axis in world coordinates
+    R = axis_angle_to_matrix(math.radians(pitch_deg) * right) @ axis_angle_to_matrix(
+        math.radians(yaw_deg) * up.double()
+    )
+    M = torch.eye(4, dtype=torch.float64)
+    M[:3, :3] = R.T
+    M[:3, 3] = centre.double() - R.T @ centre.double()
+    return dataclasses.replace(camera, viewmat=(vm @ M)[None].to(camera.viewmat.dtype))
+
+
+@torch.no_grad()
+def cropped_to_head(model: SplatHead, drive: Drive, camera: Cameras, margin: int = 4) -> Cameras:
+    """``camera`` (one) with its image cut to the posed mesh's bounding box at timestep 0 of ``drive`` plus
+    ``margin`` pixels (the principal point moves; the focal length and pixel size stay), so a view costs
+    the head's pixels, whatever the capture's resolution."""
+    import dataclasses
+
+    pix, _ = camera.project(model.posed_vertices(drive[:1])[0])
+    lo = pix[0].amin(0).floor() - margin
+    hi = pix[0].amax(0).ceil() + margin
+    K = camera.K.clone()
+    K[0, 0, 2] -= lo[0]
+    K[0, 1, 2] -= lo[1]
+    size = (hi - lo).long()
+    return dataclasses.replace(camera, K=K, width=size[:1].clone(), height=size[1:].clone())
+
+
+def novel_silhouette_loss(
+    model: SplatHead,
+    camera: Cameras,
+    drive: Drive,
+    background: Tensor,
+    generator: torch.Generator,
+    max_yaw_deg: float,
+    max_pitch_deg: float,
+) -> Tensor:
+    """Mean absolute difference between the Gaussians' alpha and the mesh's coverage (:func:`mesh_coverage`)
+    seen from ``camera`` (one, e.g. the step's training camera) orbited about the head at timestep 0 of
+    ``drive`` by a yaw uniform in ±``max_yaw_deg`` (about the head's up axis) and a pitch uniform in
+    ±``max_pitch_deg``, both drawn from ``generator``, its image cut to the head (:func:`cropped_to_head`)."""
+    u = torch.rand(2, generator=generator).tolist()
+    d = drive[:1].to(model.neutral.device, torch.float32)
+    centre = d.translation[0].cpu()
+    up = axis_angle_to_matrix(d.rotation[0].double().cpu()) @ torch.tensor(
+        [0.0, 1.0, 0.0], dtype=torch.float64
+    )
+    cam = orbited(camera.to("cpu"), centre, up, (2 * u[0] - 1) * max_yaw_deg, (2 * u[1] - 1) * max_pitch_deg)
+    cam = cropped_to_head(model, d, cam.to(model.neutral.device, torch.float32))
+    target = mesh_coverage(model, d, cam)
+    alpha = model.render(cam, d, background).alpha[0, ..., 0]
+    return (alpha - target).abs().mean()
