@@ -12,8 +12,6 @@ orbited about the head by a random angle and holds it to the posed mesh's anti-a
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,18 +39,13 @@ def mesh_coverage(model: SplatHead, drive: Drive, camera: Cameras, supersample: 
 
 def orbited(camera: Cameras, centre: Tensor, up: Tensor, yaw_deg: float, pitch_deg: float) -> Cameras:
     """``camera`` (one) moved about ``centre`` by ``yaw_deg`` around ``up`` and then ``pitch_deg`` around its
-    own right axis (world vectors), still looking at the head the same way."""
-    import dataclasses
+    own right axis (world vectors), still looking at the head the same way
+    (:func:`nerfhead.models.run_eval.orbit_camera` twice)."""
+    from nerfhead.models.run_eval import orbit_camera
 
-    vm = camera.viewmat[0].double()
-    right = vm[0, :3]  # the camera's x axis in world coordinates
-    R = axis_angle_to_matrix(math.radians(pitch_deg) * right) @ axis_angle_to_matrix(
-        math.radians(yaw_deg) * up.double()
-    )
-    M = torch.eye(4, dtype=torch.float64)
-    M[:3, :3] = R.T
-    M[:3, 3] = centre.double() - R.T @ centre.double()
-    return dataclasses.replace(camera, viewmat=(vm @ M)[None].to(camera.viewmat.dtype))
+    turned = orbit_camera(camera, 0, centre, up, yaw_deg)
+    right = turned.viewmat[0, 0, :3]  # the camera's x axis in world coordinates
+    return orbit_camera(turned, 0, centre, right, pitch_deg)
 
 
 @torch.no_grad()
