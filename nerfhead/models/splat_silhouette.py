@@ -65,19 +65,17 @@ def cropped_to_head(model: SplatHead, drive: Drive, camera: Cameras, margin: int
     return dataclasses.replace(camera, K=K, width=size[:1].clone(), height=size[1:].clone())
 
 
-def novel_silhouette_loss(
+def novel_camera(
     model: SplatHead,
     camera: Cameras,
     drive: Drive,
-    background: Tensor,
     generator: torch.Generator,
     max_yaw_deg: float,
     max_pitch_deg: float,
-) -> Tensor:
-    """Mean absolute difference between the Gaussians' alpha and the mesh's coverage (:func:`mesh_coverage`)
-    seen from ``camera`` (one, e.g. the step's training camera) orbited about the head at timestep 0 of
-    ``drive`` by a yaw uniform in ±``max_yaw_deg`` (about the head's up axis) and a pitch uniform in
-    ±``max_pitch_deg``, both drawn from ``generator``, its image cut to the head (:func:`cropped_to_head`)."""
+) -> Cameras:
+    """``camera`` (one, e.g. the step's training camera) orbited about the head at timestep 0 of ``drive`` by a
+    yaw uniform in ±``max_yaw_deg`` (about the head's up axis) and a pitch uniform in ±``max_pitch_deg``,
+    both drawn from ``generator``, its image cut to the head (:func:`cropped_to_head`)."""
     u = torch.rand(2, generator=generator).tolist()
     d = drive[:1].to(model.neutral.device, torch.float32)
     centre = d.translation[0].cpu()
@@ -85,7 +83,26 @@ def novel_silhouette_loss(
         [0.0, 1.0, 0.0], dtype=torch.float64
     )
     cam = orbited(camera.to("cpu"), centre, up, (2 * u[0] - 1) * max_yaw_deg, (2 * u[1] - 1) * max_pitch_deg)
-    cam = cropped_to_head(model, d, cam.to(model.neutral.device, torch.float32))
-    target = mesh_coverage(model, d, cam)
-    alpha = model.render(cam, d, background).alpha[0, ..., 0]
-    return (alpha - target).abs().mean()
+    return cropped_to_head(model, d, cam.to(model.neutral.device, torch.float32))
+
+
+def silhouette_l1(model: SplatHead, drive: Drive, camera: Cameras, alpha: Tensor) -> Tensor:
+    """Mean absolute difference between ``alpha`` [H, W] (the Gaussians', seen by ``camera``, one) and the
+    mesh's coverage there (:func:`mesh_coverage`) at timestep 0 of ``drive``."""
+    return (alpha - mesh_coverage(model, drive[:1].to(alpha.device, torch.float32), camera)).abs().mean()
+
+
+def novel_silhouette_loss(
+    model: SplatHead,
+    camera: Cameras,
+    drive: Drive,
+    generator: torch.Generator,
+    max_yaw_deg: float,
+    max_pitch_deg: float,
+) -> Tensor:
+    """:func:`silhouette_l1` from a :func:`novel_camera` (the Gaussians posed and rendered for it alone;
+    training takes its alpha from the step's render: ``SplatHead.render_views(alpha_cameras=...)``)."""
+    cam = novel_camera(model, camera, drive, generator, max_yaw_deg, max_pitch_deg)
+    d = drive[:1].to(model.neutral.device, torch.float32)
+    _, metas = model.render_views(cam, d, torch.ones(3), alpha_cameras=cam)
+    return silhouette_l1(model, d, cam, metas[0]["alpha_views"][0])

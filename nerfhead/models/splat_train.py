@@ -47,7 +47,7 @@ from nerfhead.models.fit_task import (
 )
 from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
 from nerfhead.models.splat_mono import SurfaceConfig, colour_prior_loss, projected_colours
-from nerfhead.models.splat_silhouette import novel_silhouette_loss
+from nerfhead.models.splat_silhouette import novel_camera, silhouette_l1
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
 
@@ -427,8 +427,25 @@ class SplatFit:
         frames = [cap.frame_index(c, t) for c in cams]
         targets = [self.target(f) for f in frames]  # type: ignore[arg-type]
         gt = torch.stack([x[0] for x in targets])
+        novel = (
+            None  # monocular: the outline from a side the video never shows, from the same posed Gaussians
+        )
+        if self.surface is not None and self.surface.novel_silhouette_weight > 0:
+            sc = self.surface
+            novel = novel_camera(
+                self.model,
+                self.cameras[cams[0]],
+                self.drive[t],
+                generator,
+                sc.novel_max_yaw_deg,
+                sc.novel_max_pitch_deg,
+            )
         out, metas = self.model.render_views(
-            self.cameras[torch.tensor(cams)], self.drive[t], self.render_bg, sh_degree=self.sh_degree_at(step)
+            self.cameras[torch.tensor(cams)],
+            self.drive[t],
+            self.render_bg,
+            sh_degree=self.sh_degree_at(step),
+            alpha_cameras=novel,
         )
         lc = self.cfg.loss
         photo = photometric_loss(out.rgb, gt, lc.ssim_weight)
@@ -445,18 +462,8 @@ class SplatFit:
             loss = loss + colour_prior_loss(
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
-        if (
-            self.surface is not None and self.surface.novel_silhouette_weight > 0
-        ):  # the outline from other sides
-            sil = novel_silhouette_loss(
-                self.model,
-                self.cameras[cams[0]],
-                self.drive[t],
-                self.bg,
-                generator,
-                self.surface.novel_max_yaw_deg,
-                self.surface.novel_max_pitch_deg,
-            )
+        if novel is not None and self.surface is not None:
+            sil = silhouette_l1(self.model, self.drive[t], novel, metas[0]["alpha_views"][0])
             loss = loss + self.surface.novel_silhouette_weight * sil
             scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)

@@ -83,7 +83,7 @@ def test_spill_past_the_mesh_costs_and_the_loss_removes_it():
     def loss(seed: int) -> float:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            return float(novel_silhouette_loss(head, cam, d, torch.ones(3), g, 45.0, 20.0))
+            return float(novel_silhouette_loss(head, cam, d, g, 45.0, 20.0))
 
     plain_loss = sum(loss(s) for s in range(4))
     with torch.no_grad():
@@ -93,9 +93,7 @@ def test_spill_past_the_mesh_costs_and_the_loss_removes_it():
     opt = torch.optim.Adam([head.splats.params["scales"], head.splats.params["opacities"]], lr=0.05)
     for s in range(40):
         opt.zero_grad()
-        novel_silhouette_loss(
-            head, cam, d, torch.ones(3), torch.Generator().manual_seed(100 + s), 45, 20
-        ).backward()
+        novel_silhouette_loss(head, cam, d, torch.Generator().manual_seed(100 + s), 45, 20).backward()
         opt.step()
     assert spill() < 0.75 * fat_spill, (spill(), fat_spill)
 
