@@ -109,3 +109,20 @@ def test_monocular_fits_draw_the_novel_silhouette_and_rigs_do_not(mono: Capture,
     assert "novel_silhouette" not in SplatFit(mono, off).training_loss(0, g).scalars
     rig = SplatFit(write_tiny_capture(tmp_path), tiny_cfg(1))
     assert "novel_silhouette" not in rig.training_loss(0, g).scalars
+
+
+def test_alpha_cameras_are_the_same_posed_gaussians_alpha():
+    head = SplatHead(tiny_head_config())  # with the deformation network
+    with torch.no_grad():
+        head.deform.out.bias.normal_(0, 0.3)  # type: ignore[union-attr]  # it moves the Gaussians
+    d = tiny_drive(1)
+    cams = tiny_cameras(40, 4)
+    other = cropped_to_head(head, d, cams[3])
+    with torch.no_grad():
+        out, metas = head.render_views(cams[1], d, torch.ones(3), alpha_cameras=other)
+        plain = head.render_views(cams[1], d, torch.ones(3))[0]
+        want = head.render(other, d, torch.ones(3)).alpha[0, ..., 0]
+    torch.testing.assert_close(out.rgb, plain.rgb)  # the step's own render is unchanged
+    (got,) = metas[0]["alpha_views"]
+    assert got.shape == want.shape and float(want.max()) > 0.9
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
