@@ -63,6 +63,9 @@ class SurfaceConfig:
     """Largest yaw of those views about the head's up axis (degrees, either side)."""
     novel_max_pitch_deg: float = 25.0
     """Largest pitch of those views (degrees, up or down)."""
+    novel_max_size: int = 160
+    """Those views are cut to the head and scaled down until their longer side is at most this many pixels
+    (their cost then does not grow with the capture's resolution; 0: the capture's pixel size)."""
 
 
 @torch.no_grad()

@@ -427,18 +427,21 @@ class SplatFit:
         frames = [cap.frame_index(c, t) for c in cams]
         targets = [self.target(f) for f in frames]  # type: ignore[arg-type]
         gt = torch.stack([x[0] for x in targets])
-        novel = (
-            None  # monocular: the outline from a side the video never shows, from the same posed Gaussians
-        )
+        # monocular: the outline from a side the video never shows, drawn from the step's posed Gaussians
+        novel, verts = None, None
         if self.surface is not None and self.surface.novel_silhouette_weight > 0:
             sc = self.surface
+            with torch.no_grad():
+                verts = self.model.posed_vertices(self.drive[t])[0]
             novel = novel_camera(
                 self.model,
+                verts,
                 self.cameras[cams[0]],
                 self.drive[t],
                 generator,
                 sc.novel_max_yaw_deg,
                 sc.novel_max_pitch_deg,
+                sc.novel_max_size,
             )
         out, metas = self.model.render_views(
             self.cameras[torch.tensor(cams)],
@@ -462,8 +465,8 @@ class SplatFit:
             loss = loss + colour_prior_loss(
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
-        if novel is not None and self.surface is not None:
-            sil = silhouette_l1(self.model, self.drive[t], novel, metas[0]["alpha_views"][0])
+        if novel is not None and verts is not None and self.surface is not None:
+            sil = silhouette_l1(self.model, verts, novel, metas[0]["alpha_views"][0])
             loss = loss + self.surface.novel_silhouette_weight * sil
             scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)

@@ -43,7 +43,8 @@ def test_orbit_keeps_the_head_in_view_and_the_crop_is_the_full_render_cut():
 
     head = SplatHead(tiny_head_config(deform=DeformConfig(enabled=False)))
     d = tiny_drive(1)
-    crop = cropped_to_head(head, d, moved)
+    verts = head.posed_vertices(d)[0]
+    crop = cropped_to_head(head, verts, moved)
     w, h = int(crop.width[0]), int(crop.height[0])
     assert 0 < w < 40 and h > 0  # the head's width, not the image's
     with torch.no_grad():
@@ -57,10 +58,17 @@ def test_orbit_keeps_the_head_in_view_and_the_crop_is_the_full_render_cut():
         torch.testing.assert_close(
             cut[ya - y0 : yb - y0, xa - x0 : xb - x0], full[ya:yb, xa:xb], atol=1e-4, rtol=0
         )
-        cov = mesh_coverage(head, d, crop)
+        cov = mesh_coverage(head, verts, crop)
     assert cov.shape == (h, w) and float(cov.min()) == 0.0 and float(cov.max()) == 1.0
     # anti-aliased: the outline has partial pixels; the margin is empty
     assert bool(((cov > 0) & (cov < 1)).any()) and float(cov[:2].sum() + cov[:, :2].sum()) == 0.0
+    # a size cap scales the view down: the same head in fewer pixels
+    small = cropped_to_head(head, verts, moved, max_size=16)
+    ws, hs = int(small.width[0]), int(small.height[0])
+    k = 16 / max(w, h)
+    assert max(ws, hs) <= 16 and abs(ws - k * w) <= 1 and abs(hs - k * h) <= 1
+    area = float(mesh_coverage(head, verts, small).sum())
+    assert abs(area - k * k * float(cov.sum())) < 0.1 * k * k * float(cov.sum())
 
 
 def test_spill_past_the_mesh_costs_and_the_loss_removes_it():
@@ -72,8 +80,9 @@ def test_spill_past_the_mesh_costs_and_the_loss_removes_it():
     cam = tiny_cameras(40, 4)[1]
     centre = d.translation[0]
     up = axis_angle_to_matrix(d.rotation[0].double()) @ UP
-    held = cropped_to_head(head, d, orbited(cam, centre, up, 50.0, -10.0))  # never drawn below
-    target = mesh_coverage(head, d, held)
+    verts = head.posed_vertices(d)[0]
+    held = cropped_to_head(head, verts, orbited(cam, centre, up, 50.0, -10.0))  # never drawn below
+    target = mesh_coverage(head, verts, held)
 
     def spill() -> float:
         with torch.no_grad():
@@ -117,7 +126,7 @@ def test_alpha_cameras_are_the_same_posed_gaussians_alpha():
         head.deform.out.bias.normal_(0, 0.3)  # type: ignore[union-attr]  # it moves the Gaussians
     d = tiny_drive(1)
     cams = tiny_cameras(40, 4)
-    other = cropped_to_head(head, d, cams[3])
+    other = cropped_to_head(head, head.posed_vertices(d)[0], cams[3])
     with torch.no_grad():
         out, metas = head.render_views(cams[1], d, torch.ones(3), alpha_cameras=other)
         plain = head.render_views(cams[1], d, torch.ones(3))[0]
