@@ -47,7 +47,7 @@ from nerfhead.models.fit_task import (
 )
 from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
 from nerfhead.models.splat_mono import SurfaceConfig, colour_prior_loss, projected_colours
-from nerfhead.models.splat_silhouette import novel_camera, silhouette_l1
+from nerfhead.models.splat_silhouette import masked_out_triangles, novel_camera, silhouette_l1
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
 
@@ -306,6 +306,10 @@ class SplatFit:
             self.colour_prior = projected_colours(self, capture)
             if cfg.colour_init and fresh:
                 self.model.init_colours(self.colour_prior[0])
+        # monocular: triangles the video's masks call background are left out of the novel-view silhouette
+        self.masked_out: Tensor | None = None
+        if self.surface is not None and self.surface.novel_silhouette_weight > 0 and self.has_masks:
+            self.masked_out = masked_out_triangles(self, capture)
         if self.model.deform is not None:  # the deformation net holds still outside the training expressions
             self.model.deform.set_expression_range(self.drive.expression[self.train_timesteps])
         # the background the fit renders over: None lets the backdrop's camera show the backdrop
@@ -466,7 +470,7 @@ class SplatFit:
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
         if novel is not None and verts is not None and self.surface is not None:
-            sil = silhouette_l1(self.model, verts, novel, metas[0]["alpha_views"][0])
+            sil = silhouette_l1(self.model, verts, novel, metas[0]["alpha_views"][0], self.masked_out)
             loss = loss + self.surface.novel_silhouette_weight * sil
             scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
