@@ -12,7 +12,14 @@ from nerfhead.data.capture import Capture
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.models.deform import DeformConfig
 from nerfhead.models.splat_head import SplatHead
-from nerfhead.models.splat_silhouette import cropped_to_head, mesh_coverage, novel_silhouette_loss, orbited
+from nerfhead.models.splat_silhouette import (
+    cropped_to_head,
+    masked_out_triangles,
+    mesh_coverage,
+    novel_silhouette_loss,
+    orbited,
+    silhouette_target,
+)
 from nerfhead.models.splat_train import SplatFit, SurfaceConfig
 from tests.models.test_colour_prior import _one_thread, mono  # noqa: F401  (the same fixtures)
 from tests.models.test_splat_monocular import tiny_cfg
@@ -135,3 +142,35 @@ def test_alpha_cameras_are_the_same_posed_gaussians_alpha():
     (got,) = metas[0]["alpha_views"]
     assert got.shape == want.shape and float(want.max()) > 0.9
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_triangles_the_masks_cut_off_are_left_out(mono: Capture):  # noqa: F811
+    """A mask cut below the chin (as a tracked clip's) takes the neck out of the novel views' target; the
+    teacher's own masks take nothing out."""
+    task = SplatFit(mono, tiny_cfg(1))
+    assert task.masked_out is not None and int(task.masked_out.sum()) == 0
+    target = task.target
+
+    def cut(frame: int):
+        img, m = target(frame)
+        m = m.clone()  # type: ignore[union-attr]
+        m[24:] = 0.0  # everything below row 24 of the 40-px image is background
+        return img, m
+
+    task.target = cut  # type: ignore[method-assign]
+    out = masked_out_triangles(task, mono)
+    m = task.model
+    cen = m.neutral[m.faces].mean(1)
+    used = torch.unique(m.splats.binding)
+    low = used[cen[used, 1] < cen[used, 1].quantile(0.2)]  # the neck's lowest triangles
+    high = used[cen[used, 1] > cen[used, 1].quantile(0.8)]  # the top of the scalp
+    assert float(out[low].float().mean()) > 0.9 and not bool(out[high].any())
+    # their pixels leave the target and the weight; the rest of the view is as before
+    d = mono.drive[0]  # type: ignore[index]
+    verts = m.posed_vertices(d)[0]
+    cam = cropped_to_head(m, verts, task.cameras[0])
+    full, w_full = silhouette_target(m, verts, cam)
+    part, w_part = silhouette_target(m, verts, cam, out)
+    assert float(w_full.min()) == 1.0 and float(w_part.min()) < 0.5
+    keep = w_part == 1.0
+    torch.testing.assert_close(part[keep], full[keep])
