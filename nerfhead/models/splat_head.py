@@ -439,12 +439,19 @@ class SplatHead(nn.Module):
         return self.render_views(cameras, drive, background)[0]
 
     def render_views(
-        self, cameras: Cameras, drive: Drive, background: Tensor | None = None, sh_degree: int | None = None
+        self,
+        cameras: Cameras,
+        drive: Drive,
+        background: Tensor | None = None,
+        sh_degree: int | None = None,
+        alpha_cameras: Cameras | None = None,
     ) -> tuple[RenderOutput, list[dict[str, Any]]]:
         """:meth:`render` plus the rasteriser's meta of each call (one per distinct timestep, in order of first
         use; with the deformation network, ``meta["offsets"]`` [N, 3] holds its offsets), which densification
         and the regularisers read; ``sh_degree`` limits the SH degree used (default: all stored). With no
-        ``background``, the backdrop's camera renders over the backdrop image."""
+        ``background``, the backdrop's camera renders over the backdrop image. ``alpha_cameras``: also the
+        alpha [H, W] of each of these cameras (any size) at the first timestep, from the same posed Gaussians
+        (no second pass through the deformation network), in ``metas[0]["alpha_views"]``."""
         from nerfhead.ops.rasterize_gaussians import rasterize_gaussians
 
         cam_idx, t_idx = pair_indices(len(cameras), len(drive))
@@ -497,6 +504,26 @@ class SplatHead(nn.Module):
             metas.append(meta)
             for k, b in enumerate(bs):
                 rgb[b], alpha[b], depth[b] = img[k, ..., :3], alp[k], img[k, ..., 3:4]
+        if alpha_cameras is not None:
+            ones = torch.ones(len(opac), 1, device=dev)
+            views = []
+            for c in range(len(alpha_cameras)):
+                _, a, _ = rasterize_gaussians(
+                    world.means[0],
+                    world.quats[0],
+                    world.scales[0],
+                    opac,
+                    ones,
+                    alpha_cameras.viewmat[c : c + 1].to(dev, torch.float32),
+                    alpha_cameras.K[c : c + 1].to(dev, torch.float32),
+                    int(alpha_cameras.width[c]),
+                    int(alpha_cameras.height[c]),
+                    near_plane=self.cfg.near_plane,
+                    eps2d=self.cfg.eps2d,
+                    backend=self.cfg.backend,
+                )
+                views.append(a[0, ..., 0])
+            metas[0]["alpha_views"] = views
         out_rgb, out_alpha = torch.stack(rgb), torch.stack(alpha)  # type: ignore[arg-type]
         if backdrop and self.backdrop is not None:
             out_rgb = out_rgb + (1.0 - out_alpha) * self.backdrop

@@ -55,6 +55,17 @@ class SurfaceConfig:
     large_triangle_ratio: float = 2.0
     """Triangles larger than this multiple of the median skin triangle carry several smaller Gaussians
     (``SplatHeadConfig.large_triangle_ratio``), so the scalp's silhouette is as sharp as the face's."""
+    novel_silhouette_weight: float = 1.0
+    """Weight of the silhouette the video never shows (:func:`nerfhead.models.splat_silhouette.novel_silhouette_loss`):
+    each step the Gaussians' alpha from the step's camera orbited about the head by a random angle is held
+    to the posed mesh's coverage there, so the outline does not spill past the mesh from the side; 0: off."""
+    novel_max_yaw_deg: float = 60.0
+    """Largest yaw of those views about the head's up axis (degrees, either side)."""
+    novel_max_pitch_deg: float = 25.0
+    """Largest pitch of those views (degrees, up or down)."""
+    novel_max_size: int = 160
+    """Those views are cut to the head and scaled down until their longer side is at most this many pixels
+    (their cost then does not grow with the capture's resolution; 0: the capture's pixel size)."""
 
 
 @torch.no_grad()

@@ -47,6 +47,7 @@ from nerfhead.models.fit_task import (
 )
 from nerfhead.models.splat_head import KIND, SplatHead, SplatHeadConfig
 from nerfhead.models.splat_mono import SurfaceConfig, colour_prior_loss, projected_colours
+from nerfhead.models.splat_silhouette import masked_out_triangles, novel_camera, silhouette_l1
 from nerfhead.parametric.ict import ICTHead
 from nerfhead.splats.strategy import BoundStrategy, load_strategy_state, strategy_state_tensors
 
@@ -305,6 +306,10 @@ class SplatFit:
             self.colour_prior = projected_colours(self, capture)
             if cfg.colour_init and fresh:
                 self.model.init_colours(self.colour_prior[0])
+        # monocular: triangles the video's masks call background are left out of the novel-view silhouette
+        self.masked_out: Tensor | None = None
+        if self.surface is not None and self.surface.novel_silhouette_weight > 0 and self.has_masks:
+            self.masked_out = masked_out_triangles(self, capture)
         if self.model.deform is not None:  # the deformation net holds still outside the training expressions
             self.model.deform.set_expression_range(self.drive.expression[self.train_timesteps])
         # the background the fit renders over: None lets the backdrop's camera show the backdrop
@@ -426,8 +431,28 @@ class SplatFit:
         frames = [cap.frame_index(c, t) for c in cams]
         targets = [self.target(f) for f in frames]  # type: ignore[arg-type]
         gt = torch.stack([x[0] for x in targets])
+        # monocular: the outline from a side the video never shows, drawn from the step's posed Gaussians
+        novel, verts = None, None
+        if self.surface is not None and self.surface.novel_silhouette_weight > 0:
+            sc = self.surface
+            with torch.no_grad():
+                verts = self.model.posed_vertices(self.drive[t])[0]
+            novel = novel_camera(
+                self.model,
+                verts,
+                self.cameras[cams[0]],
+                self.drive[t],
+                generator,
+                sc.novel_max_yaw_deg,
+                sc.novel_max_pitch_deg,
+                sc.novel_max_size,
+            )
         out, metas = self.model.render_views(
-            self.cameras[torch.tensor(cams)], self.drive[t], self.render_bg, sh_degree=self.sh_degree_at(step)
+            self.cameras[torch.tensor(cams)],
+            self.drive[t],
+            self.render_bg,
+            sh_degree=self.sh_degree_at(step),
+            alpha_cameras=novel,
         )
         lc = self.cfg.loss
         photo = photometric_loss(out.rgb, gt, lc.ssim_weight)
@@ -444,6 +469,10 @@ class SplatFit:
             loss = loss + colour_prior_loss(
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
+        if novel is not None and verts is not None and self.surface is not None:
+            sil = silhouette_l1(self.model, verts, novel, metas[0]["alpha_views"][0], self.masked_out)
+            loss = loss + self.surface.novel_silhouette_weight * sil
+            scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]
         if self.surface is not None and self.surface.opacity_weight > 0:  # the skin opaque, as a surface is
