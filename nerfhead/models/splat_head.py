@@ -122,6 +122,9 @@ class SplatHead(nn.Module):
             else torch.as_tensor(background, dtype=torch.float32).reshape(3)
         )
         self.register_buffer("background", bg.clone())
+        # [F] per mesh triangle: how much of the deformation network's colour residual its Gaussians take
+        # (1 everywhere unless a fit lowers it: a monocular fit, where the video barely sees the triangle)
+        self.register_buffer("colour_residual_gain", torch.ones(int(self.faces.shape[0])))
 
         stride = max(1, int(cfg.triangle_stride))
         inner = [p for p in cfg.parts if p in INTERIOR_COLOURS]
@@ -175,6 +178,18 @@ class SplatHead(nn.Module):
         c = colour.to(sp.params["sh0"])[sp.binding]
         sp.params["sh0"][skin] = rgb_to_sh0(c[skin])[:, None]
         sp.params["shN"][skin] = 0.0
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before ``colour_residual_gain`` existed: the full residual everywhere, as then
+        state_dict.setdefault(prefix + "colour_residual_gain", self.colour_residual_gain.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def set_colour_residual_gain(self, gain: Tensor) -> None:
+        """Scale the deformation network's colour residual of every Gaussian by its triangle's ``gain`` [F]
+        in [0, 1] (e.g. how well the training views saw the triangle: a residual the video never constrained
+        is whatever the hash grid's shared cells hold, speckles seen from other views)."""
+        self.colour_residual_gain.copy_(gain.to(self.colour_residual_gain).reshape(-1).clamp(0.0, 1.0))
 
     @torch.no_grad()
     def set_backdrop(self, image: Tensor, viewmat: Tensor, K: Tensor) -> None:
@@ -321,7 +336,8 @@ class SplatHead(nn.Module):
                 3, -1
             )
             means = means[None] + offset  # [T, N, 3]
-            sh0 = sh0[None] + (rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
+            gain = self.colour_residual_gain[sp.binding][None, :, None]
+            sh0 = sh0[None] + (gain * rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
         else:
             sh0 = sh0[None].expand(len(drive), -1, -1, -1)
         world = bind_to_world(frames, index, means, sp["quats"], sp["scales"])
@@ -368,7 +384,14 @@ class SplatHead(nn.Module):
             else [*self.deform.grid.parameters(), *self.deform.hidden_pos.parameters()]
         )
         names = ("means", "quats", "scales", "sh0", "opacities")
-        sources = (self.neutral, self.ict.expr_basis, sp.binding, *(sp.params[k] for k in names), *deform)
+        sources = (
+            self.neutral,
+            self.ict.expr_basis,
+            sp.binding,
+            self.colour_residual_gain,
+            *(sp.params[k] for k in names),
+            *deform,
+        )
 
         def build() -> dict[str, Any]:
             from nerfhead.geometry import quaternion_to_matrix
@@ -385,6 +408,7 @@ class SplatHead(nn.Module):
                 "rgb": SH_C0 * sp["sh0"][:, 0] + 0.5,
                 "opacities": torch.sigmoid(sp["opacities"]),
                 "positional": None if self.deform is None else self.deform.positional(self._deform_input()),
+                "gain": self.colour_residual_gain[sp.binding][:, None],
             }
 
         return self._cached("_pose_constants_cache", sources, build)
@@ -420,7 +444,7 @@ class SplatHead(nn.Module):
             cond = torch.cat([d.expression, d.rotation], -1)
             out = self.deform.from_positional(c["positional"], self._deform_input(), cond)
             offset, residual = out.split(3, -1)
-            means, rgb = means + offset[0], rgb + residual[0]
+            means, rgb = means + offset[0], rgb + c["gain"] * residual[0]
         centres = torch.baddbmm(centre[..., None], rot, (k * means)[..., None])[..., 0]
         m = torch.bmm(rot, c["local"]) * k[..., None]
         out = {

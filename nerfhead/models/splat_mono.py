@@ -52,6 +52,11 @@ class SurfaceConfig:
     opacity_weight: float = 1.0
     """Weight of the skin Gaussians' mean transparency (``1 - opacity``; not the mouth interior's), so the
     surface is opaque from every side instead of faint layers that only add up from the fitted view."""
+    seen_colour_residual: bool = True
+    """Scale the deformation network's colour residual of each Gaussian by the same confidence
+    (``SplatHead.colour_residual_gain``, stored in the run): the residual comes from a hash grid whose cells
+    the unseen neck, ears and scalp share with seen skin, so unconstrained it paints them in whatever
+    colours the seen skin's expressions needed (the dotted neck and ear speckles of a ±35° orbit)."""
     large_triangle_ratio: float = 2.0
     """Triangles larger than this multiple of the median skin triangle carry several smaller Gaussians
     (``SplatHeadConfig.large_triangle_ratio``), so the scalp's silhouette is as sharp as the face's."""

@@ -306,6 +306,8 @@ class SplatFit:
             self.colour_prior = projected_colours(self, capture)
             if cfg.colour_init and fresh:
                 self.model.init_colours(self.colour_prior[0])
+            if self.surface is not None and self.surface.seen_colour_residual:
+                self.model.set_colour_residual_gain(self.colour_prior[1])
         # monocular: triangles the video's masks call background are left out of the novel-view silhouette
         self.masked_out: Tensor | None = None
         if self.surface is not None and self.surface.novel_silhouette_weight > 0 and self.has_masks:
