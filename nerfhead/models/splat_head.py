@@ -167,14 +167,18 @@ class SplatHead(nn.Module):
             self.register_buffer("backdrop_viewmat", torch.eye(4))
             self.register_buffer("backdrop_K", torch.eye(3))
 
+    def skin(self) -> Tensor:
+        """[N] bool: the Gaussians on the skin (every part but the mouth interior)."""
+        part = self.ict.face_part.to(self.splats.binding.device)[self.splats.binding]
+        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
+        return ~torch.isin(part, inner)
+
     @torch.no_grad()
     def init_colours(self, colour: Tensor) -> None:
         """Set each Gaussian's base colour (and clear its higher SH) to its triangle's ``colour`` [F, 3]
         (e.g. projected from the training views), except on the mouth interior, which keeps its own."""
         sp = self.splats
-        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
-        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
-        skin = ~torch.isin(part, inner)
+        skin = self.skin()
         c = colour.to(sp.params["sh0"])[sp.binding]
         sp.params["sh0"][skin] = rgb_to_sh0(c[skin])[:, None]
         sp.params["shN"][skin] = 0.0
@@ -567,19 +571,20 @@ class SplatHead(nn.Module):
     def transparency(self) -> Tensor:
         """Mean ``1 - opacity`` of the skin's Gaussians (every part but the mouth interior), a scalar."""
         sp = self.splats
-        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
-        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
-        skin = ~torch.isin(part, inner)
+        skin = self.skin()
         return ((1.0 - torch.sigmoid(sp["opacities"].reshape(-1))) * skin).mean()
 
     @torch.no_grad()
-    def flatten_onto_surface(self, max_offset: float, max_normal_scale: float, max_scale: float) -> None:
+    def flatten_onto_surface(
+        self, max_offset: float, max_normal_scale: float, max_scale: float, min_scale: float = 0.0
+    ) -> None:
         """Project the Gaussians onto thin discs on their triangles (in place, triangle units): the local mean
         at most ``max_offset`` off the triangle's plane, the rotation a turn about the normal only, the scale
         along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (times the square
-        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales).
-        The surface one view fits then looks right from other views too (a monocular fit; GaussianAvatars-style
-        bounds)."""
+        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales)
+        and, with ``min_scale`` > 0, at least ``min_scale`` (the same way) on the skin, so no disc shrinks to a
+        dot that leaves its triangle see-through. The surface one view fits then looks right from other views
+        too (a monocular fit; GaussianAvatars-style bounds)."""
         p = self.splats.params
         p["means"][:, 2].clamp_(-max_offset, max_offset)
         q = p["quats"]
@@ -591,6 +596,10 @@ class SplatHead(nn.Module):
         share = torch.bincount(b, minlength=int(b.max()) + 1 if len(b) else 0)[b].to(q)
         cap = math.log(max_scale) + 0.5 * torch.log(max(1, int(self.cfg.triangle_stride)) / share)
         p["scales"][:, :2] = torch.minimum(p["scales"][:, :2], cap[:, None])
+        if min_scale > 0:  # the skin only: the mouth interior's Gaussians are sized by their own stride
+            floor = cap + math.log(min_scale / max_scale)
+            skin = self.skin()
+            p["scales"][skin, :2] = torch.maximum(p["scales"][skin, :2], floor[skin, None])
 
     def extra_repr(self) -> str:
         extra = "" if self.cfg.backdrop_size is None else f", backdrop={list(self.cfg.backdrop_size)}"

@@ -517,7 +517,7 @@ class SplatFit:
         """Monocular captures: project the Gaussians onto thin discs on their triangles (:class:`SurfaceConfig`)."""
         if self.surface is not None:
             s = self.surface
-            self.model.flatten_onto_surface(s.max_offset, s.max_normal_scale, s.max_scale)
+            self.model.flatten_onto_surface(s.max_offset, s.max_normal_scale, s.max_scale, s.min_scale)
 
     def state_tensors(self) -> dict[str, Tensor]:
         out = with_prefix(MODEL_PREFIX, self.model.state_dict())
