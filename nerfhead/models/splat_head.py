@@ -103,6 +103,7 @@ class SplatHead(nn.Module):
 
     neutral: Tensor
     background: Tensor
+    colour_residual_gain: Tensor
     backdrop_viewmat: Tensor
     backdrop_K: Tensor
 
