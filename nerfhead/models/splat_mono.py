@@ -96,7 +96,10 @@ def diffuse_colours(faces: Tensor, colour: Tensor, known: Tensor, steps: int) ->
     verts, corner = torch.unique(faces.reshape(-1), return_inverse=True)
     rows = torch.arange(U, device=faces.device).repeat_interleave(3)
     inc = torch.sparse_coo_tensor(
-        torch.stack([rows, corner]), torch.ones(3 * U, device=faces.device), (U, int(verts.shape[0]))
+        torch.stack([rows, corner]),
+        torch.ones(3 * U, device=faces.device),
+        (U, int(verts.shape[0])),
+        check_invariants=False,  # built from valid indices above
     ).coalesce()
     inc_t = inc.t().coalesce()
     deg = torch.sparse.sum(inc_t, 1).to_dense().clamp_min(1)[:, None]

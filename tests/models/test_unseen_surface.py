@@ -1,6 +1,8 @@
-"""The deformation network's colour residual scaled per triangle (``SplatHead.colour_residual_gain``): a
-monocular fit gives the triangles its views never saw none of it (``SurfaceConfig.seen_colour_residual``), the
-viewer's fast pose and the reference pose agree on it, and it survives a checkpoint."""
+"""What a monocular fit does with the surface its video never saw: the deformation network's colour residual
+scaled per triangle by how well the views saw it (``SplatHead.colour_residual_gain``,
+``SurfaceConfig.seen_colour_residual``), unseen triangles coloured by diffusion from their seen neighbours
+(``SurfaceConfig.unseen_colour_diffusion``), and the optional in-plane scale floor (``SurfaceConfig.min_scale``);
+the viewer's fast pose and the reference pose agree on the gain, and a checkpoint keeps it."""
 
 from __future__ import annotations
 
@@ -84,3 +86,49 @@ def test_scale_floor_keeps_skin_discs_from_shrinking_to_dots():
     floor = 0.3 * (m.cfg.triangle_stride / share).sqrt()
     torch.testing.assert_close(torch.exp(p["scales"][skin, :2].detach()), floor[skin, None].expand(-1, 2))
     assert float(torch.exp(p["scales"][~skin, :2].detach()).max()) < 1e-3  # the mouth interior keeps its own
+
+
+def test_diffusion_fills_unseen_triangles_from_their_seen_neighbours():
+    from nerfhead.models.splat_mono import diffuse_colours
+
+    # a strip of 10 triangles (each shares an edge with the next); the ends known: black and white
+    faces = torch.tensor([[i, i + 1, i + 2] for i in range(10)])
+    start = torch.full((10, 3), 0.9)  # the mirror rule's guess: wrong
+    start[0], start[9] = 0.0, 1.0
+    known = torch.zeros(10, dtype=torch.bool)
+    known[[0, 9]] = True
+    assert torch.equal(diffuse_colours(faces, start, known, 0), start)  # the case that must fail: no steps
+    out = diffuse_colours(faces, start, known, 2000)
+    torch.testing.assert_close(out[known], start[known])  # the seen triangles keep their colours
+    g = out[:, 0]
+    assert bool((g[1:] >= g[:-1]).all())  # harmonic between the ends: monotone, no 0.9 plateau left
+    assert 0.3 < float(g[4]) < 0.6 and float(g[1]) < 0.3 and float(g[8]) > 0.7
+
+
+def test_unseen_colours_are_smooth_and_seen_ones_unchanged(mono: Capture):  # noqa: F811
+    def prior(steps: int) -> tuple[SplatFit, torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        surface = SurfaceConfig(unseen_colour_diffusion=steps)
+        task = SplatFit(mono, dataclasses.replace(tiny_cfg(1), surface=surface))
+        assert task.colour_prior is not None
+        return task, *task.colour_prior
+
+    task, mirror, conf = prior(0)
+    _, diffused, conf2 = prior(500)
+    torch.testing.assert_close(conf, conf2)
+    used = torch.unique(task.model.splats.binding)
+    seen, unseen = used[conf[used] > 0], used[conf[used] == 0]
+    torch.testing.assert_close(diffused[seen], mirror[seen])
+
+    def roughness(colour: torch.Tensor) -> float:
+        """Mean distance of an unseen triangle's colour from the mean colour of the triangles sharing a vertex."""
+        faces = task.model.faces[used]
+        vert_sum = torch.zeros(int(task.model.faces.max()) + 1, 3).index_add_(
+            0, faces.reshape(-1), colour[used].repeat_interleave(3, 0)
+        )
+        vert_n = torch.bincount(faces.reshape(-1), minlength=len(vert_sum)).clamp_min(1)[:, None]
+        around = (vert_sum / vert_n)[faces].mean(1)
+        sel = torch.isin(used, unseen)
+        return float((colour[used][sel] - around[sel]).abs().mean())
+
+    assert roughness(diffused) < 0.5 * roughness(mirror), (roughness(diffused), roughness(mirror))
