@@ -103,6 +103,7 @@ class SplatHead(nn.Module):
 
     neutral: Tensor
     background: Tensor
+    colour_residual_gain: Tensor
     backdrop_viewmat: Tensor
     backdrop_K: Tensor
 
@@ -122,6 +123,9 @@ class SplatHead(nn.Module):
             else torch.as_tensor(background, dtype=torch.float32).reshape(3)
         )
         self.register_buffer("background", bg.clone())
+        # [F] per mesh triangle: how much of the deformation network's colour residual its Gaussians take
+        # (1 everywhere unless a fit lowers it: a monocular fit, where the video barely sees the triangle)
+        self.register_buffer("colour_residual_gain", torch.ones(int(self.faces.shape[0])))
 
         stride = max(1, int(cfg.triangle_stride))
         inner = [p for p in cfg.parts if p in INTERIOR_COLOURS]
@@ -164,17 +168,33 @@ class SplatHead(nn.Module):
             self.register_buffer("backdrop_viewmat", torch.eye(4))
             self.register_buffer("backdrop_K", torch.eye(3))
 
+    def skin(self) -> Tensor:
+        """[N] bool: the Gaussians on the skin (every part but the mouth interior)."""
+        part = self.ict.face_part.to(self.splats.binding.device)[self.splats.binding]
+        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
+        return ~torch.isin(part, inner)
+
     @torch.no_grad()
     def init_colours(self, colour: Tensor) -> None:
         """Set each Gaussian's base colour (and clear its higher SH) to its triangle's ``colour`` [F, 3]
         (e.g. projected from the training views), except on the mouth interior, which keeps its own."""
         sp = self.splats
-        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
-        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
-        skin = ~torch.isin(part, inner)
+        skin = self.skin()
         c = colour.to(sp.params["sh0"])[sp.binding]
         sp.params["sh0"][skin] = rgb_to_sh0(c[skin])[:, None]
         sp.params["shN"][skin] = 0.0
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before ``colour_residual_gain`` existed: the full residual everywhere, as then
+        state_dict.setdefault(prefix + "colour_residual_gain", self.colour_residual_gain.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def set_colour_residual_gain(self, gain: Tensor) -> None:
+        """Scale the deformation network's colour residual of every Gaussian by its triangle's ``gain`` [F]
+        in [0, 1] (e.g. how well the training views saw the triangle: a residual the video never constrained
+        is whatever the hash grid's shared cells hold, speckles seen from other views)."""
+        self.colour_residual_gain.copy_(gain.to(self.colour_residual_gain).reshape(-1).clamp(0.0, 1.0))
 
     @torch.no_grad()
     def set_backdrop(self, image: Tensor, viewmat: Tensor, K: Tensor) -> None:
@@ -321,7 +341,8 @@ class SplatHead(nn.Module):
                 3, -1
             )
             means = means[None] + offset  # [T, N, 3]
-            sh0 = sh0[None] + (rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
+            gain = self.colour_residual_gain[sp.binding][None, :, None]
+            sh0 = sh0[None] + (gain * rgb / SH_C0)[:, :, None, :]  # [T, N, 1, 3]
         else:
             sh0 = sh0[None].expand(len(drive), -1, -1, -1)
         world = bind_to_world(frames, index, means, sp["quats"], sp["scales"])
@@ -368,7 +389,14 @@ class SplatHead(nn.Module):
             else [*self.deform.grid.parameters(), *self.deform.hidden_pos.parameters()]
         )
         names = ("means", "quats", "scales", "sh0", "opacities")
-        sources = (self.neutral, self.ict.expr_basis, sp.binding, *(sp.params[k] for k in names), *deform)
+        sources = (
+            self.neutral,
+            self.ict.expr_basis,
+            sp.binding,
+            self.colour_residual_gain,
+            *(sp.params[k] for k in names),
+            *deform,
+        )
 
         def build() -> dict[str, Any]:
             from nerfhead.geometry import quaternion_to_matrix
@@ -385,6 +413,7 @@ class SplatHead(nn.Module):
                 "rgb": SH_C0 * sp["sh0"][:, 0] + 0.5,
                 "opacities": torch.sigmoid(sp["opacities"]),
                 "positional": None if self.deform is None else self.deform.positional(self._deform_input()),
+                "gain": self.colour_residual_gain[sp.binding][:, None],
             }
 
         return self._cached("_pose_constants_cache", sources, build)
@@ -420,7 +449,7 @@ class SplatHead(nn.Module):
             cond = torch.cat([d.expression, d.rotation], -1)
             out = self.deform.from_positional(c["positional"], self._deform_input(), cond)
             offset, residual = out.split(3, -1)
-            means, rgb = means + offset[0], rgb + residual[0]
+            means, rgb = means + offset[0], rgb + c["gain"] * residual[0]
         centres = torch.baddbmm(centre[..., None], rot, (k * means)[..., None])[..., 0]
         m = torch.bmm(rot, c["local"]) * k[..., None]
         out = {
@@ -543,19 +572,20 @@ class SplatHead(nn.Module):
     def transparency(self) -> Tensor:
         """Mean ``1 - opacity`` of the skin's Gaussians (every part but the mouth interior), a scalar."""
         sp = self.splats
-        part = self.ict.face_part.to(sp.binding.device)[sp.binding]
-        inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=part.device)
-        skin = ~torch.isin(part, inner)
+        skin = self.skin()
         return ((1.0 - torch.sigmoid(sp["opacities"].reshape(-1))) * skin).mean()
 
     @torch.no_grad()
-    def flatten_onto_surface(self, max_offset: float, max_normal_scale: float, max_scale: float) -> None:
+    def flatten_onto_surface(
+        self, max_offset: float, max_normal_scale: float, max_scale: float, min_scale: float = 0.0
+    ) -> None:
         """Project the Gaussians onto thin discs on their triangles (in place, triangle units): the local mean
         at most ``max_offset`` off the triangle's plane, the rotation a turn about the normal only, the scale
         along the normal at most ``max_normal_scale`` and in the plane at most ``max_scale`` (times the square
-        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales).
-        The surface one view fits then looks right from other views too (a monocular fit; GaussianAvatars-style
-        bounds)."""
+        root of the triangle stride over the number of Gaussians sharing the triangle, as the init scales)
+        and, with ``min_scale`` > 0, at least ``min_scale`` (the same way) on the skin, so no disc shrinks to a
+        dot that leaves its triangle see-through. The surface one view fits then looks right from other views
+        too (a monocular fit; GaussianAvatars-style bounds)."""
         p = self.splats.params
         p["means"][:, 2].clamp_(-max_offset, max_offset)
         q = p["quats"]
@@ -567,6 +597,10 @@ class SplatHead(nn.Module):
         share = torch.bincount(b, minlength=int(b.max()) + 1 if len(b) else 0)[b].to(q)
         cap = math.log(max_scale) + 0.5 * torch.log(max(1, int(self.cfg.triangle_stride)) / share)
         p["scales"][:, :2] = torch.minimum(p["scales"][:, :2], cap[:, None])
+        if min_scale > 0:  # the skin only: the mouth interior's Gaussians are sized by their own stride
+            floor = cap + math.log(min_scale / max_scale)
+            skin = self.skin()
+            p["scales"][skin, :2] = torch.maximum(p["scales"][skin, :2], floor[skin, None])
 
     def extra_repr(self) -> str:
         extra = "" if self.cfg.backdrop_size is None else f", backdrop={list(self.cfg.backdrop_size)}"

@@ -40,6 +40,11 @@ class SurfaceConfig:
     """Largest scale along the triangle's normal (triangle units); the rotation turns about the normal only."""
     max_scale: float = 1.0
     """Largest in-plane scale (triangle units)."""
+    min_scale: float = 0.0
+    """Smallest in-plane scale of a skin Gaussian (triangle units, shared as ``max_scale``); 0: none. Without it
+    the Gaussians the video shows outside the mask (the neck below a tracked mask's lower edge, the ear's rim
+    where the wall band cut the mask) shrink to dots, since opacity is held: dotted and see-through from the
+    side. With it they cover their triangle and go clear or stay whole."""
     eps2d: float = 0.1
     """The model's low-pass filter (``SplatHeadConfig.eps2d``, pixels^2; 0.3 elsewhere): a smaller one keeps
     the silhouette of Gaussians seen edge-on from views the fit never saw as sharp as the image's (a 0.3 px^2
@@ -52,6 +57,16 @@ class SurfaceConfig:
     opacity_weight: float = 1.0
     """Weight of the skin Gaussians' mean transparency (``1 - opacity``; not the mouth interior's), so the
     surface is opaque from every side instead of faint layers that only add up from the fitted view."""
+    seen_colour_residual: bool = True
+    """Scale the deformation network's colour residual of each Gaussian by the same confidence
+    (``SplatHead.colour_residual_gain``, stored in the run): the residual comes from a hash grid whose cells
+    the unseen neck, ears and scalp share with seen skin, so unconstrained it paints them in whatever
+    colours the seen skin's expressions needed (the dotted neck and ear speckles of a ±35° orbit)."""
+    unseen_colour_diffusion: int = 500
+    """Steps of diffusion over the mesh that colour the triangles no training view saw from their seen
+    neighbours (:func:`projected_colours`), starting from the mirror rule; 0: the mirror rule alone. The mirror
+    rule gives each unseen triangle the colour of whichever seen triangle lies nearest its mirror image, a
+    patchwork of pale, pink and wall-tinted pieces behind the ears and under the chin from other views."""
     large_triangle_ratio: float = 2.0
     """Triangles larger than this multiple of the median skin triangle carry several smaller Gaussians
     (``SplatHeadConfig.large_triangle_ratio``), so the scalp's silhouette is as sharp as the face's."""
@@ -69,6 +84,33 @@ class SurfaceConfig:
 
 
 @torch.no_grad()
+def diffuse_colours(faces: Tensor, colour: Tensor, known: Tensor, steps: int) -> Tensor:
+    """[U, 3] ``colour`` of the triangles ``faces`` [U, 3] where ``known`` [U] bool, and elsewhere ``steps``
+    Jacobi steps of diffusion from them over the mesh (each unknown triangle takes the mean of its corners,
+    a corner the mean of the triangles around it), starting from the given colours: harmonic interpolation
+    of the known colours into the unknown regions as ``steps`` grows; regions no known triangle reaches keep
+    their start."""
+    U = int(faces.shape[0])
+    if steps <= 0 or U == 0 or bool(known.all()):
+        return colour
+    verts, corner = torch.unique(faces.reshape(-1), return_inverse=True)
+    rows = torch.arange(U, device=faces.device).repeat_interleave(3)
+    inc = torch.sparse_coo_tensor(
+        torch.stack([rows, corner]),
+        torch.ones(3 * U, device=faces.device),
+        (U, int(verts.shape[0])),
+        check_invariants=False,  # built from valid indices above
+    ).coalesce()
+    inc_t = inc.t().coalesce()
+    deg = torch.sparse.sum(inc_t, 1).to_dense().clamp_min(1)[:, None]
+    x = colour.clone()
+    for _ in range(steps):
+        y = torch.sparse.mm(inc, torch.sparse.mm(inc_t, x) / deg) / 3.0
+        x = torch.where(known[:, None], colour, y)
+    return x
+
+
+@torch.no_grad()
 def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> tuple[Tensor, Tensor]:
     """Each mesh triangle's colour as the training frames show it (GaussianAvatars-style colour init from the
     views, with visibility), and how well they show it.
@@ -79,7 +121,9 @@ def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> 
     silhouette is never sampled). Its colour is the mean of the
     frames' pixels at the centroid, weighted by the squared cosine between the normal and the view ray.
     Triangles no frame saw take the colour of the seen triangle nearest to their mirror image (x -> -x on
-    the neutral: the other cheek, the other ear), which is the nearest seen one when the mirror is unseen too.
+    the neutral: the other cheek, the other ear), which is the nearest seen one when the mirror is unseen too;
+    then, with the surface prior, ``SurfaceConfig.unseen_colour_diffusion`` steps of diffusion over the skin
+    (:func:`diffuse_colours`) smooth them into their seen neighbours' colours (the mouth interior is kept out).
 
     Returns:
         (colour [F, 3] in [0, 1], confidence [F] in [0, 1]: the largest squared cosine over the frames, 0 for
@@ -139,6 +183,10 @@ def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> 
         near = torch.cat([torch.cdist(q, cen0[seen_ids]).argmin(1) for q in mirror.split(2048)])
         colour[unseen] = colour[seen_ids[near]]
     inner = torch.tensor([PART_ID[p] for p in INTERIOR_COLOURS], device=dev)
+    steps = fit.surface.unseen_colour_diffusion if fit.surface is not None else 0
+    if steps > 0 and len(unseen):  # the skin's unseen triangles smoothed into their seen neighbours
+        skin = used[~torch.isin(model.ict.face_part.to(dev)[used], inner)]
+        colour[skin] = diffuse_colours(faces[skin], colour[skin], ok[skin], steps)
     keep = torch.ones(F, dtype=torch.bool, device=dev)
     keep[used] = False
     keep |= torch.isin(model.ict.face_part.to(dev), inner)

@@ -306,6 +306,8 @@ class SplatFit:
             self.colour_prior = projected_colours(self, capture)
             if cfg.colour_init and fresh:
                 self.model.init_colours(self.colour_prior[0])
+            if self.surface is not None and self.surface.seen_colour_residual:
+                self.model.set_colour_residual_gain(self.colour_prior[1])
         # monocular: triangles the video's masks call background are left out of the novel-view silhouette
         self.masked_out: Tensor | None = None
         if self.surface is not None and self.surface.novel_silhouette_weight > 0 and self.has_masks:
@@ -515,7 +517,7 @@ class SplatFit:
         """Monocular captures: project the Gaussians onto thin discs on their triangles (:class:`SurfaceConfig`)."""
         if self.surface is not None:
             s = self.surface
-            self.model.flatten_onto_surface(s.max_offset, s.max_normal_scale, s.max_scale)
+            self.model.flatten_onto_surface(s.max_offset, s.max_normal_scale, s.max_scale, s.min_scale)
 
     def state_tensors(self) -> dict[str, Tensor]:
         out = with_prefix(MODEL_PREFIX, self.model.state_dict())
