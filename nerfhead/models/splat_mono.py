@@ -137,14 +137,7 @@ def projected_colours(fit: SplatFit, capture: Capture, max_frames: int = 24) -> 
     acc = torch.zeros(F, 3, device=dev)
     wsum = torch.zeros(F, device=dev)
     conf = torch.zeros(F, device=dev)
-    views = [
-        (c, t)
-        for t in fit.train_timesteps
-        for c in fit.train_cameras
-        if capture.frame_index(c, t) is not None
-    ]
-    step = max(1, -(-len(views) // max_frames))  # ceil
-    for c, t in views[::step]:
+    for c, t in fit.training_views(max_frames):
         cam = fit.cameras[c]
         verts = model.posed_vertices(fit.drive[t])[0]  # [V, 3]
         fr = triangle_frames(verts[None], faces[used])

@@ -76,13 +76,7 @@ def masked_out_triangles(fit: SplatFit, capture: Capture, max_frames: int = 8, d
     n = int(faces.shape[0])
     seen = torch.zeros(n, device=dev)
     inside = torch.zeros(n, device=dev)
-    views = [
-        (c, t)
-        for t in fit.train_timesteps
-        for c in fit.train_cameras
-        if capture.frame_index(c, t) is not None
-    ]
-    for c, t in views[:: max(1, -(-len(views) // max_frames))]:
+    for c, t in fit.training_views(max_frames):
         _, mask = fit.target(capture.frame_index(c, t))  # type: ignore[arg-type]
         if mask is None:
             continue

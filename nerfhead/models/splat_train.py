@@ -327,6 +327,16 @@ class SplatFit:
         img, m = self.loader.get(frame)
         return img.to(self.device), (None if m is None else m.to(self.device))
 
+    def training_views(self, max_frames: int) -> list[tuple[int, int]]:
+        """Up to ``max_frames`` training (camera, timestep) pairs with a frame, evenly spread over the split."""
+        views = [
+            (c, t)
+            for t in self.train_timesteps
+            for c in self.train_cameras
+            if self.capture.frame_index(c, t) is not None
+        ]
+        return views[:: max(1, -(-len(views) // max_frames))]
+
     def head_chroma(self, max_frames: int = 16) -> Tensor:
         """:func:`nerfhead.engine.chroma.head_like_bins` of up to ``max_frames`` training frames of camera 0."""
         frames = [f for t in self.train_timesteps if (f := self.capture.frame_index(0, t)) is not None]
