@@ -145,49 +145,39 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     }
 
 
-def moved(a: Any, b: Any, position: float, colour: float) -> torch.Tensor:
-    """[N] bool: Gaussians of ``a`` farther than ``position`` metres, 1% of their covariance or ``colour`` from
-    those of ``b``."""
-    n = a.centers.shape[0]
-    ca, cb = a.covariances.reshape(n, 9), b.covariances.reshape(n, 9)
-    return (
-        ((a.centers - b.centers).abs().amax(1) > position)
-        | ((ca - cb).abs().amax(1) > 0.01 * cb.abs().amax(1))
-        | ((a.rgbs - b.rgbs).abs().amax(1) > colour)
-    )
+def bench_static_share(viewer: ViewerServer, timeline_frames: int = 48) -> dict[str, Any]:
+    """Would a static splat node pay (:mod:`nerfhead.viewer.split`)? In head coordinates (the head's rigid
+    motion taken out, as a node transform would), the share of the Gaussians that never move visibly over each
+    part of the drive range: expression sliders at 1 one by one and all at once, the head-pose sliders' limits,
+    random mixes under random head poses, the timeline; also between consecutive timeline frames (25 fps)."""
+    from nerfhead.viewer.split import movement, pixels_per_metre, sample_drives, split_static
 
-
-def bench_static_share(viewer: ViewerServer, frames: int = 50) -> dict[str, Any]:
-    """Would a speech frame need to send only part of the head? The Gaussians in head coordinates (the head's
-    rigid motion taken out, as a node transform would): the share that moves between consecutive timeline frames
-    (25 fps) and the share that stays put over the whole timeline and every expression coefficient at 1 in turn
-    (a static node that need never be re-sent), at three tolerances."""
-    st = viewer.state
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
-    n = min(frames, st.num_frames)
-    seq = [pose(st.drive_at(i), head_frame=True) for i in range(n)]
-    first = st.drive_at(0)
-    extremes = []
-    for k in range(first.expression.shape[1]):
-        e = first.expression.clone()
-        e[0, k] = 1.0
-        extremes.append(
-            pose(first.__class__(first.rotation, first.translation, e, first.latent, first.fps), True)
+    fr, fov = viewer.renderable.framing(), viewer.config.fov_deg
+    ppm = pixels_per_metre(fov, math.dist(fr.eye(math.radians(fov)), fr.center))
+    drives = sample_drives(viewer.state.drive, n_timeline=timeline_frames)
+    posed = [pose(d, head_frame=True) for d in drives]
+    n_expr = drives[1].expression.shape[1]
+    parts = {
+        "expression_sliders": posed[: n_expr + 2],
+        "pose_sliders": posed[:1] + posed[n_expr + 2 : n_expr + 8],
+        "random_mixes": posed[:1] + posed[n_expr + 8 : n_expr + 24],
+        "timeline": posed[:1] + posed[n_expr + 24 :],
+        "all": posed,
+    }
+    out: dict[str, Any] = {
+        "gaussians": len(posed[0].centers),
+        "px_per_metre": round(ppm, 1),
+        "samples": len(drives),
+    }
+    for px, steps in ((0.25, 1.0), (1.0, 4.0), (2.0, 8.0)):
+        label = f"{px}px_{steps:g}steps"
+        out[label] = {k: round(split_static(v, ppm, px, steps).share, 4) for k, v in parts.items()}
+        seq = parts["timeline"][1:]
+        moved = [movement(a, b, ppm) for a, b in zip(seq, seq[1:], strict=False)]
+        out[label]["moved_between_frames_share"] = stats(
+            [float(((m > px) | (c >= steps)).float().mean()) for m, c in moved]
         )
-    out: dict[str, Any] = {"gaussians": int(seq[0].centers.shape[0]), "timeline_frames": n}
-    for label, (pos, col) in {
-        "0.02mm_0.5/255": (2e-5, 0.5 / 255),
-        "0.1mm_1/255": (1e-4, 1 / 255),
-        "0.5mm_4/255": (5e-4, 4 / 255),
-    }.items():
-        step = [float(moved(b, a, pos, col).float().mean()) for a, b in zip(seq, seq[1:], strict=False)]
-        static = torch.ones(out["gaussians"], dtype=torch.bool)
-        for g in seq[1:] + extremes:
-            static &= ~moved(g, seq[0], pos, col)
-        out[label] = {
-            "moved_between_frames_share": stats(step),
-            "static_share": round(float(static.float().mean()), 4),
-        }
     return out
 
 
