@@ -81,7 +81,8 @@ def sample_drives(
         drives.append(d)
     if timeline is not None and len(timeline) > 0:
         n = len(timeline)
-        for i in sorted({round(k * (n - 1) / max(n_timeline - 1, 1)) for k in range(min(n, n_timeline))}):
+        m = min(n, n_timeline)
+        for i in sorted({round(k * (n - 1) / max(m - 1, 1)) for k in range(m)}):
             drives.append(timeline[i])
     return drives
 

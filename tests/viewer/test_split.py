@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import NUM_EXPRESSIONS
 from nerfhead.geometry import axis_angle_to_matrix
 from nerfhead.models.deform import DeformConfig
@@ -59,9 +60,19 @@ def test_a_gaussian_that_moves_visibly_is_never_static():
 
 
 def test_sample_covers_the_sliders_and_the_timeline():
-    timeline = sample_drives(None, n_random=0)[1]  # any one-frame drive
+    timeline = Drive.neutral(25)
+    timeline.expression[:, 0] = torch.arange(25) / 24.0  # frame i has expression 0 at i / 24
+    fixed = 1 + NUM_EXPRESSIONS + 1 + 6 + 3
     drives = sample_drives(timeline, n_random=3, n_timeline=5)
-    assert len(drives) == 1 + NUM_EXPRESSIONS + 1 + 6 + 3 + 1
+    assert [round(24 * float(d.expression[0, 0])) for d in drives[fixed:]] == [
+        0,
+        6,
+        12,
+        18,
+        24,
+    ]  # evenly spaced
+    every = sample_drives(timeline, n_random=3)  # a short timeline: every frame
+    assert [round(24 * float(d.expression[0, 0])) for d in every[fixed:]] == list(range(25))
     assert float(drives[0].expression.abs().max()) == 0.0 and float(drives[0].rotation.abs().max()) == 0.0
     ones = torch.stack([d.expression[0] for d in drives[1 : NUM_EXPRESSIONS + 1]])
     assert torch.equal(ones, torch.eye(NUM_EXPRESSIONS))
