@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nerfhead.data.drive import Drive
 from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_renderable
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
@@ -145,11 +146,14 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     }
 
 
-def bench_static_share(viewer: ViewerServer, timeline_frames: int = 48) -> dict[str, Any]:
+def bench_static_share(
+    viewer: ViewerServer, speech: Drive | None = None, timeline_frames: int = 48
+) -> dict[str, Any]:
     """Would a static splat node pay (:mod:`nerfhead.viewer.split`)? In head coordinates (the head's rigid
     motion taken out, as a node transform would), the share of the Gaussians that never move visibly over each
     part of the drive range: expression sliders at 1 one by one and all at once, the head-pose sliders' limits,
-    random mixes under random head poses, the timeline; also between consecutive timeline frames (25 fps)."""
+    random mixes under random head poses, the timeline, a speech drive (``speech``: ``--speech-audio`` through
+    the run's speech driver, as ``nerfhead drive`` makes it); also between consecutive timeline frames."""
     from nerfhead.viewer.split import movement, pixels_per_metre, sample_drives, split_static
 
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
@@ -163,12 +167,14 @@ def bench_static_share(viewer: ViewerServer, timeline_frames: int = 48) -> dict[
         "pose_sliders": posed[:1] + posed[n_expr + 2 : n_expr + 8],
         "random_mixes": posed[:1] + posed[n_expr + 8 : n_expr + 24],
         "timeline": posed[:1] + posed[n_expr + 24 :],
-        "all": posed,
     }
+    if speech is not None:
+        parts["speech"] = posed[:1] + [pose(speech[i], head_frame=True) for i in range(len(speech))]
+    parts["all"] = [g for v in parts.values() for g in v]
     out: dict[str, Any] = {
         "gaussians": len(posed[0].centers),
         "px_per_metre": round(ppm, 1),
-        "samples": len(drives),
+        "samples": len(parts["all"]),
     }
     for px, steps in ((0.25, 1.0), (1.0, 4.0), (2.0, 8.0)):
         label = f"{px}px_{steps:g}steps"
@@ -440,6 +446,9 @@ def main() -> None:
     )
     ap.add_argument("--skip-browser", action="store_true")
     ap.add_argument(
+        "--speech-audio", default=None, help="speech whose drive static_share includes (e.g. a wav)"
+    )
+    ap.add_argument(
         "--live-margin",
         type=float,
         default=ViewerConfig.live_margin_s,
@@ -489,7 +498,12 @@ def main() -> None:
         time.sleep(1.0)
         result["pose"] = bench_pose(viewer, args.frames)
         result["server_send"] = send_rate(viewer, args.seconds)
-        result["static_share"] = bench_static_share(viewer)
+        speech = None
+        if args.speech_audio:
+            from nerfhead.export.gltf import speech_drive
+
+            speech = speech_drive(Path(args.run), Path(args.speech_audio), 25.0)
+        result["static_share"] = bench_static_share(viewer, speech)
         canvas = (640, 480)
         if not args.skip_browser:
             from tests.viewer.chromium import find_chromium
