@@ -41,8 +41,9 @@ def pixels_per_metre(fov_deg: float, distance: float, height_px: int = REFERENCE
 
 
 def movement(ref: BrowserSplats, g: BrowserSplats, px_per_metre: float) -> tuple[Tensor, Tensor]:
-    """Per Gaussian: (how far its centre or 3-sigma ellipsoid moved from ``ref``, in pixels; the largest change
-    of a colour channel, in 8-bit steps). Both in the same (head) frame."""
+    """Per Gaussian: (how far any point of its 3-sigma ellipsoid can have moved from ``ref``, in pixels: the
+    centre's move plus ``3 sqrt(||dSigma||_F)``; the largest change of a colour channel, in 8-bit steps). Both
+    in the same (head) frame."""
     dc = (g.centers - ref.centers).norm(dim=-1)
     dcov = (g.covariances - ref.covariances).flatten(1).norm(dim=-1)
     px = (dc + 3.0 * dcov.sqrt()) * px_per_metre
