@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nerfhead.data.drive import Drive
 from nerfhead.viewer import ViewCamera, ViewerConfig, ViewerServer, load_renderable
 from nerfhead.viewer.camera import look_at_view
 from nerfhead.viewer.live_speech import PipeSource, feed_pipe
@@ -145,49 +146,44 @@ def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     }
 
 
-def moved(a: Any, b: Any, position: float, colour: float) -> torch.Tensor:
-    """[N] bool: Gaussians of ``a`` farther than ``position`` metres, 1% of their covariance or ``colour`` from
-    those of ``b``."""
-    n = a.centers.shape[0]
-    ca, cb = a.covariances.reshape(n, 9), b.covariances.reshape(n, 9)
-    return (
-        ((a.centers - b.centers).abs().amax(1) > position)
-        | ((ca - cb).abs().amax(1) > 0.01 * cb.abs().amax(1))
-        | ((a.rgbs - b.rgbs).abs().amax(1) > colour)
-    )
+def bench_static_share(
+    viewer: ViewerServer, speech: Drive | None = None, timeline_frames: int = 48
+) -> dict[str, Any]:
+    """Would a static splat node pay (:mod:`nerfhead.viewer.split`)? In head coordinates (the head's rigid
+    motion taken out, as a node transform would), the share of the Gaussians that never move visibly over each
+    part of the drive range: expression sliders at 1 one by one and all at once, the head-pose sliders' limits,
+    random mixes under random head poses, the timeline, a speech drive (``speech``: ``--speech-audio`` through
+    the run's speech driver, as ``nerfhead drive`` makes it); also between consecutive timeline frames."""
+    from nerfhead.viewer.split import movement, pixels_per_metre, sample_drives, split_static
 
-
-def bench_static_share(viewer: ViewerServer, frames: int = 50) -> dict[str, Any]:
-    """Would a speech frame need to send only part of the head? The Gaussians in head coordinates (the head's
-    rigid motion taken out, as a node transform would): the share that moves between consecutive timeline frames
-    (25 fps) and the share that stays put over the whole timeline and every expression coefficient at 1 in turn
-    (a static node that need never be re-sent), at three tolerances."""
-    st = viewer.state
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
-    n = min(frames, st.num_frames)
-    seq = [pose(st.drive_at(i), head_frame=True) for i in range(n)]
-    first = st.drive_at(0)
-    extremes = []
-    for k in range(first.expression.shape[1]):
-        e = first.expression.clone()
-        e[0, k] = 1.0
-        extremes.append(
-            pose(first.__class__(first.rotation, first.translation, e, first.latent, first.fps), True)
+    fr, fov = viewer.renderable.framing(), viewer.config.fov_deg
+    ppm = pixels_per_metre(fov, math.dist(fr.eye(math.radians(fov)), fr.center))
+    drives = sample_drives(viewer.state.drive, n_timeline=timeline_frames)
+    posed = [pose(d, head_frame=True) for d in drives]
+    n_expr = drives[1].expression.shape[1]
+    parts = {
+        "expression_sliders": posed[: n_expr + 2],
+        "pose_sliders": posed[:1] + posed[n_expr + 2 : n_expr + 8],
+        "random_mixes": posed[:1] + posed[n_expr + 8 : n_expr + 24],
+        "timeline": posed[:1] + posed[n_expr + 24 :],
+    }
+    if speech is not None:
+        parts["speech"] = posed[:1] + [pose(speech[i], head_frame=True) for i in range(len(speech))]
+    parts["all"] = [g for v in parts.values() for g in v]
+    out: dict[str, Any] = {
+        "gaussians": len(posed[0].centers),
+        "px_per_metre": round(ppm, 1),
+        "samples": len(parts["all"]),
+    }
+    for px, steps in ((0.25, 1.0), (1.0, 4.0), (2.0, 8.0)):
+        label = f"{px}px_{steps:g}steps"
+        out[label] = {k: round(split_static(v, ppm, px, steps).share, 4) for k, v in parts.items()}
+        seq = parts["timeline"][1:]
+        moved = [movement(a, b, ppm) for a, b in zip(seq, seq[1:], strict=False)]
+        out[label]["moved_between_frames_share"] = stats(
+            [float(((m > px) | (c >= steps)).float().mean()) for m, c in moved]
         )
-    out: dict[str, Any] = {"gaussians": int(seq[0].centers.shape[0]), "timeline_frames": n}
-    for label, (pos, col) in {
-        "0.02mm_0.5/255": (2e-5, 0.5 / 255),
-        "0.1mm_1/255": (1e-4, 1 / 255),
-        "0.5mm_4/255": (5e-4, 4 / 255),
-    }.items():
-        step = [float(moved(b, a, pos, col).float().mean()) for a, b in zip(seq, seq[1:], strict=False)]
-        static = torch.ones(out["gaussians"], dtype=torch.bool)
-        for g in seq[1:] + extremes:
-            static &= ~moved(g, seq[0], pos, col)
-        out[label] = {
-            "moved_between_frames_share": stats(step),
-            "static_share": round(float(static.float().mean()), 4),
-        }
     return out
 
 
@@ -450,6 +446,9 @@ def main() -> None:
     )
     ap.add_argument("--skip-browser", action="store_true")
     ap.add_argument(
+        "--speech-audio", default=None, help="speech whose drive static_share includes (e.g. a wav)"
+    )
+    ap.add_argument(
         "--live-margin",
         type=float,
         default=ViewerConfig.live_margin_s,
@@ -499,7 +498,12 @@ def main() -> None:
         time.sleep(1.0)
         result["pose"] = bench_pose(viewer, args.frames)
         result["server_send"] = send_rate(viewer, args.seconds)
-        result["static_share"] = bench_static_share(viewer)
+        speech = None
+        if args.speech_audio:
+            from nerfhead.export.gltf import speech_drive
+
+            speech = speech_drive(Path(args.run), Path(args.speech_audio), 25.0)
+        result["static_share"] = bench_static_share(viewer, speech)
         canvas = (640, 480)
         if not args.skip_browser:
             from tests.viewer.chromium import find_chromium

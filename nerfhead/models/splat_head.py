@@ -377,90 +377,17 @@ class SplatHead(nn.Module):
         }
 
     def _pose_constants(self) -> dict[str, Any]:
-        """What :meth:`posed_splats` needs that does not depend on the drive, cached until a source changes: each
-        Gaussian's triangle as indices into the vertices bound triangles use, the neutral and expression basis
-        restricted to those vertices, each Gaussian's local ``R S`` (its covariance is ``k^2 (R_tri R S)(...)^T``
-        in world space), its degree-0 colour and opacity, and the drive-independent half of the deformation
-        network's hidden layer."""
-        sp = self.splats
-        deform = (
-            []
-            if self.deform is None
-            else [*self.deform.grid.parameters(), *self.deform.hidden_pos.parameters()]
-        )
-        names = ("means", "quats", "scales", "sh0", "opacities")
-        sources = (
-            self.neutral,
-            self.ict.expr_basis,
-            sp.binding,
-            self.colour_residual_gain,
-            *(sp.params[k] for k in names),
-            *deform,
-        )
+        """:func:`nerfhead.models.splat_pose.pose_constants` of this head (cached)."""
+        from nerfhead.models.splat_pose import pose_constants
 
-        def build() -> dict[str, Any]:
-            from nerfhead.geometry import quaternion_to_matrix
-
-            used, tri = torch.unique(self.faces.to(sp.binding.device)[sp.binding], return_inverse=True)
-            basis = self.ict.expr_basis.to(used.device)[:, used]
-            local = quaternion_to_matrix(sp["quats"]) * torch.exp(sp["scales"])[:, None, :]
-            return {
-                "tri": tri.reshape(-1, 3),
-                "neutral": self.neutral[used].reshape(1, -1).contiguous(),
-                "basis": basis.reshape(basis.shape[0], -1).contiguous(),
-                "means": sp["means"].detach(),
-                "local": local.contiguous(),
-                "rgb": SH_C0 * sp["sh0"][:, 0] + 0.5,
-                "opacities": torch.sigmoid(sp["opacities"]),
-                "positional": None if self.deform is None else self.deform.positional(self._deform_input()),
-                "gain": self.colour_residual_gain[sp.binding][:, None],
-            }
-
-        return self._cached("_pose_constants_cache", sources, build)
+        return pose_constants(self)
 
     @torch.no_grad()
     def posed_splats(self, drive: Drive, head_frame: bool = False) -> dict[str, Tensor]:
-        """The activated world Gaussians of timestep 0 of ``drive`` with their view-independent colour: what a
-        browser-side splat renderer draws. The same Gaussians as :meth:`world_splats` (``sh_degree=0``; tested
-        to float tolerance), computed the fast way for one pose after another: the mesh only at the vertices the
-        bound triangles use, each Gaussian's triangle frame directly, covariances as ``k^2 (R_tri L)(R_tri L)^T``
-        with the cached local ``L = R S`` (no quaternions), and the deformation network's position half cached.
+        """The viewer's fast pose step: :func:`nerfhead.models.splat_pose.posed_splats` of this head."""
+        from nerfhead.models.splat_pose import posed_splats
 
-        ``head_frame``: the Gaussians in head coordinates instead (before the drive's head rotation and
-        translation; the deformation network still sees the rotation), with that rigid transform returned: world
-        = ``rotation @ x + translation`` (a viewer then moves the whole head by one node transform).
-
-        Returns:
-            ``means`` [N, 3], ``covariances`` [N, 3, 3], ``rgb`` [N, 3] in [0, 1], ``opacities`` [N] in (0, 1);
-            with ``head_frame`` also ``rotation`` [3, 3] and ``translation`` [3] (head to world).
-        """
-        from nerfhead.geometry import axis_angle_to_matrix
-
-        c = self._pose_constants()
-        d = drive[:1].to(self.neutral.device, torch.float32)
-        verts = torch.addmm(c["neutral"], d.expression, c["basis"]).reshape(-1, 3)
-        head_to_world = axis_angle_to_matrix(d.rotation[0])
-        if not head_frame:
-            verts = torch.addmm(d.translation, verts, head_to_world.T)
-        fr = triangle_frames(verts, c["tri"])
-        rot, k, centre = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
-        means, rgb = c["means"], c["rgb"]
-        if self.deform is not None:
-            cond = torch.cat([d.expression, d.rotation], -1)
-            out = self.deform.from_positional(c["positional"], self._deform_input(), cond)
-            offset, residual = out.split(3, -1)
-            means, rgb = means + offset[0], rgb + c["gain"] * residual[0]
-        centres = torch.baddbmm(centre[..., None], rot, (k * means)[..., None])[..., 0]
-        m = torch.bmm(rot, c["local"]) * k[..., None]
-        out = {
-            "means": centres,
-            "covariances": torch.bmm(m, m.transpose(1, 2)),
-            "rgb": rgb.clamp(0.0, 1.0),
-            "opacities": c["opacities"],
-        }
-        if head_frame:
-            out["rotation"], out["translation"] = head_to_world, d.translation[0]
-        return out
+        return posed_splats(self, drive, head_frame)
 
     # ---------------------------------------------------------------- rendering
     def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
