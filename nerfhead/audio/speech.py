@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -283,6 +283,64 @@ def best_lag(opening: Tensor, tracked: Tensor, lags: Sequence[float]) -> float:
     return float(lags[order[0]])
 
 
+@dataclass(frozen=True)
+class TrainingFrames:
+    """What a calibration is fitted on: the driver's raw expression and the tracked expression at a capture's
+    training timesteps, the driver read at the audio-visual lag found there."""
+
+    timesteps: tuple[int, ...]
+    """The N training timesteps (capture indices)."""
+    pred: Tensor
+    """[N, 53] the driver's raw expression at those timesteps, read ``lag_s`` later in the audio."""
+    tracked: Tensor
+    """[N, 53] the tracked expression."""
+    lag_s: float
+
+
+def leave_one_block_out(
+    timesteps: Sequence[int],
+    fit_predict: Callable[[list[int], list[int]], Tensor],
+    score: Callable[[Tensor, list[int]], Tensor],
+    block: int = 8,
+    gap: int = 2,
+    keep: Callable[[int], bool] | None = None,
+) -> float:
+    """Cross-validated score of a calibration method on a capture's training timesteps alone.
+
+    The timesteps are cut into contiguous runs of at most ``block`` frames; each run is predicted by a method
+    fitted on the training timesteps more than ``gap`` frames from it (neighbouring frames share audio
+    windows and mouth shapes), and scored on its frames that ``keep`` accepts (e.g. the voiced ones, as the
+    held-out evaluation scores speaking frames only).
+
+    Args:
+        timesteps: the training timesteps (capture indices).
+        fit_predict: (fit timesteps, predict timesteps) → the prediction at the predicted timesteps.
+        score: (prediction, its timesteps) → [n] per-frame error.
+        block: largest run length.
+        gap: frames left out of the fit on each side of a run.
+        keep: which timesteps are scored (None: all).
+
+    Returns:
+        The mean per-frame error over every scored frame (nan when none is scored).
+    """
+    ts = sorted(int(t) for t in timesteps)
+    runs: list[list[int]] = []
+    for t in ts:
+        if runs and t == runs[-1][-1] + 1 and len(runs[-1]) < block:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    total, count = 0.0, 0
+    for run in runs:
+        scored = [t for t in run if keep is None or keep(t)]
+        fit = [t for t in ts if t < run[0] - gap or t > run[-1] + gap]
+        if not scored or len(fit) < 2:
+            continue
+        err = score(fit_predict(fit, scored), scored)
+        total, count = total + float(err.sum()), count + len(scored)
+    return total / count if count else float("nan")
+
+
 # ------------------------------------------------------------------------------------------------ policy
 
 
@@ -406,12 +464,10 @@ class Speech:
             wave, fps=fps, n_frames=n_frames
         )
 
-    def calibration(self) -> Calibration | None:
-        """The person's calibration (fitted once, on the capture's audio at the training timesteps), or None
-        without a person, audio or when disabled."""
-        if self._calibrated:
-            return self._calibration
-        self._calibrated = True
+    def training_frames(self) -> TrainingFrames | None:
+        """The driver's raw expression at the best lag and the tracked expression at the capture's training
+        timesteps (what :meth:`calibration` is fitted on), or None without a person or audio, or when the
+        calibration is disabled."""
         p = self.person
         if not self.cfg.calibration.enabled or p is None or p.audio is None or not Path(p.audio).is_file():
             return None
@@ -436,8 +492,19 @@ class Speech:
 
         tracked = p.drive.expression[ts]
         lag = best_lag(torch.stack([at(x)[:, JAW] for x in lags]), tracked[:, JAW], lags) if m else 0.0
-        cal = Calibration.fit(at(lag), tracked, cc)
-        cal.lag_s = lag
+        return TrainingFrames(tuple(ts), at(lag), tracked, lag)
+
+    def calibration(self) -> Calibration | None:
+        """The person's calibration (fitted once, on the capture's audio at the training timesteps), or None
+        without a person, audio or when disabled."""
+        if self._calibrated:
+            return self._calibration
+        self._calibrated = True
+        frames = self.training_frames()
+        if frames is None:
+            return None
+        cal = Calibration.fit(frames.pred, frames.tracked, self.cfg.calibration)
+        cal.lag_s = frames.lag_s
         self._calibration = cal
         return cal
 

@@ -18,6 +18,7 @@ from nerfhead.audio.speech import (
     SpeechConfig,
     best_lag,
     check_config,
+    leave_one_block_out,
     prior_path,
 )
 from nerfhead.data.drive import Drive
@@ -107,6 +108,64 @@ def test_calibration_finds_the_audio_visual_lag(tmp_path, clip):
     assert still.calibration().lag_s == 0.0  # type: ignore[union-attr]
     err0 = (still.drive(clip, SR, FPS).expression[test, JAW] - tracked.expression[test, JAW]).abs().mean()
     assert float(err) < 0.01 and float(err0) > 3 * float(err)
+
+
+def test_training_frames_are_what_the_calibration_fits(tmp_path, clip):
+    fine = Speech(prior_path()).raw(clip, 2 * FPS).expression
+    T = (len(fine) - 8) // 2
+    tracked = Drive.neutral(T, FPS)
+    tracked.expression[:, JAW] = 0.05 + 0.5 * fine[2 * torch.arange(T) + 4, JAW]
+    train = [t for t in range(T) if t % 10 < 7]
+    speech = Speech(prior_path(), _person(tmp_path, clip, tracked, train))
+    frames = speech.training_frames()
+    assert frames is not None and frames.timesteps == tuple(train) and frames.lag_s == pytest.approx(0.08)
+    torch.testing.assert_close(frames.tracked, tracked.expression[train])
+    torch.testing.assert_close(frames.pred[:, JAW], fine[2 * torch.tensor(train) + 4, JAW], atol=1e-6, rtol=0)
+    cal = speech.calibration()
+    assert cal is not None and torch.equal(cal.scale, Calibration.fit(frames.pred, frames.tracked).scale)
+    off = Speech(prior_path(), speech.person, SpeechConfig(calibration=CalibrationConfig(enabled=False)))
+    assert off.training_frames() is None and off.calibration() is None
+
+
+def test_leave_one_block_out_picks_the_true_map_and_not_a_memoriser():
+    """A synthetic capture whose mouth is a known affine map of the driver's plus a slow part no audio explains:
+    the cross-validation on training frames prefers the affine fit to a still mouth and to a memoriser (the
+    tracked value of the nearest fitted timestep). The case that must fail: leave-one-frame-out with no gap,
+    where neighbouring frames leak, ranks the memoriser first."""
+    g = torch.Generator().manual_seed(0)
+    T = 120
+    t = torch.arange(T, dtype=torch.float64)
+    x = 0.5 + 0.4 * torch.sin(t / 8.0)  # the driver's mouth opening
+    y = 0.1 + 2.0 * (x - 0.5) + 0.2 * torch.sin(t / 5.0 + 1.0)
+    y = y + 0.01 * torch.randn(T, generator=g, dtype=torch.float64)
+    train = [i for i in range(T) if i % 40 < 30]
+
+    def affine(fit: list[int], at: list[int]) -> torch.Tensor:
+        a = torch.stack([torch.ones(len(fit), dtype=x.dtype), x[fit]], 1)
+        c = torch.linalg.lstsq(a, y[fit, None]).solution[:, 0]
+        return c[0] + c[1] * x[at]
+
+    def still(fit: list[int], at: list[int]) -> torch.Tensor:
+        return y[fit].mean().expand(len(at))
+
+    def memoriser(fit: list[int], at: list[int]) -> torch.Tensor:
+        f = torch.tensor(fit)
+        return y[f[(f[None] - torch.tensor(at)[:, None]).abs().argmin(1)]]
+
+    def score(pred: torch.Tensor, at: list[int]) -> torch.Tensor:
+        return (pred - y[at]).abs()
+
+    cv = {f.__name__: leave_one_block_out(train, f, score) for f in (affine, still, memoriser)}
+    assert min(cv, key=cv.__getitem__) == "affine"
+    assert cv["affine"] < 0.17 and cv["memoriser"] > 1.5 * cv["affine"] and cv["still"] > 3 * cv["affine"]
+    leaky = {f.__name__: leave_one_block_out(train, f, score, block=1, gap=0) for f in (affine, memoriser)}
+    assert leaky["memoriser"] < 0.6 * leaky["affine"]
+    # only the kept frames are scored; a run with nothing kept is skipped, none scored gives nan
+    kept = leave_one_block_out(
+        train, still, lambda p, at: torch.tensor([float(i) for i in at]), keep=lambda i: i == 5
+    )
+    assert kept == 5.0
+    assert np.isnan(leave_one_block_out(train, still, score, keep=lambda i: False))
 
 
 def test_best_lag_ties_and_flat_signals():
