@@ -40,12 +40,13 @@ class SurfaceConfig:
     """Largest scale along the triangle's normal (triangle units); the rotation turns about the normal only."""
     max_scale: float = 1.0
     """Largest in-plane scale (triangle units)."""
-    min_scale: float = 0.4
+    min_scale: float = 0.0
     """Smallest in-plane scale of a skin Gaussian (triangle units, shared as ``max_scale``; the init scale is
     0.5); 0: none. Without it the Gaussians the video shows outside the mask (the neck below a tracked mask's
     lower edge, the ear's rim where the wall band cut the mask) shrink to dots, since opacity is held: dotted
-    and see-through from the side (BENCHMARKS.md, issue 14, session 8: 0.4 takes a GRID orbit's see-through
-    share at ±35° from 12-14% to 8-10% and fills the gap under the ear; the neck stays dotted, in bigger dots)."""
+    and see-through from the side. Measured (BENCHMARKS.md, issue 14, session 8): 0.4 takes a GRID orbit's
+    see-through share at ±35° from 12-14% to 8-10%, but the neck stays dotted (bigger dots) and swiz3n's colour
+    outliers at -35° rose to 0.54% in a default fit, so it stays off."""
     eps2d: float = 0.1
     """The model's low-pass filter (``SplatHeadConfig.eps2d``, pixels^2; 0.3 elsewhere): a smaller one keeps
     the silhouette of Gaussians seen edge-on from views the fit never saw as sharp as the image's (a 0.3 px^2
