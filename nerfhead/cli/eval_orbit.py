@@ -22,8 +22,10 @@ def main(
     colours (a head pixel counts only where its chroma is at least as frequent in the mask's interior as
     outside the mask, so the wall a mask's edge takes in is not in the reference and the wall's colour on the
     rendered head is an outlier); the 0° view is the control (about 0.1% for renders like the video, more
-    where it shows the wall at the silhouette); max and mean are over the angles other than 0. Writes
-    eval_orbit.json and orbit.png (renders, and below them the outliers in magenta).
+    where it shows the wall at the silhouette); max and mean are over the angles other than 0. A splat avatar
+    also gets its see-through share: the share of the pixels its posed mesh covers whole where the render's
+    alpha is below 0.5 (holes showing the background). Writes eval_orbit.json and orbit.png (renders, and
+    below them the outliers in magenta and the holes in cyan).
 
     Args:
         run: run folder written by `nerfhead fit` on a capture with masks (e.g. a tracked video).

@@ -310,13 +310,18 @@ def evaluate_orbit(
     the backdrop's colours (:func:`head_reference`: real pixels inside the mask and under the avatar's head at
     the capture's camera, where their chroma is at least as frequent inside the eroded mask as outside the
     mask): 0.1% for pixels like the video's head, more for speckles or the wall's colour stuck to the head.
+    A splat head also gets its **see-through share** per angle: the share of the pixels its posed mesh covers
+    whole (a pixel inside the outline) where the render's alpha is below 0.5 (:func:`see_through`: holes that
+    show the background, e.g. discs shrunk to dots, which the colour measure cannot see).
     Writes ``eval_orbit.json`` and ``orbit.png`` (one row per timestep: each angle, with outliers in magenta
-    below).
+    and holes in cyan below).
     """
     from nerfhead.data.images import save_image
     from nerfhead.data.loaders import load_capture
     from nerfhead.geometry import axis_angle_to_matrix
     from nerfhead.models.avatar import load_avatar, read_avatar_json
+    from nerfhead.models.splat_head import SplatHead
+    from nerfhead.models.splat_silhouette import see_through
 
     run_dir = Path(run_dir)
     spec = read_avatar_json(run_dir)
@@ -346,6 +351,8 @@ def evaluate_orbit(
             views.append((capture.image(f), m > 0.5, cover > 0.5))
     ref, left_out = head_reference(views)
     per_angle: dict[str, list[float]] = {str(a): [] for a in angles}
+    holes_at: dict[str, list[float]] = {str(a): [] for a in angles}  # the splat head's see-through pixels
+    surface = isinstance(model, SplatHead)
     rows = []
     for t in ts:
         f = capture.frames_at(t)[0]
@@ -366,6 +373,11 @@ def evaluate_orbit(
             bad[sel] = ref.is_outlier(colour)
             marked = rgb.clone()
             marked[bad] = torch.tensor([1.0, 0.0, 1.0])
+            if surface:
+                verts = model.posed_vertices(drive[t : t + 1])[0]
+                holes, interior = see_through(model, verts, cam, out.alpha[0, ..., 0])
+                holes_at[str(a)].append(float(holes.sum()) / max(int(interior.sum()), 1))
+                marked[holes.cpu()] = torch.tensor([0.0, 1.0, 1.0])
             row.append(torch.cat([rgb, marked], dim=0))
         rows.append(torch.cat(row, dim=1))
     shares = {a: sum(v) / len(v) for a, v in per_angle.items()}
@@ -380,6 +392,10 @@ def evaluate_orbit(
         "outlier_share_max": max(novel),
         "outlier_share_mean": sum(novel) / len(novel),
     }
+    if surface:  # holes: the posed mesh's interior pixels where the render's alpha is below 0.5
+        see = {a: sum(v) / len(v) for a, v in holes_at.items()}
+        report["see_through_share"] = see
+        report["see_through_share_max"] = max(v for a, v in see.items() if float(a) != 0.0 or len(see) == 1)
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval_orbit.json", report)

@@ -41,10 +41,12 @@ class SurfaceConfig:
     max_scale: float = 1.0
     """Largest in-plane scale (triangle units)."""
     min_scale: float = 0.0
-    """Smallest in-plane scale of a skin Gaussian (triangle units, shared as ``max_scale``); 0: none. Without it
-    the Gaussians the video shows outside the mask (the neck below a tracked mask's lower edge, the ear's rim
-    where the wall band cut the mask) shrink to dots, since opacity is held: dotted and see-through from the
-    side. With it they cover their triangle and go clear or stay whole."""
+    """Smallest in-plane scale of a skin Gaussian (triangle units, shared as ``max_scale``; the init scale is
+    0.5); 0: none. Without it the Gaussians the video shows outside the mask (the neck below a tracked mask's
+    lower edge, the ear's rim where the wall band cut the mask) shrink to dots, since opacity is held: dotted
+    and see-through from the side. Measured (BENCHMARKS.md, issue 14, session 8): 0.4 takes a GRID orbit's
+    see-through share at ±35° from 12-14% to 8-10%, but the neck stays dotted (bigger dots) and swiz3n's colour
+    outliers at -35° rose to 0.54% in a default fit, so it stays off."""
     eps2d: float = 0.1
     """The model's low-pass filter (``SplatHeadConfig.eps2d``, pixels^2; 0.3 elsewhere): a smaller one keeps
     the silhouette of Gaussians seen edge-on from views the fit never saw as sharp as the image's (a 0.3 px^2
@@ -74,6 +76,10 @@ class SurfaceConfig:
     """Weight of the silhouette the video never shows (:func:`nerfhead.models.splat_silhouette.novel_silhouette_loss`):
     each step the Gaussians' alpha from the step's camera orbited about the head by a random angle is held
     to the posed mesh's coverage there, so the outline does not spill past the mesh from the side; 0: off."""
+    novel_silhouette_every: int = 2
+    """Draw that view on every this-many-th step only, at this many times the weight (the same pull on the
+    outline over a fit; the alpha render costs about as much as the step's own render, so on every step it
+    made a GRID step about 1.3x as slow and default fits stopped at the budget short of their steps)."""
     novel_max_yaw_deg: float = 60.0
     """Largest yaw of those views about the head's up axis (degrees, either side)."""
     novel_max_pitch_deg: float = 25.0

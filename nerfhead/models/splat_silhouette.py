@@ -188,3 +188,25 @@ def novel_silhouette_loss(
     cam = novel_camera(model, verts, camera, d, generator, max_yaw_deg, max_pitch_deg, max_size)
     _, metas = model.render_views(cam, d, torch.ones(3), alpha_cameras=cam)
     return silhouette_l1(model, verts, cam, metas[0]["alpha_views"][0])
+
+
+@torch.no_grad()
+def see_through(
+    model: SplatHead, vertices: Tensor, camera: Cameras, alpha: Tensor, erode_px: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Holes in the surface seen by ``camera`` (one): (holes [H, W] bool, interior [H, W] bool). The interior
+    is the pixels that the mesh posed at ``vertices`` [V, 3] (the triangles carrying Gaussians,
+    :func:`mesh_coverage`) covers whole, ``erode_px`` pixels or more inside its outline; holes are the interior
+    pixels where the Gaussians' ``alpha`` [H, W] is below 0.5, showing what lies behind the head (discs the fit
+    shrank to dots, gaps by the ear), which a colour measure does not count."""
+    cov = mesh_coverage(model, vertices, camera)
+    k = 2 * max(0, erode_px) + 1
+    interior = -F.max_pool2d(-cov[None, None], k, stride=1, padding=max(0, erode_px))[0, 0] >= 1.0
+    return interior & (alpha.to(cov.device) < 0.5), interior
+
+
+def see_through_share(model: SplatHead, vertices: Tensor, camera: Cameras, alpha: Tensor) -> float:
+    """Share of the interior pixels of the posed mesh that are holes (:func:`see_through`); 0 when the
+    view shows no interior."""
+    holes, interior = see_through(model, vertices, camera, alpha)
+    return float(holes.sum()) / max(int(interior.sum()), 1)

@@ -445,8 +445,12 @@ class SplatFit:
         gt = torch.stack([x[0] for x in targets])
         # monocular: the outline from a side the video never shows, drawn from the step's posed Gaussians
         novel, verts = None, None
-        if self.surface is not None and self.surface.novel_silhouette_weight > 0:
-            sc = self.surface
+        sc = self.surface
+        if (
+            sc is not None
+            and sc.novel_silhouette_weight > 0
+            and step % max(1, sc.novel_silhouette_every) == 0
+        ):
             with torch.no_grad():
                 verts = self.model.posed_vertices(self.drive[t])[0]
             novel = novel_camera(
@@ -481,9 +485,9 @@ class SplatFit:
             loss = loss + colour_prior_loss(
                 self.model, *self.colour_prior, lc.colour_prior_weight, lc.unseen_opacity_weight
             )
-        if novel is not None and verts is not None and self.surface is not None:
+        if novel is not None and verts is not None and sc is not None:
             sil = silhouette_l1(self.model, verts, novel, metas[0]["alpha_views"][0], self.masked_out)
-            loss = loss + self.surface.novel_silhouette_weight * sil
+            loss = loss + sc.novel_silhouette_weight * max(1, sc.novel_silhouette_every) * sil
             scalars["novel_silhouette"] = float(sil.detach())
         reg = self.model.regularizers(lc.position_threshold, lc.scale_threshold)
         loss = loss + lc.position_weight * reg["position"] + lc.scale_weight * reg["scale"]

@@ -18,6 +18,8 @@ from nerfhead.models.splat_silhouette import (
     mesh_coverage,
     novel_silhouette_loss,
     orbited,
+    see_through,
+    see_through_share,
     silhouette_target,
 )
 from nerfhead.models.splat_train import SplatFit, SurfaceConfig
@@ -121,6 +123,16 @@ def test_monocular_fits_draw_the_novel_silhouette_and_rigs_do_not(mono: Capture,
     task = SplatFit(mono, tiny_cfg(1))
     assert task.surface is not None and task.surface.novel_silhouette_weight > 0
     assert float(task.training_loss(0, g).scalars["novel_silhouette"]) > 0
+    # every other step by default (the view costs about as much as the step's own render), at twice the weight
+    assert task.surface.novel_silhouette_every == 2
+    assert "novel_silhouette" not in task.training_loss(1, g).scalars
+    assert "novel_silhouette" in task.training_loss(2, g).scalars
+    every = dataclasses.replace(tiny_cfg(1), surface=SurfaceConfig(novel_silhouette_every=1))
+    a = SplatFit(mono, every).training_loss(0, torch.Generator().manual_seed(5))
+    b = SplatFit(mono, tiny_cfg(1)).training_loss(0, torch.Generator().manual_seed(5))
+    sil = a.scalars["novel_silhouette"]
+    assert sil == b.scalars["novel_silhouette"] > 0
+    torch.testing.assert_close(float(b.loss.detach() - a.loss.detach()), sil, rtol=1e-3, atol=1e-6)
     off = dataclasses.replace(tiny_cfg(1), surface=SurfaceConfig(novel_silhouette_weight=0.0))
     assert "novel_silhouette" not in SplatFit(mono, off).training_loss(0, g).scalars
     rig = SplatFit(write_tiny_capture(tmp_path), tiny_cfg(1))
@@ -174,3 +186,25 @@ def test_triangles_the_masks_cut_off_are_left_out(mono: Capture):  # noqa: F811
     assert float(w_full.min()) == 1.0 and float(w_part.min()) < 0.5
     keep = w_part == 1.0
     torch.testing.assert_close(part[keep], full[keep])
+
+
+def test_see_through_counts_holes_inside_the_mesh_and_shrunk_discs_fail():
+    # every triangle carries Gaussians (as the default preset's stride 1): the mesh covers its interior whole
+    head = SplatHead(tiny_head_config(deform=DeformConfig(enabled=False), triangle_stride=1))
+    d = tiny_drive(1)
+    verts = head.posed_vertices(d)[0]
+    cam = orbited(tiny_cameras(200, 4)[1], torch.tensor([0.0, -0.03, 0.0]), UP, 35.0, 0.0)
+    with torch.no_grad():
+        head.splats.params["opacities"].fill_(6.0)  # opaque discs, as the fit holds the skin
+        whole = head.render(cam, d, torch.ones(3)).alpha[0, ..., 0]
+        holes, interior = see_through(head, verts, cam, whole)
+        assert int(interior.sum()) > 1000 and not bool((holes & ~interior).any())
+        # the interior lies inside the outline: no pixel the mesh covers only in part
+        cov = mesh_coverage(head, verts, cam)
+        assert bool((cov[interior] >= 1.0).all()) and int(interior.sum()) < int((cov > 0).sum())
+        assert see_through_share(head, verts, cam, whole) < 0.02
+        assert see_through_share(head, verts, cam, torch.zeros_like(whole)) == 1.0
+        # the same discs shrunk to dots (what the fit did to the GRID neck): the surface is see-through
+        head.splats.params["scales"][:, :2] -= 3.0
+        dots = head.render(cam, d, torch.ones(3)).alpha[0, ..., 0]
+        assert see_through_share(head, verts, cam, dots) > 0.3
