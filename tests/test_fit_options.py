@@ -102,3 +102,47 @@ def test_resume_applies_a_nested_option_given_with_the_presets_value(tmp_path):
     assert run([*base, "--resume", "--trainer.steps", "4", "--loss.alpha-weight", str(preset)]) == 0
     fit = json.loads((out / "avatar.json").read_text())["fit"]
     assert fit["loss"]["alpha_weight"] == preset and fit["trainer"]["steps"] == 4
+
+
+def test_choose_threads_reads_the_cores_busy_now(monkeypatch):
+    """A fit takes torch's default threads on an idle machine and 1 where other processes keep half the cores
+    busy, as measured now; the load average (which still counts a job that ended seconds ago) is only the
+    fallback where /proc/stat cannot be read."""
+    import os
+
+    import torch
+
+    from nerfhead.cli import fit as fit_cli
+
+    cores = os.cpu_count() or 1
+    default = torch.get_num_threads()
+    assert fit_cli.choose_threads(3) == 3 and fit_cli.choose_threads(0) == default
+    assert fit_cli.choose_threads(None, busy=0.0) == default
+    assert fit_cli.choose_threads(None, busy=0.5 * cores) == 1  # must fail if a busy machine got every thread
+    assert fit_cli.choose_threads(None, busy=0.5 * cores - 0.2) == default
+    monkeypatch.setattr(fit_cli, "busy_cores", lambda window_s=0.5: None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))
+    assert fit_cli.choose_threads(None) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert fit_cli.choose_threads(None) == default
+
+
+def test_busy_cores_measures_a_spinning_process():
+    """busy_cores sees another process spinning on a core."""
+    import subprocess
+    import sys
+
+    from nerfhead.cli.fit import busy_cores
+
+    idle = busy_cores(0.3)
+    assert idle is not None and idle >= 0.0
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy = busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None and busy >= 0.7

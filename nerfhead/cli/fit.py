@@ -14,19 +14,43 @@ import tyro
 from nerfhead.engine.runlock import locks_run
 
 
-def choose_threads(threads: int | None) -> int:
-    """Torch threads for a fit: ``threads`` if given (0 keeps torch's default), else 1 on a busy machine (1-minute
-    load average at or above the core count: OpenMP threads spinning against other processes slow a step
-    several-fold) and torch's default otherwise."""
-    import os
+def busy_cores(window_s: float = 0.5) -> float | None:
+    """How many cores other processes keep busy now: the non-idle share of ``/proc/stat``'s CPU time over
+    ``window_s`` seconds (this process sleeps meanwhile) times the core count; None where that cannot be read.
+    Unlike the 1-minute load average it does not still count a job that ended seconds ago."""
+    import time
 
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(v), v[3] + v[4]
+
+    try:
+        t0, i0 = sample()
+        time.sleep(window_s)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / (t1 - t0))
+
+
+def choose_threads(threads: int | None, busy: float | None = None) -> int:
+    """Torch threads for a fit: ``threads`` if given (0 keeps torch's default), else 1 on a busy machine and
+    torch's default otherwise. Busy: other processes keep at least half the cores busy now (``busy`` cores, by
+    default :func:`busy_cores`), or, where that cannot be measured, the 1-minute load average is at or above the
+    core count. OpenMP threads spinning against other processes slow a step several-fold."""
     import torch
 
-    if threads is None:
-        cores = os.cpu_count() or 1
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
-        return 1 if busy else torch.get_num_threads()
-    return threads if threads > 0 else torch.get_num_threads()
+    if threads is not None:
+        return threads if threads > 0 else torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    now = busy_cores() if busy is None else busy
+    if now is not None:
+        return 1 if now >= 0.5 * cores else torch.get_num_threads()
+    loaded = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
+    return 1 if loaded else torch.get_num_threads()
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
