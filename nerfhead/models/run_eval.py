@@ -352,7 +352,7 @@ def evaluate_orbit(
     ref, left_out = head_reference(views)
     per_angle: dict[str, list[float]] = {str(a): [] for a in angles}
     holes_at: dict[str, list[float]] = {str(a): [] for a in angles}  # the splat head's see-through pixels
-    surface = isinstance(model, SplatHead)
+    splat = model if isinstance(model, SplatHead) else None
     rows = []
     for t in ts:
         f = capture.frames_at(t)[0]
@@ -361,6 +361,7 @@ def evaluate_orbit(
         axis = axis_angle_to_matrix(drive.rotation[t].double().cpu()) @ torch.tensor(
             [0.0, 1.0, 0.0], dtype=torch.float64
         )
+        verts = None if splat is None else splat.posed_vertices(drive[t : t + 1])[0]
         row = []
         for a in angles:
             cam = orbit_camera(capture.cameras, c, centre, axis, a).to(device, torch.float32)
@@ -373,9 +374,8 @@ def evaluate_orbit(
             bad[sel] = ref.is_outlier(colour)
             marked = rgb.clone()
             marked[bad] = torch.tensor([1.0, 0.0, 1.0])
-            if surface:
-                verts = model.posed_vertices(drive[t : t + 1])[0]
-                holes, interior = see_through(model, verts, cam, out.alpha[0, ..., 0])
+            if splat is not None and verts is not None:
+                holes, interior = see_through(splat, verts, cam, out.alpha[0, ..., 0])
                 holes_at[str(a)].append(float(holes.sum()) / max(int(interior.sum()), 1))
                 marked[holes.cpu()] = torch.tensor([0.0, 1.0, 1.0])
             row.append(torch.cat([rgb, marked], dim=0))
@@ -392,7 +392,7 @@ def evaluate_orbit(
         "outlier_share_max": max(novel),
         "outlier_share_mean": sum(novel) / len(novel),
     }
-    if surface:  # holes: the posed mesh's interior pixels where the render's alpha is below 0.5
+    if splat is not None:  # holes: the posed mesh's interior pixels where the render's alpha is below 0.5
         see = {a: sum(v) / len(v) for a, v in holes_at.items()}
         report["see_through_share"] = see
         report["see_through_share_max"] = max(v for a, v in see.items() if float(a) != 0.0 or len(see) == 1)

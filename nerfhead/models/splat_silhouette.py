@@ -186,8 +186,7 @@ def novel_silhouette_loss(
     with torch.no_grad():
         verts = model.posed_vertices(d)[0]
     cam = novel_camera(model, verts, camera, d, generator, max_yaw_deg, max_pitch_deg, max_size)
-    _, metas = model.render_views(cam, d, torch.ones(3), alpha_cameras=cam)
-    return silhouette_l1(model, verts, cam, metas[0]["alpha_views"][0])
+    return silhouette_l1(model, verts, cam, model.render(cam, d, torch.ones(3)).alpha[0, ..., 0])
 
 
 @torch.no_grad()
