@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,20 +127,46 @@ def lip_error(a: Tensor, b: Tensor) -> Tensor:
     return (d - d.mean(1, keepdim=True)).norm(dim=-1).mean(1) * 1000.0
 
 
+@dataclass
+class Clip:
+    """A fitted run's speech policy with what the diagnosis reads: the training and held-out timesteps, the
+    capture's 16 kHz audio, the tracked expression [T, 53] and which timesteps are voiced."""
+
+    speech: Speech
+    lag_s: float
+    train: list[int]
+    test: list[int]
+    fps: float
+    wav: np.ndarray
+    y: Tensor
+    voiced: np.ndarray
+
+    @staticmethod
+    def of(run: Path) -> Clip:
+        speech = Speech.for_run(run)
+        frames, person = speech.training_frames(), speech.person
+        if frames is None or person is None or person.audio is None:
+            raise SystemExit(f"{run}: no capture audio or tracked drive to diagnose")
+        spec = json.loads((run / "avatar.json").read_text())
+        T = len(person.drive)
+        loud = timestep_loudness(load_capture(spec["capture"]))
+        return Clip(
+            speech,
+            frames.lag_s,
+            list(frames.timesteps),
+            [int(t) for t in spec["test_timesteps"]],
+            person.drive.fps,
+            load_audio(person.audio, 16000)[0],
+            person.drive.expression.float().clamp(0, 1),
+            voiced_timesteps(loud) if loud is not None else np.ones(T, bool),
+        )
+
+
 def diagnose(run: Path) -> dict:
-    speech = Speech.for_run(run)
-    frames = speech.training_frames()
-    person = speech.person
-    if frames is None or person is None or person.audio is None:
-        raise SystemExit(f"{run}: no capture audio or tracked drive to diagnose")
-    spec = json.loads((run / "avatar.json").read_text())
-    train, test = list(frames.timesteps), [int(t) for t in spec["test_timesteps"]]
-    T, fps = len(person.drive), person.drive.fps
-    wav, _ = load_audio(person.audio, 16000)
-    raw = speech.raw(wav, fps, T, lag=frames.lag_s).expression.float()  # frame t at t / fps (GRID: no offset)
-    y = person.drive.expression.float().clamp(0, 1)
-    loud = timestep_loudness(load_capture(spec["capture"]))
-    voiced = voiced_timesteps(loud) if loud is not None else np.ones(T, bool)
+    c = Clip.of(run)
+    frames_lag, train, test, fps, wav, y, voiced = c.lag_s, c.train, c.test, c.fps, c.wav, c.y, c.voiced
+    T = len(y)
+    raw = c.speech.raw(wav, fps, T, lag=frames_lag).expression.float()  # frame t at t / fps (GRID: no offset)
     cal = Calibration.fit(raw[train], y[train])
     out = cal.apply(raw)
     g = (y[train].double() - y[train].double().mean(0)) @ METRIC.lip_basis
@@ -150,7 +177,7 @@ def diagnose(run: Path) -> dict:
         return ((e.double() - mu) @ METRIC.lip_basis @ vh[:2].T) * 1000.0
 
     rep: dict = {
-        "lag_s": frames.lag_s,
+        "lag_s": c.lag_s,
         "frames": {"train": len(train), "train_voiced": int(voiced[train].sum()), "test": len(test)},
         "mode_variance_share": [round(float(v), 3) for v in (s.square() / s.square().sum())[:3]],
     }
@@ -313,17 +340,10 @@ def retrieval(x: Tensor, y: Tensor, k: int, sigma: float) -> Callable[[list[int]
 
 def ceilings(run: Path) -> dict:
     """The held-out lip error (mm) of oracles and of each front end (module docstring, (a)-(g))."""
-    base = Speech.for_run(run)
-    frames, person = base.training_frames(), base.person
-    if frames is None or person is None or person.audio is None:
-        raise SystemExit(f"{run}: no capture audio or tracked drive")
-    spec = json.loads((run / "avatar.json").read_text())
-    train, test = list(frames.timesteps), [int(t) for t in spec["test_timesteps"]]
-    T, fps = len(person.drive), person.drive.fps
-    wav, _ = load_audio(person.audio, 16000)
-    y = person.drive.expression.double().clamp(0, 1)
-    loud = timestep_loudness(load_capture(spec["capture"]))
-    voiced = voiced_timesteps(loud) if loud is not None else np.ones(T, bool)
+    c = Clip.of(run)
+    base, train, test, fps, wav, voiced = c.speech, c.train, c.test, c.fps, c.wav, c.voiced
+    y = c.y.double()
+    T = len(y)
     mean = y[train].mean(0)
     rows: dict[str, dict] = {}
 
@@ -357,7 +377,7 @@ def ceilings(run: Path) -> dict:
         if isinstance(sp, PhoneSpeech) and isinstance(sp.phones, AlignedPhones) and sp.phones.hypotheses:
             extra["recognised"] = sp.phones.hypotheses[0]
         held(name, cal.apply(sp.raw(wav, fps, T, lag=cal.lag_s).expression), **extra)
-    times = np.arange(T) / fps + frames.lag_s
+    times = np.arange(T) / fps + c.lag_s
     cands = {}
     for kind in ("logmel:8", "logmel:16", "logmel:32", "mfcc:16", "mfcc:32", "prior_hidden", "prior_out"):
         x = audio_features_at(wav, times, kind, base.network)
