@@ -112,6 +112,16 @@ def audio_features(
     return torch.cat([feats, torch.from_numpy(vis)], dim=1)
 
 
+def shifted_waveform(wave: np.ndarray, lag: float, sr: int = 16000) -> np.ndarray:
+    """The waveform read ``lag`` seconds later (sample i holds sample i + lag * sr; silence past either end)."""
+    k = round(lag * sr)
+    if not k:
+        return wave
+    w = np.asarray(wave, np.float32)
+    pad = np.zeros(min(abs(k), w.size), np.float32)
+    return np.concatenate([w[k:], pad]) if k > 0 else np.concatenate([pad, w[: w.size + k]])
+
+
 # -------------------------------------------------------------------------------------------- the driver
 
 
@@ -451,13 +461,7 @@ class Speech:
     def raw(self, wave: np.ndarray, fps: float, n_frames: int | None = None, lag: float = 0.0) -> Drive:
         """The driver's own Drive of a 16 kHz waveform (loudness-normalised when configured), uncalibrated;
         frame j reads audio time j / fps + ``lag`` (silence past either end)."""
-        if self.cfg.normalise:
-            wave = normalise_loudness(wave)
-        k = round(lag * 16000)
-        if k:
-            w = np.asarray(wave, np.float32)
-            pad = np.zeros(min(abs(k), w.size), np.float32)
-            wave = np.concatenate([w[k:], pad]) if k > 0 else np.concatenate([pad, w[: w.size + k]])
+        wave = shifted_waveform(normalise_loudness(wave) if self.cfg.normalise else wave, lag)
         if self.network is not None:
             return NetworkDriver(self.network).drive(wave, fps=fps, n_frames=n_frames)
         return RuleVisemeDriver(RuleDriverConfig(mode=self.cfg.rules_mode)).drive(

@@ -20,6 +20,7 @@ from nerfhead.audio.speech import (
     check_config,
     leave_one_block_out,
     prior_path,
+    shifted_waveform,
 )
 from nerfhead.data.drive import Drive
 from nerfhead.data.expressions import EXPRESSION_INDEX
@@ -174,6 +175,15 @@ def test_best_lag_ties_and_flat_signals():
     assert best_lag(torch.stack([y, y, 1 - y]), y, [-0.02, 0.02, 0.0]) == -0.02
     assert best_lag(torch.stack([y, 1 - y, y]), y, [0.04, 0.0, -0.02]) == -0.02
     assert best_lag(torch.ones(3, 4), y, [-0.02, 0.0, 0.02]) == 0.0  # a flat prediction: no lag
+
+
+def test_shifted_waveform_reads_the_audio_later_or_earlier():
+    w = np.arange(1, 9, dtype=np.float32)
+    assert shifted_waveform(w, 0.0) is w
+    np.testing.assert_array_equal(shifted_waveform(w, 2 / SR), [3, 4, 5, 6, 7, 8, 0, 0])
+    np.testing.assert_array_equal(shifted_waveform(w, -3 / SR), [0, 0, 0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(shifted_waveform(w, 1.0), np.zeros(8))  # past the end: silence
+    assert not np.array_equal(shifted_waveform(w, 1 / SR), w)  # must fail: a shift that changes nothing
 
 
 def test_calibration_fit_recovers_an_affine_map():
