@@ -119,7 +119,7 @@ def shifted_waveform(wave: np.ndarray, lag: float, sr: int = 16000) -> np.ndarra
         return wave
     w = np.asarray(wave, np.float32)
     pad = np.zeros(min(abs(k), w.size), np.float32)
-    return np.concatenate([w[k:], pad]) if k > 0 else np.concatenate([pad, w[: w.size + k]])
+    return np.concatenate([w[k:], pad]) if k > 0 else np.concatenate([pad, w[: max(0, w.size + k)]])
 
 
 # -------------------------------------------------------------------------------------------- the driver
