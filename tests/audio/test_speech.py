@@ -183,7 +183,9 @@ def test_shifted_waveform_reads_the_audio_later_or_earlier():
     np.testing.assert_array_equal(shifted_waveform(w, 2 / SR), [3, 4, 5, 6, 7, 8, 0, 0])
     np.testing.assert_array_equal(shifted_waveform(w, -3 / SR), [0, 0, 0, 1, 2, 3, 4, 5])
     np.testing.assert_array_equal(shifted_waveform(w, 1.0), np.zeros(8))  # past the end: silence
-    np.testing.assert_array_equal(shifted_waveform(w, -1.0), np.zeros(8))  # before the start: silence, same length
+    np.testing.assert_array_equal(
+        shifted_waveform(w, -1.0), np.zeros(8)
+    )  # before the start: silence, same length
     assert not np.array_equal(shifted_waveform(w, 1 / SR), w)  # must fail: a shift that changes nothing
 
 
