@@ -302,13 +302,18 @@ def bench_static_share(
 
 
 def bench_browser(
-    viewer: ViewerServer, chromium: str, seconds: float, live_s: float, browser_nice: int = 0
+    viewer: ViewerServer,
+    chromium: str,
+    seconds: float,
+    live_s: float,
+    browser_nice: int = 0,
+    window: tuple[int, int] = (1024, 720),
 ) -> dict[str, Any]:
     from tests.viewer.chromium import Chromium
 
     out: dict[str, Any] = {}
     threshold = viewer.splats.stats.bytes // 2 if viewer.splats and viewer.splats.stats.bytes else 100_000
-    with Chromium(chromium, 1024, 720, nice=browser_nice) as ch:
+    with Chromium(chromium, *window, nice=browser_nice) as ch:
         page = ch.open("about:blank")
         page.add_init_script(DRAW_HOOK, reload=False)  # logs when the page draws a new buffer
         frames = ReceiptLog(page._ws_url, threshold)  # the page's workers log receipts (before they start)
@@ -472,6 +477,7 @@ def bench_live(
     of Chromium took meanwhile (:class:`CpuSampler`; also inside the late frames' windows)."""
     viewer.latencies.clear()
     viewer.live_trace.clear()
+    getattr(viewer, "live_dropped", []).clear()
     late0 = getattr(viewer.splats.stats, "dropped_late", 0) if viewer.splats else 0
     t_before = time.monotonic()
     r, w = os.pipe()
@@ -497,16 +503,16 @@ def bench_live(
         "frames_dropped_late": getattr(viewer.splats.stats, "dropped_late", 0) - late0
         if viewer.splats
         else 0,
-        "page_gate": [
-            {"sent": g.sent, "acks": g.acks, "dropped": g.dropped, "interval_s": round(g.interval(), 3)}
-            for g in getattr(viewer.splats, "pages", {}).values()
-            if hasattr(g, "interval")
-        ],
         "frames_received_by_page": len(received),
         "frames_drawn_by_page": sum("drawn" in row for row in rows),
         "hold_s": stats([getattr(t, "hold", 0.0) or viewer._live_delay for t in trace]),
         "bytes_per_update": stats([t.nbytes for t in trace]),
         "latency_to_websocket_s": stats([t.sent - t.arrival for t in trace]),
+        # the frames not sent because they were late against their sound, counted at their pose's end (the
+        # earliest they could have left): the same figure over every frame the driver's output reached the pusher
+        "latency_to_websocket_incl_dropped_s": stats(
+            [t.sent - t.arrival for t in trace] + [p - a for _t, a, p in getattr(viewer, "live_dropped", [])]
+        ),
         "latency_to_page_s": stats(at_page),
         "chain": chain_summary(rows),
         "audio_minus_picture_at_page_s": stats(sync["offsets"]),
@@ -596,10 +602,10 @@ def main() -> None:
         help="ViewerConfig.page_ack_timeout_s: page flow control (0: off)",
     )
     ap.add_argument(
-        "--page-pace",
-        type=int,
-        default=int(getattr(ViewerConfig, "page_pace", 0)),
-        help="ViewerConfig.page_pace: 1 sends each page a pose at most as often as it draws one, 0 every pose",
+        "--window",
+        default="1024x720",
+        help="headless Chromium's window, WxH (the default is the figure reported; a smaller one is a "
+        "diagnostic of how much the page's software drawing costs, to be labelled as such)",
     )
     ap.add_argument(
         "--late-drop",
@@ -621,8 +627,7 @@ def main() -> None:
         "live_margin_s": args.live_margin,
         "page_ack_timeout_s": args.page_ack_timeout,
     }
-    if hasattr(ViewerConfig, "page_pace"):
-        margins["page_pace"] = bool(args.page_pace)
+    if hasattr(ViewerConfig, "live_late_drop_s"):
         margins["live_late_drop_s"] = args.late_drop
     if args.live_margin_min is not None:
         margins["live_margin_min_s"] = args.live_margin_min
@@ -656,8 +661,10 @@ def main() -> None:
             if chromium is None:
                 result["browser"] = "skipped: no Chromium (apt-get install -y chromium)"
             else:
+                w, h = (int(v) for v in args.window.lower().split("x"))
+                result["machine"]["window"] = [w, h]
                 result["browser"] = bench_browser(
-                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice
+                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice, (w, h)
                 )
                 canvas = tuple(result["browser"]["canvas"])  # type: ignore[assignment]
         result["server_render"] = bench_server_render(viewer, canvas, args.repeats)

@@ -55,9 +55,6 @@ class ViewOptions:
     """browser path, flow control for slow pages (seconds; 0: off): a page gets a new pose only once it has
     drawn the previous one, or this long after it was sent, always the newest (e.g. 1.0 for a remote or
     software-rendering browser)."""
-    page_pace: bool = True
-    """browser path: send each page a pose at most as often as it draws one (measured from its
-    acknowledgements; a browser on a GPU gets every pose); --no-page-pace sends every pose to every page."""
 
 
 def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -> Any:
@@ -100,7 +97,6 @@ def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -
         speech_driver=o.speech_driver,
         render=o.render,
         page_ack_timeout_s=o.page_ack_timeout,
-        page_pace=o.page_pace,
     )
     try:
         viewer = ViewerServer(renderable, out_dir=run, config=cfg)

@@ -56,12 +56,6 @@ class ViewerConfig:
     pose to every page at once (no flow control): on this project's 2-core machine the headless page's
     speech-to-screen p95 was worse with it on (a pose waits for the slow page's acknowledgement), so it is an
     option for slow or remote pages (``nerfhead view --page-ack-timeout 1``), not the default."""
-    page_pace: bool = True
-    """Browser path, without flow control: a page gets a pose at most as often as it draws one (measured from
-    its page script's acknowledgements: :attr:`nerfhead.viewer.splats.PageGate.pace`), never later than the pose
-    was released; the others are dropped for that page. A browser on a GPU draws every pose within a frame and
-    gets every one; a slow page (software WebGL) is no longer sent buffers it would decode and sort but never
-    draw, which left the server's driver and pose threads short of CPU on a small machine."""
     live_margin_s: float = 0.07
     """Live speech: every frame leaves for the pages a hold margin after the driver's look-ahead (0.25 s) past
     the arrival of its audio (frames posed sooner wait): a steady picture the page's audio is scheduled
@@ -72,7 +66,8 @@ class ViewerConfig:
     live_late_drop_s: float = 0.04
     """Live speech, browser path: a frame whose pose is ready more than this long (one 25 fps frame) after its
     hold's due time is not sent (the page has played its sound: drawn, it would be out of step with it); one
-    is still sent when nothing left for 0.2 s. 0: every frame is sent, however late."""
+    is still sent when nothing left for 0.2 s, so the face keeps moving under load. 0: every frame is sent,
+    however late."""
     live_margin_min_s: float = 0.015
     """Live speech: the smallest hold margin the adaptive hold may use (>= ``live_margin_s``: a fixed margin
     of ``live_margin_s``)."""

@@ -129,6 +129,9 @@ class ViewerServer:
             maxlen=64
         )  # (state version, arrival, stream time, when the driver produced it)
         self.live_trace: deque[LiveTrace] = deque(maxlen=1000)
+        self.live_dropped: deque[tuple[float, float, float]] = deque(maxlen=1000)
+        """(stream time, audio arrival, pose done) of the live frames not sent because they were late against
+        their sound (``ViewerConfig.live_late_drop_s``; monotonic seconds)."""
         """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self._lookahead = 0.0
         self.hold_margin = HoldMargin(config.live_margin_min_s, config.live_margin_s)
@@ -336,10 +339,9 @@ class ViewerServer:
             self.live_hold,
             per_page=per_page,
             ack_timeout_s=self.config.page_ack_timeout_s,
-            pace=self.config.page_pace,
+            on_page_sent=self._on_page_sent,
             late_drop_s=self.config.live_late_drop_s,
             on_late=self._dropped_late,
-            on_page_sent=self._on_page_sent,
         )
         if per_page:
             for cid, client in list(self._clients.items()):
@@ -497,7 +499,8 @@ class ViewerServer:
                     break
                 newest = entry
             if newest is not None:
-                _v, arrival, _t, produced = newest
+                _v, arrival, t, produced = newest
+                self.live_dropped.append((t, arrival, posed.posed))
                 self.hold_margin.observe(posed.posed - max(produced, arrival + self._lookahead))
 
     def latency_summary(self) -> tuple[float, float] | None:

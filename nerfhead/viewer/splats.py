@@ -120,8 +120,8 @@ class PushStats:
     """Posed frames replaced by a newer one before the sender took them (changes that arrive while a pose is
     being computed are merged into the next pose and not counted)."""
     dropped_late: int = 0
-    """Live frames not sent because the hold had let them go more than ``late_drop_s`` before they were posed
-    (their sound has played: drawn, they would be out of step with it)."""
+    """Live frames not sent because they were posed more than ``late_drop_s`` past their hold's due time
+    (the page has played their sound: drawn, they would be out of step with it)."""
     last_times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     """``time.monotonic()`` of the last update's steps: posing started, posing done, released by the hold
     (or taken by the sender), handed to the websockets (flushed)."""
@@ -134,15 +134,6 @@ PATIENCE_S = 0.05
 LATE_GAP_S = 0.2
 """Late drop (``late_drop_s``): a late live frame is still sent when nothing was sent for this long (the picture
 does not freeze under sustained load)."""
-PACE_FRACTION = 0.8
-"""Pacing (:attr:`PageGate.pace`): a page gets a pose at most every this fraction of its measured time to draw
-one (below 1, so that a page that gets faster is sent more)."""
-PACE_SAMPLES = 8
-"""Pacing: the page's time to draw a pose is the median of this many of its last acknowledgements..."""
-PACE_WARMUP = 3
-"""... and pacing starts once this many are known (every pose is sent until then)."""
-PACE_MAX_S = 1.0
-"""Pacing: the longest interval between two poses sent to a page (one whose acknowledgements stopped)."""
 
 
 @dataclass
@@ -171,36 +162,6 @@ class PageGate:
     """Poses replaced by a newer one while they waited for the page."""
     log: deque[tuple[int, float]] | None = None
     """(version, ``time.monotonic()``) of the last poses sent to the page."""
-    pace: bool = False
-    """Pacing (without flow control, ``timeout`` 0): the page gets a pose at most every
-    :data:`PACE_FRACTION` of its measured time to draw one (:meth:`interval`), never later than its release
-    otherwise: a pose that comes while the page is still drawing is dropped for that page (the newest waits at
-    most :data:`PATIENCE_S` past the interval for a fresher one), so a slow page is not sent buffers it would
-    decode and sort but never draw, and a fast page (a browser on a GPU, drawing within a frame) gets every pose."""
-    last_sent: float = -1e9
-    """``time.monotonic()`` of the last pose sent to the page."""
-    unacked: float | None = None
-    """``time.monotonic()`` of the first pose sent to the page since its last acknowledgement."""
-    draw_s: deque[float] | None = None
-    """The page's last times from a pose sent to its acknowledgement of a draw (pacing)."""
-
-    def interval(self) -> float:
-        """Least seconds between two poses sent to the page (pacing; 0: every pose)."""
-        if not self.pace or self.draw_s is None or len(self.draw_s) < PACE_WARMUP:
-            return 0.0
-        return min(PACE_MAX_S, PACE_FRACTION * float(np.median(np.fromiter(self.draw_s, np.float64))))
-
-    def on_sent(self, now: float) -> None:
-        self.last_sent = now
-        if self.unacked is None:
-            self.unacked = now
-
-    def on_ack(self, now: float) -> None:
-        if self.unacked is not None:
-            if self.draw_s is None:
-                self.draw_s = deque(maxlen=PACE_SAMPLES)
-            self.draw_s.append(now - self.unacked)
-            self.unacked = None
 
     def wait_left(self, now: float, timeout: float) -> float | None:
         """Seconds until the page gets the pose waiting for it (0: now; None: nothing waits). It gets it once
@@ -210,12 +171,8 @@ class PageGate:
         if self.waiting is None:
             return None
         if timeout <= 0:
-            ready = self.last_sent + self.interval()
-            if now < ready:
-                return ready - now
-            if ready <= self.waiting_since:  # released when the page could take it: at once
-                return 0.0
-        elif self.in_flight is not None:
+            return 0.0
+        if self.in_flight is not None:
             return max(0.0, self.in_flight + timeout - now)
         age = now - self.waiting_since
         return FRESH_S + PATIENCE_S - age if FRESH_S <= age < FRESH_S + PATIENCE_S else 0.0
@@ -237,8 +194,6 @@ class SplatPusher:
             acknowledge draws with :meth:`ack`); False: one node on ``scene`` for all pages, every pose sent.
         ack_timeout_s: with ``per_page``, a page that has not acknowledged its last pose gets the next one after
             this long (0: every pose at once, no flow control).
-        pace: with ``per_page`` and no flow control, each page gets a pose at most as often as it draws one
-            (:attr:`PageGate.pace`).
         late_drop_s: a pose held by ``hold`` that is ready more than this many seconds after its due time is
             not sent (a live frame whose sound the page has already played), unless nothing was sent for
             :data:`LATE_GAP_S`; ``on_late(posed)`` is told of each (0: send every pose, however late).
@@ -255,7 +210,6 @@ class SplatPusher:
         per_page: bool = False,
         ack_timeout_s: float = 1.0,
         on_page_sent: Callable[[int, int], None] | None = None,
-        pace: bool = False,
         late_drop_s: float = 0.0,
         on_late: Callable[[Posed], None] | None = None,
     ):
@@ -263,7 +217,6 @@ class SplatPusher:
         self._on_page_sent = on_page_sent
         self.per_page = per_page
         self.ack_timeout_s = float(ack_timeout_s)
-        self.pace = bool(pace)
         self.late_drop_s = float(late_drop_s)
         self._on_late = on_late
         self._last_send_at = -1e9
@@ -399,7 +352,7 @@ class SplatPusher:
     def add_page(self, key: int, client: Any) -> None:
         """A page connected (``per_page``): it gets the newest pose at once."""
         with self._cond:
-            gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000), pace=self.pace)
+            gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000))
             gate.waiting, gate.waiting_since = self.latest, time.monotonic()
             self._pages_due = True
             self._cond.notify_all()
@@ -416,7 +369,6 @@ class SplatPusher:
                 return
             gate.acks += 1
             gate.in_flight = None
-            gate.on_ack(time.monotonic())
             if gate.waiting is not None:
                 self._pages_due = True
                 self._cond.notify_all()
@@ -449,7 +401,6 @@ class SplatPusher:
                 gate.client.flush()
                 t = time.monotonic()
             gate.last_version = posed.version
-            gate.on_sent(t)
             gate.sent += 1
             if gate.log is not None:
                 gate.log.append((posed.version, t))
