@@ -176,7 +176,7 @@ class CpuSampler:
         n = len(self.samples)
         res: dict[str, Any] = {
             "seconds": round(self.samples[-1][0] - self.samples[0][0], 2),
-            "cores_by_thread": group([(0, n - 1)]),
+            "cores_by_thread": group([(i, i + 1) for i in range(n - 1)]),  # pairs: threads that ended count
         }
         if busy:
             times = np.asarray([t for t, _ in self.samples])
