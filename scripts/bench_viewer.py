@@ -186,7 +186,7 @@ class CpuSampler:
                 if any(a <= mid <= b for a, b in busy):
                     pairs.append((i, i + 1))
             if pairs:
-                res["late_windows_s"] = round(sum(times[j] - times[i] for i, j in pairs), 2)
+                res["late_windows_s"] = round(float(sum(float(times[j] - times[i]) for i, j in pairs)), 2)
                 res["cores_by_thread_in_late_windows"] = group(pairs)
         return res
 
