@@ -77,6 +77,120 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc/*/stat's parent field)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(c for c, pp in parent.items() if pp == p)
+    return out
+
+
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every thread of ``pids``, keyed ``process/thread/tid`` (names from
+    /proc's ``comm``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    own = {t.native_id: t.name for t in threading.enumerate()}  # Python's thread names (not in /proc)
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                pname = f.read().strip()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                kind = [a for a in f.read().split(b"\0") if a.startswith(b"--type=")]
+            if kind:  # Chromium's renderer, gpu-process, utility ...
+                pname += ":" + kind[0][7:].decode()
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    head, rest = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            fields = rest.split()
+            tname = own.get(int(tid), head.split("(", 1)[1]) if pid == os.getpid() else head.split("(", 1)[1]
+            out[f"{pname}/{tname}/{tid}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class CpuSampler:
+    """Per-thread CPU of the server process and the headless Chromium's processes over a stretch of the run:
+    where the two cores go while live frames are late. Sampled every ``every`` seconds from a thread; the
+    summary groups threads by process and thread name (Chromium's renderer, GPU, network ... threads)."""
+
+    def __init__(self, chromium_pid: int | None, every: float = 0.25):
+        self.chromium_pid, self.every = chromium_pid, every
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True, name="bench-cpu-sampler")
+
+    def _pids(self) -> list[int]:
+        return [os.getpid(), *(_descendants(self.chromium_pid) if self.chromium_pid else [])]
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), thread_cpu(self._pids())))
+            if self._stop.wait(self.every):
+                self.samples.append((time.monotonic(), thread_cpu(self._pids())))
+                return
+
+    def __enter__(self) -> CpuSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+    def summary(self, busy: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+        """Cores used per process/thread name over the whole stretch (CPU seconds / wall seconds) and, with
+        ``busy`` (time windows, e.g. the late frames' arrival → page receipt), over the samples inside them."""
+        if len(self.samples) < 2:
+            return {}
+
+        def group(pairs: list[tuple[int, int]]) -> dict[str, float]:
+            acc: dict[str, float] = {}
+            wall = 0.0
+            for i, j in pairs:
+                (t0, a), (t1, b) = self.samples[i], self.samples[j]
+                wall += t1 - t0
+                for k, v in b.items():
+                    name = k.rsplit("/", 1)[0]
+                    acc[name] = acc.get(name, 0.0) + v - a.get(k, 0.0)
+            tops = sorted(acc.items(), key=lambda kv: -kv[1])
+            out = {k: round(v / wall, 3) for k, v in tops if v / max(wall, 1e-9) >= 0.01}
+            out["(total)"] = round(sum(acc.values()) / max(wall, 1e-9), 3)
+            return out
+
+        n = len(self.samples)
+        res: dict[str, Any] = {
+            "seconds": round(self.samples[-1][0] - self.samples[0][0], 2),
+            "cores_by_thread": group([(i, i + 1) for i in range(n - 1)]),  # pairs: threads that ended count
+        }
+        if busy:
+            times = np.asarray([t for t, _ in self.samples])
+            pairs = []
+            for i in range(n - 1):
+                mid = 0.5 * (times[i] + times[i + 1])
+                if any(a <= mid <= b for a, b in busy):
+                    pairs.append((i, i + 1))
+            if pairs:
+                res["late_windows_s"] = round(float(sum(float(times[j] - times[i]) for i, j in pairs)), 2)
+                res["cores_by_thread_in_late_windows"] = group(pairs)
+        return res
+
+
 def pcm(seconds: float, sr: int = 16000) -> bytes:
     from nerfhead.media.audio import load_audio
 
@@ -188,13 +302,18 @@ def bench_static_share(
 
 
 def bench_browser(
-    viewer: ViewerServer, chromium: str, seconds: float, live_s: float, browser_nice: int = 0
+    viewer: ViewerServer,
+    chromium: str,
+    seconds: float,
+    live_s: float,
+    browser_nice: int = 0,
+    window: tuple[int, int] = (1024, 720),
 ) -> dict[str, Any]:
     from tests.viewer.chromium import Chromium
 
     out: dict[str, Any] = {}
     threshold = viewer.splats.stats.bytes // 2 if viewer.splats and viewer.splats.stats.bytes else 100_000
-    with Chromium(chromium, 1024, 720, nice=browser_nice) as ch:
+    with Chromium(chromium, *window, nice=browser_nice) as ch:
         page = ch.open("about:blank")
         page.add_init_script(DRAW_HOOK, reload=False)  # logs when the page draws a new buffer
         frames = ReceiptLog(page._ws_url, threshold)  # the page's workers log receipts (before they start)
@@ -230,7 +349,7 @@ def bench_browser(
         out["orbit_raf_per_s"] = round((r1 - r0) / (t1 - t0), 2)
 
         # Live speech at real-time pace: every frame's steps, from its audio's arrival to the page's drawing.
-        out["live"] = bench_live(viewer, page, frames, live_s)
+        out["live"] = bench_live(viewer, page, frames, live_s, ch.proc.pid)
         frames.close()
     return out
 
@@ -350,34 +469,50 @@ def chain_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def bench_live(viewer: ViewerServer, page: Any, frames: ReceiptLog, live_s: float) -> dict[str, Any]:
+def bench_live(
+    viewer: ViewerServer, page: Any, frames: ReceiptLog, live_s: float, chromium_pid: int | None = None
+) -> dict[str, Any]:
     """A speech clip through a pipe at real-time pace with the page connected: each frame's chain
-    (:func:`live_chain`) and the page's live audio against the picture."""
+    (:func:`live_chain`), the page's live audio against the picture, and the CPU each thread of the server and
+    of Chromium took meanwhile (:class:`CpuSampler`; also inside the late frames' windows)."""
     viewer.latencies.clear()
     viewer.live_trace.clear()
+    getattr(viewer, "live_dropped", []).clear()
+    late0 = getattr(viewer.splats.stats, "dropped_late", 0) if viewer.splats else 0
     t_before = time.monotonic()
     r, w = os.pipe()
     writer = feed_pipe(w, pcm(live_s))
-    live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
-    writer.join(live_s + 30)
-    while live.running:
-        time.sleep(0.05)
-    time.sleep(1.5)
+    with CpuSampler(chromium_pid) as cpu:
+        live = viewer.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+        writer.join(live_s + 30)
+        while live.running:
+            time.sleep(0.05)
+        time.sleep(1.5)
     received = frames.times()
     received = received[received > t_before]
     trace = list(viewer.live_trace)
     rows = live_chain(trace, received, page_draws(page), viewer._live_delay, page_sends(viewer))
     sync = audio_picture_offsets(page, list(received))
     at_page = [row["received"] - row["arrival"] for row in rows]
+    late = [(row["arrival"], row["received"]) for row, lat in zip(rows, at_page, strict=True) if lat > 0.35]
     return {
+        "cpu": cpu.summary(late),
         "seconds": live_s,
         "frames": live.frames_in,
         "frames_sent": len(trace),
+        "frames_dropped_late": getattr(viewer.splats.stats, "dropped_late", 0) - late0
+        if viewer.splats
+        else 0,
         "frames_received_by_page": len(received),
         "frames_drawn_by_page": sum("drawn" in row for row in rows),
         "hold_s": stats([getattr(t, "hold", 0.0) or viewer._live_delay for t in trace]),
         "bytes_per_update": stats([t.nbytes for t in trace]),
         "latency_to_websocket_s": stats([t.sent - t.arrival for t in trace]),
+        # the frames not sent because they were late against their sound, counted at their pose's end (the
+        # earliest they could have left): the same figure over every frame the driver's output reached the pusher
+        "latency_to_websocket_incl_dropped_s": stats(
+            [t.sent - t.arrival for t in trace] + [p - a for _t, a, p in getattr(viewer, "live_dropped", [])]
+        ),
         "latency_to_page_s": stats(at_page),
         "chain": chain_summary(rows),
         "audio_minus_picture_at_page_s": stats(sync["offsets"]),
@@ -467,6 +602,18 @@ def main() -> None:
         help="ViewerConfig.page_ack_timeout_s: page flow control (0: off)",
     )
     ap.add_argument(
+        "--window",
+        default="1024x720",
+        help="headless Chromium's window, WxH (the default is the figure reported; a smaller one is a "
+        "diagnostic of how much the page's software drawing costs, to be labelled as such)",
+    )
+    ap.add_argument(
+        "--late-drop",
+        type=float,
+        default=getattr(ViewerConfig, "live_late_drop_s", 0.0),
+        help="ViewerConfig.live_late_drop_s: a live frame posed this long past its due time is not sent (0: off)",
+    )
+    ap.add_argument(
         "--browser-nice",
         type=int,
         default=0,
@@ -480,6 +627,8 @@ def main() -> None:
         "live_margin_s": args.live_margin,
         "page_ack_timeout_s": args.page_ack_timeout,
     }
+    if hasattr(ViewerConfig, "live_late_drop_s"):
+        margins["live_late_drop_s"] = args.late_drop
     if args.live_margin_min is not None:
         margins["live_margin_min_s"] = args.live_margin_min
     viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser", **margins)).start()
@@ -512,8 +661,10 @@ def main() -> None:
             if chromium is None:
                 result["browser"] = "skipped: no Chromium (apt-get install -y chromium)"
             else:
+                w, h = (int(v) for v in args.window.lower().split("x"))
+                result["machine"]["window"] = [w, h]
                 result["browser"] = bench_browser(
-                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice
+                    viewer, chromium, args.seconds, args.live_seconds, args.browser_nice, (w, h)
                 )
                 canvas = tuple(result["browser"]["canvas"])  # type: ignore[assignment]
         result["server_render"] = bench_server_render(viewer, canvas, args.repeats)

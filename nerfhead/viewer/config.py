@@ -63,6 +63,11 @@ class ViewerConfig:
     ``live_margin_min_s`` (:class:`nerfhead.viewer.live_speech.HoldMargin`: a high percentile of the measured
     driver output -> pose done times plus a hand-off allowance). Shorter: less latency, but frames that take
     longer to pose arrive late against the sound."""
+    live_late_drop_s: float = 0.04
+    """Live speech, browser path: a frame whose pose is ready more than this long (one 25 fps frame) after its
+    hold's due time is not sent (the page has played its sound: drawn, it would be out of step with it); one
+    is still sent when nothing left for 0.2 s, so the face keeps moving under load. 0: every frame is sent,
+    however late."""
     live_margin_min_s: float = 0.015
     """Live speech: the smallest hold margin the adaptive hold may use (>= ``live_margin_s``: a fixed margin
     of ``live_margin_s``)."""

@@ -35,7 +35,7 @@ from nerfhead.viewer.live_speech import AudioSource, HoldMargin, LiveSpeech, str
 from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.page_audio import PageAudio, page_html
 from nerfhead.viewer.renderable import Renderable
-from nerfhead.viewer.splats import PushStats, SplatPusher
+from nerfhead.viewer.splats import Posed, PushStats, SplatPusher
 from nerfhead.viewer.state import ViewerState
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ class ViewerServer:
             maxlen=64
         )  # (state version, arrival, stream time, when the driver produced it)
         self.live_trace: deque[LiveTrace] = deque(maxlen=1000)
+        self.live_dropped: deque[tuple[float, float, float]] = deque(maxlen=1000)
+        """(stream time, audio arrival, pose done) of the live frames not sent because they were late against
+        their sound (``ViewerConfig.live_late_drop_s``; monotonic seconds)."""
         """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self._lookahead = 0.0
         self.hold_margin = HoldMargin(config.live_margin_min_s, config.live_margin_s)
@@ -337,6 +340,8 @@ class ViewerServer:
             per_page=per_page,
             ack_timeout_s=self.config.page_ack_timeout_s,
             on_page_sent=self._on_page_sent,
+            late_drop_s=self.config.live_late_drop_s,
+            on_late=self._dropped_late,
         )
         if per_page:
             for cid, client in list(self._clients.items()):
@@ -483,6 +488,20 @@ class ViewerServer:
         per_page = pusher is not None and pusher.per_page  # then each page's marker follows its own pose
         if newest is not None and self.page_audio is not None and self.config.page_audio and not per_page:
             self.page_audio.send_frame(newest[2], hold)
+
+    def _dropped_late(self, posed: Posed) -> None:
+        """The pusher did not send the pose of a live frame that was ready after its sound had played
+        (``ViewerConfig.live_late_drop_s``): the hold margin still learns what that frame needed."""
+        with self._live_lock:
+            newest = None
+            for entry in self._pending:
+                if entry[0] > posed.version:
+                    break
+                newest = entry
+            if newest is not None:
+                _v, arrival, t, produced = newest
+                self.live_dropped.append((t, arrival, posed.posed))
+                self.hold_margin.observe(posed.posed - max(produced, arrival + self._lookahead))
 
     def latency_summary(self) -> tuple[float, float] | None:
         """(median, 95th percentile) speech-to-screen latency of the recent live frames, seconds."""

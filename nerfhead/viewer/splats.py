@@ -119,6 +119,9 @@ class PushStats:
     dropped: int = 0
     """Posed frames replaced by a newer one before the sender took them (changes that arrive while a pose is
     being computed are merged into the next pose and not counted)."""
+    dropped_late: int = 0
+    """Live frames not sent because they were posed more than ``late_drop_s`` past their hold's due time
+    (the page has played their sound: drawn, they would be out of step with it)."""
     last_times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     """``time.monotonic()`` of the last update's steps: posing started, posing done, released by the hold
     (or taken by the sender), handed to the websockets (flushed)."""
@@ -128,6 +131,9 @@ FRESH_S = 0.01
 """Flow control: a pose released at most this long ago goes to a page as soon as the page drew the last one."""
 PATIENCE_S = 0.05
 """... an older one waits up to this much longer for a newer pose to replace it (then goes anyway)."""
+LATE_GAP_S = 0.2
+"""Late drop (``late_drop_s``): a late live frame is still sent when nothing was sent for this long (the picture
+does not freeze under sustained load)."""
 
 
 @dataclass
@@ -188,6 +194,9 @@ class SplatPusher:
             acknowledge draws with :meth:`ack`); False: one node on ``scene`` for all pages, every pose sent.
         ack_timeout_s: with ``per_page``, a page that has not acknowledged its last pose gets the next one after
             this long (0: every pose at once, no flow control).
+        late_drop_s: a pose held by ``hold`` that is ready more than this many seconds after its due time is
+            not sent (a live frame whose sound the page has already played), unless nothing was sent for
+            :data:`LATE_GAP_S`; ``on_late(posed)`` is told of each (0: send every pose, however late).
     """
 
     def __init__(
@@ -201,11 +210,16 @@ class SplatPusher:
         per_page: bool = False,
         ack_timeout_s: float = 1.0,
         on_page_sent: Callable[[int, int], None] | None = None,
+        late_drop_s: float = 0.0,
+        on_late: Callable[[Posed], None] | None = None,
     ):
         self._hold = hold
         self._on_page_sent = on_page_sent
         self.per_page = per_page
         self.ack_timeout_s = float(ack_timeout_s)
+        self.late_drop_s = float(late_drop_s)
+        self._on_late = on_late
+        self._last_send_at = -1e9
         self.pages: dict[int, PageGate] = {}
         """Flow control of each page (``per_page``), by viser client id."""
         self.latest: Posed | None = None
@@ -301,6 +315,17 @@ class SplatPusher:
                 self._serve_pages()
                 continue
             due = None if self._hold is None else self._hold(posed.version)  # not under _cond: takes locks
+            now = time.monotonic()
+            if (
+                due is not None
+                and self.late_drop_s > 0
+                and now - due > self.late_drop_s
+                and now - self._last_send_at < LATE_GAP_S
+            ):
+                self.stats.dropped_late += 1
+                if self._on_late is not None:
+                    self._on_late(posed)
+                continue
             if due is not None:
                 with self._cond:
                     while not self._stopping and time.monotonic() < due:
@@ -421,6 +446,7 @@ class SplatPusher:
                     self._flush()
             self.latest = posed
         now = time.monotonic()
+        self._last_send_at = now
         self._sent.append(now)
         while self._sent and self._sent[0] < now - 1.0:
             self._sent.popleft()
