@@ -129,10 +129,10 @@ class ViewerServer:
             maxlen=64
         )  # (state version, arrival, stream time, when the driver produced it)
         self.live_trace: deque[LiveTrace] = deque(maxlen=1000)
+        """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self.live_dropped: deque[tuple[float, float, float]] = deque(maxlen=1000)
         """(stream time, audio arrival, pose done) of the live frames not sent because they were late against
         their sound (``ViewerConfig.live_late_drop_s``; monotonic seconds)."""
-        """The steps of the last live frames sent (:class:`LiveTrace`)."""
         self._lookahead = 0.0
         self.hold_margin = HoldMargin(config.live_margin_min_s, config.live_margin_s)
         """The live hold's margin past the look-ahead, adapted to the measured pose times (kept across
