@@ -12,7 +12,10 @@ carries the hold that applied, so that ``arrival - t - hold`` is steady: the pag
 of it over the last 50 markers (the frames that came on time; one the server could not pose in time is late
 against its sound) and plays the audio that much plus the newest hold after its stream time; when the
 adaptive hold moves, the audio schedule moves with it. The page's socket lives in a Web Worker, so arrival times are taken when messages
-arrive, not when a page busy drawing gets round to them. Audio arrives about one look-ahead (0.25 s) before the frame posed from it, so every chunk is
+arrive, not when a page busy drawing gets round to them, and the worker also makes the schedule and hands each
+chunk with its play time straight to an AudioWorklet, which plays it on the audio thread: a page whose main
+thread is busy drawing (software WebGL: 0.3 s and more per frame) still plays every chunk on time (without
+AudioWorklet the main thread schedules the chunks, and skips those it gets to after their play time). Audio arrives about one look-ahead (0.25 s) before the frame posed from it, so every chunk is
 scheduled ahead of time; consecutive chunks are joined without gaps while the estimate moves by less than
 15 ms. The page keeps what it did in ``window.__nerfheadAudio`` (the browser tests read it).
 
@@ -47,7 +50,7 @@ PAGE_SCRIPT = r"""
 (() => {
   if (window.__nerfheadAudio) return;
   const A = (window.__nerfheadAudio = {
-    frames: [], chunks: [], recent: [], pending: [], off: null, end: 0, late: 0, connected: false,
+    frames: [], chunks: [], off: null, end: 0, late: 0, connected: false, worklet: false,
   });
   const Ctx = window.AudioContext || window.webkitAudioContext;
   const ctx = new Ctx({ latencyHint: "interactive" });
@@ -58,8 +61,10 @@ PAGE_SCRIPT = r"""
     if (ts.performanceTime) return ts.contextTime + (ms - ts.performanceTime) / 1000;
     return ctx.currentTime + (ms - performance.now()) / 1000;
   };
-  const play = (t0, sr, pcm) => {
-    const want = A.off + t0 * 1000;
+  const keep = (list, row) => { list.push(row); if (list.length > 3000) list.splice(0, 1000); };
+  // Fallback (no AudioWorklet): the page's main thread schedules each chunk; a page busy drawing gets to a
+  // chunk late and skips it.
+  const play = (want, t0, sr, pcm) => {
     let at = toCtx(want);
     if (Math.abs(at - A.end) < 0.015) at = A.end;  // join to the previous chunk
     if (at < ctx.currentTime) { A.late++; return; }
@@ -71,21 +76,120 @@ PAGE_SCRIPT = r"""
     src.connect(ctx.destination);
     src.start(at);
     A.end = at + pcm.length / sr;
-    A.chunks.push([t0, want + (at - toCtx(want)) * 1000, pcm.length / sr]);
-    if (A.chunks.length > 3000) A.chunks.splice(0, 1000);
+    keep(A.chunks, [t0, want + (at - toCtx(want)) * 1000, pcm.length / sr]);
   };
   // The socket lives in a worker, so that arrival times are taken when messages arrive, not when a busy
-  // page (drawing) gets round to them; times travel as wall-clock ms (performance.timeOrigin + now).
+  // page (drawing) gets round to them; times travel as wall-clock ms (performance.timeOrigin + now). The
+  // worker also schedules the audio: it takes the play offset from the markers and hands each chunk, with
+  // its wall-clock play time, straight to an AudioWorklet (the audio thread), so the page's main thread is
+  // not in the audio path at all.
   const src = `
     const ws = new WebSocket(${JSON.stringify(`ws://${location.hostname}:__PORT__`)});
     ws.binaryType = "arraybuffer";
+    let sink = null, off = null;  // the worklet's port (or "main"), the play offset (wall ms)
+    const recent = [], pending = [];
+    const send = (t, sr, pcm) => {
+      const want = off + t * 1000;
+      if (sink === "main") postMessage({ audio: [want, t, sr, pcm] }, [pcm.buffer]);
+      else sink.postMessage({ want, t, sr, pcm }, [pcm.buffer]);
+    };
+    const flush = () => { if (sink !== null && off !== null) for (const p of pending.splice(0)) send(...p); };
     ws.onopen = () => { ws.send("H __CLIENT__"); postMessage({ open: true }); };
-    ws.onmessage = (ev) => postMessage({ at: performance.timeOrigin + performance.now(), data: ev.data },
-                                       [ev.data]);
-    onmessage = (msg) => { if (ws.readyState === 1) ws.send(msg.data); };
+    ws.onmessage = (ev) => {
+      const at = performance.timeOrigin + performance.now();
+      const dv = new DataView(ev.data);
+      const kind = String.fromCharCode(dv.getUint8(0));
+      const t = dv.getFloat64(8, true);
+      if (kind === "F") {
+        const hold = ev.data.byteLength >= 24 ? dv.getFloat64(16, true) * 1000 : 0;  // the server's hold, ms
+        recent.push(at - t * 1000 - hold);
+        if (recent.length > 50) recent.shift();
+        const s = [...recent].sort((a, b) => a - b);
+        off = s[Math.floor(s.length / 5)] + hold;  // frames on time: each leaves its hold after its audio
+        postMessage({ frame: [t, at, off] });
+        flush();
+      } else if (kind === "A") {
+        const pcm = new Int16Array(ev.data.slice(24));
+        const sr = dv.getUint32(16, true);
+        if (sink === null || off === null) { pending.push([t, sr, pcm]); if (pending.length > 200) pending.shift(); }
+        else send(t, sr, pcm);
+      }
+    };
+    onmessage = (msg) => {
+      if (msg.data && msg.data.sink) { sink = msg.data.sink === "main" ? "main" : msg.data.port; flush(); return; }
+      if (ws.readyState === 1) ws.send(msg.data);
+    };
+  `;
+  // The worklet plays each chunk at its wall-clock time (the main thread tells it how the audio clock maps to
+  // wall-clock ms now and then; both run at real time); the part of a chunk whose time has passed is skipped.
+  const proc = `
+    class Live extends AudioWorkletProcessor {
+      constructor() {
+        super();
+        this.q = []; this.map = null; this.end = -1e12;
+        this.port.onmessage = (e) => {
+          if (e.data.map) this.map = e.data.map;
+          else if (e.data.port) e.data.port.onmessage = (m) => this.add(m.data);
+        };
+      }
+      add(d) {
+        if (this.map === null) { this.port.postMessage({ late: 1 }); return; }
+        let start = (this.map.ctx + (d.want - this.map.wall) / 1000) * sampleRate;  // audio frames
+        const n = d.pcm.length * sampleRate / d.sr;
+        if (Math.abs(start - this.end) < 0.015 * sampleRate) start = this.end;  // join to the previous chunk
+        if (start + n <= currentFrame) { this.port.postMessage({ late: 1 }); return; }
+        this.q.push({ start, n, k: d.sr / sampleRate, pcm: d.pcm });
+        this.end = start + n;
+        const wall = this.map.wall + (start / sampleRate - this.map.ctx) * 1000;
+        this.port.postMessage({ chunk: [d.t, wall, d.pcm.length / d.sr] });
+      }
+      process(inputs, outputs) {
+        const out = outputs[0][0];
+        const g = currentFrame, m = out.length;
+        while (this.q.length && this.q[0].start + this.q[0].n <= g) this.q.shift();
+        for (const c of this.q) {
+          if (c.start >= g + m) continue;
+          const i1 = Math.min(m, Math.floor(c.start + c.n - g));
+          for (let i = Math.max(0, Math.ceil(c.start - g)); i < i1; i++) {
+            const x = (g + i - c.start) * c.k, j = Math.floor(x), f = x - j;
+            const a = c.pcm[j], b = j + 1 < c.pcm.length ? c.pcm[j + 1] : a;
+            out[i] += (a + (b - a) * f) / 32768;
+          }
+        }
+        return true;
+      }
+    }
+    registerProcessor("nerfhead-live", Live);
   `;
   const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
   A.worker = worker;
+  const mainSink = () => worker.postMessage({ sink: "main" });
+  if (ctx.audioWorklet && window.AudioWorkletNode) {
+    ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([proc], { type: "text/javascript" }))).then(() => {
+      const node = new AudioWorkletNode(ctx, "nerfhead-live", { numberOfInputs: 0, outputChannelCount: [1] });
+      node.connect(ctx.destination);
+      const clock = () => {
+        const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : {};
+        const map = ts.performanceTime
+          ? { ctx: ts.contextTime, wall: performance.timeOrigin + ts.performanceTime }
+          : { ctx: ctx.currentTime, wall: performance.timeOrigin + performance.now() };
+        node.port.postMessage({ map });
+      };
+      clock();
+      setInterval(clock, 500);
+      node.port.onmessage = (e) => {
+        if (e.data.late) A.late++;
+        else if (e.data.chunk) {
+          const [t0, wall, dur] = e.data.chunk;
+          keep(A.chunks, [t0, wall - performance.timeOrigin, dur]);
+        }
+      };
+      const ch = new MessageChannel();
+      node.port.postMessage({ port: ch.port1 }, [ch.port1]);
+      worker.postMessage({ sink: "port", port: ch.port2 }, [ch.port2]);
+      A.worklet = true;
+    }, mainSink);
+  } else mainSink();
   // Flow control: a large texture upload (viser's Gaussian buffer, 32 bytes per Gaussian) followed by a draw
   // call is a pose drawn; the server sends the next one only then (or after its timeout).
   A.drawn = 0;
@@ -94,26 +198,15 @@ PAGE_SCRIPT = r"""
   // drawing in software takes long after the call), so the next pose arrives when the page can take it.
   watchDraws(32768, () => {}, () => requestAnimationFrame(() => { A.drawn++; worker.postMessage("D"); }));
   worker.onmessage = (msg) => {
-    if (msg.data.open) { A.connected = true; return; }
-    const now = msg.data.at - performance.timeOrigin;  // arrival, page clock
-    const data = msg.data.data;
-    const dv = new DataView(data);
-    const kind = String.fromCharCode(dv.getUint8(0));
-    const t = dv.getFloat64(8, true);
-    if (kind === "F") {
-      const hold = data.byteLength >= 24 ? dv.getFloat64(16, true) * 1000 : 0;  // the server's hold, ms
-      A.recent.push(now - t * 1000 - hold);
-      if (A.recent.length > 50) A.recent.shift();
-      const s = [...A.recent].sort((a, b) => a - b);
-      A.off = s[Math.floor(s.length / 5)] + hold;  // frames on time: each leaves its hold after its audio
-      A.frames.push([t, now, A.off]);
-      if (A.frames.length > 3000) A.frames.splice(0, 1000);
-      for (const p of A.pending.splice(0)) play(...p);
-    } else if (kind === "A") {
-      const sr = dv.getUint32(16, true);
-      const pcm = new Int16Array(data, 24);
-      if (A.off === null) { A.pending.push([t, sr, pcm]); if (A.pending.length > 200) A.pending.shift(); }
-      else play(t, sr, pcm);
+    const d = msg.data;
+    if (d.open) { A.connected = true; return; }
+    if (d.frame) {
+      const [t, at, off] = d.frame;
+      A.off = off - performance.timeOrigin;  // page clock
+      keep(A.frames, [t, at - performance.timeOrigin, A.off]);
+    } else if (d.audio) {
+      const [want, t, sr, pcm] = d.audio;
+      play(want - performance.timeOrigin, t, sr, pcm);
     }
   };
 })();

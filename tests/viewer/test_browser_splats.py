@@ -219,6 +219,8 @@ def test_live_speech_moves_the_mouth_in_the_page(viewer: ViewerServer, page: Pag
         f"{sync['chunks'] + sync['late']} chunks arrived after their play time"
     )
     assert sync["chunks"] >= 0.5 * SPEECH_S / 0.02  # the page played the stream's audio
+    # from the audio thread (an AudioWorklet fed by the page's worker), not the page's busy main thread
+    assert page.evaluate("__nerfheadAudio.worklet") is True
     assert on_time.sum() >= 10
     assert float(np.median(off)) <= 0.040
     # The case that must fail: audio played as it arrives (no schedule) is a look-ahead early.
