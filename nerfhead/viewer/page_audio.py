@@ -166,7 +166,10 @@ PAGE_SCRIPT = r"""
   const mainSink = () => worker.postMessage({ sink: "main" });
   if (ctx.audioWorklet && window.AudioWorkletNode) {
     ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([proc], { type: "text/javascript" }))).then(() => {
-      const node = new AudioWorkletNode(ctx, "nerfhead-live", { numberOfInputs: 0, outputChannelCount: [1] });
+      let node;
+      try {
+        node = new AudioWorkletNode(ctx, "nerfhead-live", { numberOfInputs: 0, outputChannelCount: [1] });
+      } catch (e) { mainSink(); return; }
       node.connect(ctx.destination);
       const clock = () => {
         const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : {};

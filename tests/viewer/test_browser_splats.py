@@ -12,6 +12,7 @@ so that every part of it is told apart. Needs Chromium like ``test_browser.py``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -225,6 +226,40 @@ def test_live_speech_moves_the_mouth_in_the_page(viewer: ViewerServer, page: Pag
     assert float(np.median(off)) <= 0.040
     # The case that must fail: audio played as it arrives (no schedule) is a look-ahead early.
     assert float(np.median(np.abs(np.asarray(sync["offsets"]) - live.driver.latency_s))) > 0.040
+
+
+def test_live_audio_falls_back_to_the_main_thread_without_audioworklet(
+    chromium_path: str,  # noqa: F811
+    one_thread: None,  # noqa: F811
+    tmp_path: Path,
+):
+    """A browser without AudioWorklet plays the live audio from the page's main thread instead."""
+    v = ViewerServer(coloured_head(), tmp_path, CONFIG).start()
+    seconds = 4.0
+    try:
+        with Chromium(chromium_path, 640, 480) as ch:
+            page = ch.open(v.url)
+            page.add_init_script("delete window.AudioWorkletNode;")  # and reloads the page
+            wait_for(
+                lambda: v.connected() and v.splats and v.splats.stats.updates, 120, "a pose for the page"
+            )
+            r, w = os.pipe()
+            writer = feed_pipe(w, pcm(seconds))
+            live = v.start_speech_stream(PipeSource(os.fdopen(r, "rb"), 16000))
+            writer.join(20)
+            wait_for(lambda: not live.running, 30, "the stream to end")
+            time.sleep(0.5)
+            state = json.loads(
+                page.evaluate(
+                    "JSON.stringify({w: __nerfheadAudio.worklet, c: __nerfheadAudio.chunks.length,"
+                    " late: __nerfheadAudio.late})"
+                )
+            )
+    finally:
+        v.stop()
+    print(f"main-thread audio: {state['c']} chunks played, {state['late']} late")
+    assert state["w"] is False  # the fallback was taken (no worklet to find)
+    assert state["c"] >= 0.25 * seconds / 0.02  # must fail: a page that lost its audio without the worklet
 
 
 def test_stop_frees_the_port_with_the_page_drawing(chromium_path: str, one_thread: None, tmp_path: Path):  # noqa: F811
