@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,25 @@ def _speech_policy(config: ViewerConfig, run: Path, renderable: Renderable) -> S
     except InputError as e:
         raise ValueError(e.what) from None
     return Speech(pol.network, PersonData(renderable.default_drive()), cfg)
+
+
+def newest_pending(
+    pending: Iterable[tuple[int, float, float, float]], version: int
+) -> tuple[int, float, float, float] | None:
+    """The newest live frame (version, audio arrival, stream time, driver output) among ``pending`` (oldest
+    first) that state ``version`` contains, or None."""
+    newest = None
+    for entry in pending:
+        if entry[0] > version:
+            break
+        newest = entry
+    return newest
+
+
+def needed_margin(posed_at: float, arrival: float, produced: float, lookahead: float) -> float:
+    """The hold margin a live frame posed at ``posed_at`` needed, had its driver output been on time (its audio's
+    ``arrival`` plus the driver's ``lookahead``; ``produced``: when the output came)."""
+    return posed_at - max(produced, arrival + lookahead)
 
 
 class ViewerServer:
@@ -450,13 +469,10 @@ class ViewerServer:
         reaches the page the same time after its audio and the page's audio, told the hold with each frame
         marker, stays in step); None for any other state."""
         with self._live_lock:
-            arrival = None
-            for v, a, _t, _p in self._pending:
-                if v > version:
-                    break
-                arrival = a
-            if arrival is None:
+            entry = newest_pending(self._pending, version)
+            if entry is None:
                 return None
+            arrival = entry[1]
             hold = self._live_delay
             self._last_hold = (version, hold)
         return arrival + hold
@@ -480,8 +496,8 @@ class ViewerServer:
                 hold = self._last_hold[1] if self._last_hold[0] == version else self._live_delay
                 self.live_trace.append(LiveTrace(t, arrival, produced, *steps, nbytes, version, hold))
                 self._marks.append((version, t, hold))
-                if times is not None:  # the margin it needed had its driver output been on time
-                    self.hold_margin.observe(times[1] - max(produced, arrival + self._lookahead))
+                if times is not None:
+                    self.hold_margin.observe(needed_margin(times[1], arrival, produced, self._lookahead))
             elif times is not None:  # any other pose: its pose time
                 self.hold_margin.observe(times[1] - times[0])
         pusher = self.splats
@@ -493,15 +509,11 @@ class ViewerServer:
         """The pusher did not send the pose of a live frame that was ready after its sound had played
         (``ViewerConfig.live_late_drop_s``): the hold margin still learns what that frame needed."""
         with self._live_lock:
-            newest = None
-            for entry in self._pending:
-                if entry[0] > posed.version:
-                    break
-                newest = entry
+            newest = newest_pending(self._pending, posed.version)
             if newest is not None:
                 _v, arrival, t, produced = newest
                 self.live_dropped.append((t, arrival, posed.posed))
-                self.hold_margin.observe(posed.posed - max(produced, arrival + self._lookahead))
+                self.hold_margin.observe(needed_margin(posed.posed, arrival, produced, self._lookahead))
 
     def latency_summary(self) -> tuple[float, float] | None:
         """(median, 95th percentile) speech-to-screen latency of the recent live frames, seconds."""
