@@ -55,6 +55,9 @@ class ViewOptions:
     """browser path, flow control for slow pages (seconds; 0: off): a page gets a new pose only once it has
     drawn the previous one, or this long after it was sent, always the newest (e.g. 1.0 for a remote or
     software-rendering browser)."""
+    live_late_drop: float = 0.04
+    """live speech, browser path: a frame posed more than this many seconds after its hold's due time is not
+    sent (its sound has played); 0 sends every frame, however late."""
 
 
 def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -> Any:
@@ -77,6 +80,8 @@ def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -
         raise InputError("--render", f"must be auto, browser or server, got {o.render!r}")
     if not (math.isfinite(o.page_ack_timeout) and 0.0 <= o.page_ack_timeout <= 60.0):
         raise InputError("--page-ack-timeout", f"must be 0 .. 60 seconds, got {o.page_ack_timeout}")
+    if not (math.isfinite(o.live_late_drop) and 0.0 <= o.live_late_drop <= 10.0):
+        raise InputError("--live-late-drop", f"must be 0 .. 10 seconds, got {o.live_late_drop}")
     dev = check_device(o.device)
     if o.mock:
         from nerfhead.viewer.mock import MockHead
@@ -97,6 +102,7 @@ def open_viewer(run: Path, options: ViewOptions | None = None, **changes: Any) -
         speech_driver=o.speech_driver,
         render=o.render,
         page_ack_timeout_s=o.page_ack_timeout,
+        live_late_drop_s=o.live_late_drop,
     )
     try:
         viewer = ViewerServer(renderable, out_dir=run, config=cfg)

@@ -319,7 +319,9 @@ def test_exports_are_rate_limited(viewer: ViewerServer):
     assert len(list(exports.glob("view_*.png"))) <= 1
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--page-ack-timeout", "-1"), ("--render", "gpu")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--page-ack-timeout", "-1"), ("--render", "gpu"), ("--live-late-drop", "nan")]
+)
 def test_bad_view_option_is_one_line_before_anything_loads(tmp_path: Path, capsys, flag: str, value: str):
     from nerfhead.cli.main import run
 

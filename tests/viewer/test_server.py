@@ -557,9 +557,10 @@ def test_cli_open_viewer(tmp_path: Path):
         open_viewer(tmp_path / "mockrun", port=0, mock=True, speech_driver="magic")
     assert host_warning("127.0.0.1", tmp_path) is None and host_warning("localhost", tmp_path) is None
     assert "exposes the viewer to the network" in (host_warning("0.0.0.0", tmp_path) or "")
-    v = open_viewer(tmp_path / "mockrun", port=0, mock=True, max_side=64)
+    v = open_viewer(tmp_path / "mockrun", port=0, mock=True, max_side=64, live_late_drop=0.0)
     try:
         assert v.server.get_host() == "127.0.0.1" and v.renderable.name == "mock head"
+        assert v.config.live_late_drop_s == 0.0  # --live-late-drop reaches the server
     finally:
         v.stop()
 
