@@ -46,7 +46,40 @@ import numpy as np
 AUDIO_HEADER = struct.Struct("<c7xdI4x")
 FRAME_MARKER = struct.Struct("<c7xdd")
 
+SHADER_FIX = r"""
+(() => {
+  // Two changes to viser's splat vertex shader, made as the page compiles it (counted in
+  // window.__nerfheadShader: the cull removed, the axis made safe):
+  // - it drops every Gaussian whose opacity x det(projected covariance + 0.3 px^2) is below 0.25 px^4: all
+  //   those under about half a pixel across (eyelashes, lip lines, the eyes' and mouth's fine detail of a fitted
+  //   head) and faint large ones. Our rasteriser (like gsplat and 3DGS) draws them: the test goes.
+  // - a Gaussian whose projected covariance is exactly round has no major axis: normalize(0, 0) is NaN and the
+  //   Gaussian vanishes; any axis will do.
+  if (window.__nerfheadShader) return;
+  const S = (window.__nerfheadShader = { patched: 0, axis: 0 });
+  const CULL = /if\s*\(\s*weightedDeterminant\s*<\s*0\.25\s*\)\s*return\s*;/;
+  const AXIS = /vec2\s+diagonalVector\s*=\s*normalize\(\s*vec2\(\s*offDiag\s*,\s*lambda1\s*-\s*diag1\s*\)\s*\)\s*;/;
+  const SAFE_AXIS = "vec2 nerfheadAxis = vec2(offDiag, lambda1 - diag1); vec2 diagonalVector = " +
+    "dot(nerfheadAxis, nerfheadAxis) > 0.0 ? normalize(nerfheadAxis) : vec2(1.0, 0.0);";
+  for (const C of [window.WebGL2RenderingContext, window.WebGLRenderingContext]) {
+    if (!C || !C.prototype.shaderSource) continue;
+    const orig = C.prototype.shaderSource;
+    C.prototype.shaderSource = function (shader, src) {
+      if (typeof src === "string" && CULL.test(src)) {
+        src = src.replace(CULL, "");
+        S.patched++;
+        if (AXIS.test(src)) { src = src.replace(AXIS, SAFE_AXIS); S.axis++; }
+      }
+      return orig.call(this, shader, src);
+    };
+  }
+})();
+"""
+"""JavaScript run first in every page: viser's Gaussian splat shader without its size-and-opacity cull and with a
+safe major axis (the page counts the shaders it changed in ``window.__nerfheadShader``)."""
+
 PAGE_SCRIPT = r"""
+__SHADER_FIX__
 (() => {
   if (window.__nerfheadAudio) return;
   const A = (window.__nerfheadAudio = {
@@ -241,7 +274,9 @@ const watchDraws = (minBytes, onUpload, onDraw) => {
 """
 """JavaScript: ``watchDraws(minBytes, onUpload, onDraw)``, hooks on the page's WebGL calls that tell when a new
 Gaussian buffer was uploaded and drawn (the page script's acknowledgements; the benchmark's draw log)."""
-PAGE_SCRIPT = PAGE_SCRIPT.replace("__WATCH_DRAWS__", WATCH_DRAWS.strip())
+PAGE_SCRIPT = PAGE_SCRIPT.replace("__WATCH_DRAWS__", WATCH_DRAWS.strip()).replace(
+    "__SHADER_FIX__", SHADER_FIX.strip()
+)
 
 
 def page_html(port: int, client: int = -1) -> str:
@@ -257,6 +292,12 @@ def page_html(port: int, client: int = -1) -> str:
     )
 
 
+def shader_fix_html() -> str:
+    """The GUI element that runs only :data:`SHADER_FIX` in a page (when the viewer has no page socket)."""
+    code = base64.b64encode(SHADER_FIX.strip().encode()).decode()
+    return f'<img alt="" src="data:image/png;base64,AA==" style="display:none" onerror="window.eval(atob(\'{code}\'))">'
+
+
 class PageAudio:
     """The websocket the pages' audio comes from and their draw acknowledgements go to (one server thread;
     sends go out from the caller's thread).
@@ -265,12 +306,20 @@ class PageAudio:
         host: interface to bind (the viewer's).
         on_draw: called with the page's viser client id each time a page says it drew a Gaussian buffer (from
             the socket's thread).
+        on_hello: called with the page's viser client id when its script connects (its WebGL hooks, the
+            shader fix included, are in place; from the socket's thread).
     """
 
-    def __init__(self, host: str = "127.0.0.1", on_draw: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        on_draw: Callable[[int], None] | None = None,
+        on_hello: Callable[[int], None] | None = None,
+    ):
         from websockets.sync.server import serve
 
         self._on_draw = on_draw
+        self._on_hello = on_hello
         self._clients: set[Any] = set()
         self._page_of: dict[Any, int] = {}  # connection -> viser client id (from its "H" message)
         self._lock = threading.Lock()
@@ -299,6 +348,8 @@ class PageAudio:
                         client = -1
                     with self._lock:
                         self._page_of[conn] = client
+                    if self._on_hello is not None and client >= 0:
+                        self._on_hello(client)
         except Exception:
             pass
         finally:

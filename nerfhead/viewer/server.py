@@ -33,7 +33,7 @@ from nerfhead.viewer.config import LOCAL_HOSTS, ViewerConfig  # noqa: F401  (re-
 from nerfhead.viewer.guard import Guard, RateLimit
 from nerfhead.viewer.live_speech import AudioSource, HoldMargin, LiveSpeech, stream_driver
 from nerfhead.viewer.loop import RenderLoop, RenderStats
-from nerfhead.viewer.page_audio import PageAudio, page_html
+from nerfhead.viewer.page_audio import PageAudio, page_html, shader_fix_html
 from nerfhead.viewer.renderable import Renderable
 from nerfhead.viewer.splats import Posed, PushStats, SplatPusher
 from nerfhead.viewer.state import ViewerState
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from nerfhead.audio.speech import Speech
 
 RENDER_MODES = ("auto", "browser", "server")
+PAGE_READY_WAIT_S = 3.0
+"""Browser path: a new page's splat node is made once its page script runs (it changes viser's splat shader as the
+page compiles it: :data:`nerfhead.viewer.page_audio.SHADER_FIX`), at the latest this long after it connected."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ class ViewerServer:
             self.guard = Guard(srv, int(self.config.max_upload_mib * 2**20), self._refuse).install()
             cfg = self.config
             if cfg.page_audio or (self.browser_capable and cfg.page_ack_timeout_s > 0):
-                self.page_audio = PageAudio(cfg.host, self._on_page_draw)
+                self.page_audio = PageAudio(cfg.host, self._on_page_draw, self._on_page_hello)
             srv.on_client_connect(self._on_connect)
             srv.on_client_disconnect(self._on_disconnect)
             self._player.start()
@@ -364,7 +367,7 @@ class ViewerServer:
         )
         if per_page:
             for cid, client in list(self._clients.items()):
-                self.splats.add_page(cid, client)
+                self.splats.add_page(cid, client)  # connected before: its script runs already
         self.splats.start()
 
     def _on_page_sent(self, page: int, version: int) -> None:
@@ -535,13 +538,20 @@ class ViewerServer:
         if self.guard is not None and cid in self.guard.refused_clients:
             return
         self._clients[cid] = client
-        if self.page_audio is not None:  # the page's script: live audio, draw acknowledgements
+        if self.page_audio is not None:  # the page's script: live audio, draw acknowledgements, shader fix
             client.gui.add_html(page_html(self.page_audio.port, cid))
+        else:
+            client.gui.add_html(shader_fix_html())
         pusher = self.splats
         if self.render_mode == "server":
             self._add_client_loop(client)
         elif pusher is not None and pusher.per_page:
-            pusher.add_page(cid, client)
+            pusher.add_page(cid, client, PAGE_READY_WAIT_S)
+
+    def _on_page_hello(self, cid: int) -> None:
+        pusher = self.splats
+        if pusher is not None and pusher.per_page:
+            pusher.page_ready(cid)
 
     def _add_client_loop(self, client: Any) -> None:
         cid = int(client.client_id)

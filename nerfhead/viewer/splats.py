@@ -162,6 +162,10 @@ class PageGate:
     """Poses replaced by a newer one while they waited for the page."""
     log: deque[tuple[int, float]] | None = None
     """(version, ``time.monotonic()``) of the last poses sent to the page."""
+    ready_by: float = 0.0
+    """``time.monotonic()`` before which the page gets nothing until its page script says it is running
+    (:meth:`SplatPusher.page_ready`): the script changes viser's splat shader as the page compiles it, so the
+    page's splat node is made after it (a page whose script never runs gets its node at this time)."""
 
     def wait_left(self, now: float, timeout: float) -> float | None:
         """Seconds until the page gets the pose waiting for it (0: now; None: nothing waits). It gets it once
@@ -170,6 +174,8 @@ class PageGate:
         releases one per frame), so that it does not spend its next draw on a stale pose."""
         if self.waiting is None:
             return None
+        if now < self.ready_by:
+            return self.ready_by - now
         if timeout <= 0:
             return 0.0
         if self.in_flight is not None:
@@ -349,13 +355,24 @@ class SplatPusher:
                 best = left if best is None else min(best, left)
         return best
 
-    def add_page(self, key: int, client: Any) -> None:
-        """A page connected (``per_page``): it gets the newest pose at once."""
+    def add_page(self, key: int, client: Any, ready_wait_s: float = 0.0) -> None:
+        """A page connected (``per_page``): it gets the newest pose at once, or with ``ready_wait_s`` once its
+        page script runs (:meth:`page_ready`) and at the latest that many seconds from now."""
         with self._cond:
-            gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000))
-            gate.waiting, gate.waiting_since = self.latest, time.monotonic()
+            now = time.monotonic()
+            gate = self.pages[key] = PageGate(client, log=deque(maxlen=2000), ready_by=now + ready_wait_s)
+            gate.waiting, gate.waiting_since = self.latest, now
             self._pages_due = True
             self._cond.notify_all()
+
+    def page_ready(self, key: int) -> None:
+        """Page ``key``'s script runs (its shader fix is in place): it may get its splat node now."""
+        with self._cond:
+            gate = self.pages.get(key)
+            if gate is not None and gate.ready_by > 0.0:
+                gate.ready_by = 0.0
+                self._pages_due = True
+                self._cond.notify_all()
 
     def remove_page(self, key: int) -> None:
         with self._cond:
