@@ -121,6 +121,30 @@ def test_without_flow_control_every_page_gets_every_pose():
     assert slow.got == released and fast.got == released and len(released) > 10
 
 
+def test_a_new_page_gets_its_node_once_its_script_runs():
+    """A page added with ``ready_wait_s`` gets nothing until its script says it runs (``page_ready``: the shader
+    fix is in place before the page compiles the splat shader), and at the latest after ``ready_wait_s``."""
+    pusher = SplatPusher(SimpleNamespace(), lambda _d: G, lambda: (1, Drive.neutral(1)), per_page=True)
+    holder = [pusher]
+    state = {"version": 1}
+    ready, late = FakePage(1, state, holder, True), FakePage(2, state, holder, True)
+    pusher.add_page(1, ready, ready_wait_s=30.0)
+    pusher.add_page(2, late, ready_wait_s=0.6)
+    t0 = time.monotonic()
+    pusher.start()
+    try:
+        wait_for(lambda: pusher.latest is not None, 10, "the first pose")
+        time.sleep(0.2)
+        assert ready.got == [] and late.got == []  # posed, but no page's script has said it runs
+        pusher.page_ready(1)
+        wait_for(lambda: len(ready.got) == 1, 5, "the pose for the page whose script runs")
+        assert late.got == []
+        wait_for(lambda: len(late.got) == 1, 5, "the pose for the silent page at its wait's end")
+        assert time.monotonic() - t0 >= 0.6 - 0.02
+    finally:
+        pusher.stop()
+
+
 def test_acknowledgement_over_the_page_socket():
     """The page script's messages ("H <client id>", then "D" per buffer drawn) reach ``on_draw`` with the
     page's viser client id; the script in the page's HTML element names that id and the socket's port."""
@@ -130,18 +154,20 @@ def test_acknowledgement_over_the_page_socket():
     from websockets.sync.client import connect
 
     got: list[int] = []
-    audio = PageAudio("127.0.0.1", got.append)
+    hello: list[int] = []
+    audio = PageAudio("127.0.0.1", got.append, hello.append)
     try:
         html = page_html(audio.port, 7)
         code = base64.b64decode(re.search(r"atob\('([^']+)'\)", html).group(1)).decode()  # type: ignore[union-attr]
         assert f":{audio.port}" in code and '"H 7"' in code and 'postMessage("D")' in code
+        assert code.index("__nerfheadShader") < code.index("new Worker")  # the shader fix runs first
         with connect(f"ws://127.0.0.1:{audio.port}") as ws:
             ws.send("D")  # before the hello: nobody to credit
             ws.send("H 7")
             ws.send("D")
             ws.send("D")
             wait_for(lambda: len(got) == 2, 5, "two acknowledgements")
-        assert got == [7, 7]
+        assert got == [7, 7] and hello == [7]
     finally:
         audio.close()
 
