@@ -89,7 +89,9 @@ def viewer(
 @pytest.fixture(scope="module")
 def page(viewer: ViewerServer, chromium_path: str) -> Iterator[Page]:  # noqa: F811
     with Chromium(chromium_path, 800, 600) as ch:
-        p = ch.open(viewer.url)
+        # fixedDpr=1: the canvas keeps its size in pixels (viser lowers its resolution while a page draws slowly,
+        # as software WebGL does), so that the screenshots compare with our renders pixel for pixel
+        p = ch.open(viewer.url.rstrip("/") + "/?fixedDpr=1")
         wait_for(lambda: viewer.connected(), 120, "the page to connect")
         yield p
 
