@@ -283,18 +283,23 @@ def page_html(port: int, client: int = -1) -> str:
     """The GUI element that runs :data:`PAGE_SCRIPT` in the page of viser client ``client`` (connecting to
     ``port``) and offers the button browsers need before they play audio."""
     script = PAGE_SCRIPT.replace("__PORT__", str(int(port))).replace("__CLIENT__", str(int(client)))
-    code = base64.b64encode(script.encode()).decode()
     return (
         '<div style="font-size:0.8em">live speech audio '
         '<button onclick="window.__nerfheadAudio &amp;&amp; window.__nerfheadAudio.enable()">enable sound</button>'
-        f'<img alt="" src="data:image/png;base64,AA==" style="display:none" onerror="window.eval(atob(\'{code}\'))">'
-        "</div>"
+        f"{_script_element(script)}</div>"
     )
 
 
 def shader_fix_html() -> str:
-    """The GUI element that runs only :data:`SHADER_FIX` in a page (when the viewer has no page socket)."""
-    code = base64.b64encode(SHADER_FIX.strip().encode()).decode()
+    """The GUI element that runs only :data:`SHADER_FIX` in a page (when the viewer has no page socket). Best
+    effort: without the page's hello the server cannot wait for it, and a splat node the page already had when
+    it connected may be compiled before it runs."""
+    return _script_element(SHADER_FIX.strip())
+
+
+def _script_element(script: str) -> str:
+    """An invisible HTML element that runs ``script`` when the page shows it (GUI HTML has no script tags)."""
+    code = base64.b64encode(script.encode()).decode()
     return f'<img alt="" src="data:image/png;base64,AA==" style="display:none" onerror="window.eval(atob(\'{code}\'))">'
 
 

@@ -538,15 +538,15 @@ class ViewerServer:
         if self.guard is not None and cid in self.guard.refused_clients:
             return
         self._clients[cid] = client
+        pusher = self.splats
+        if self.render_mode == "server":
+            self._add_client_loop(client)
+        elif pusher is not None and pusher.per_page:  # before the script goes out: its hello finds the page
+            pusher.add_page(cid, client, PAGE_READY_WAIT_S)
         if self.page_audio is not None:  # the page's script: live audio, draw acknowledgements, shader fix
             client.gui.add_html(page_html(self.page_audio.port, cid))
         else:
             client.gui.add_html(shader_fix_html())
-        pusher = self.splats
-        if self.render_mode == "server":
-            self._add_client_loop(client)
-        elif pusher is not None and pusher.per_page:
-            pusher.add_page(cid, client, PAGE_READY_WAIT_S)
 
     def _on_page_hello(self, cid: int) -> None:
         pusher = self.splats
