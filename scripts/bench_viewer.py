@@ -240,24 +240,38 @@ def send_rate(viewer: ViewerServer, seconds: float) -> dict[str, float]:
 
 def bench_pose(viewer: ViewerServer, frames: int) -> dict[str, Any]:
     """One pose update as the pusher makes it (drive → world Gaussians → packed buffer), timed alone: the
-    pusher's own threads are idle meanwhile (the state is not touched)."""
+    pusher's own threads are idle meanwhile (the state is not touched). ``ms``: the path the viewer uses
+    (``ViewerConfig.fused_pose``); ``ms_by_path``: the fused pose-and-pack kernel and the per-tensor pose step
+    then packing, interleaved frame by frame (the reference, same run)."""
     st = viewer.state
     drives = [st.drive_at(i % st.num_frames) for i in range(frames + 1)]
     pose = viewer.renderable.gaussians_at  # type: ignore[attr-defined]
-    times = []
+    packed_at = getattr(viewer.renderable, "packed_at", None)
+    paths: dict[str, Any] = {"per_tensor": lambda d: pack_splats(pose(d), MIN_ALPHA_BYTE)}
+    if packed_at is not None:
+        paths["fused"] = lambda d: packed_at(d, MIN_ALPHA_BYTE)
+    times: dict[str, list[float]] = {k: [] for k in paths}
     nbytes = 0
     for i, d in enumerate(drives):
-        t0 = time.perf_counter()
-        buf = pack_splats(pose(d), MIN_ALPHA_BYTE) if MIN_ALPHA_BYTE else pack_splats(pose(d))
-        if i:  # the first is a warm-up
-            times.append(1000 * (time.perf_counter() - t0))
-        nbytes = int(buf.nbytes)
-    return {
-        "ms": stats(times),
+        for name, fn in paths.items():
+            t0 = time.perf_counter()
+            buf = fn(d)
+            if i:  # the first is a warm-up
+                times[name].append(1000 * (time.perf_counter() - t0))
+            nbytes = int(buf.nbytes)
+    used = "fused" if "fused" in paths and viewer.config.fused_pose else "per_tensor"
+    by_path = {k: stats(v) for k, v in times.items()}
+    out: dict[str, Any] = {
+        "ms": by_path[used],
+        "path": used,
+        "ms_by_path": by_path,
         "bytes_per_update": nbytes,
         "gaussians_sent": nbytes // 32,
         "gaussians": int(pose(drives[0]).centers.shape[0]),
     }
+    if len(by_path) == 2:
+        out["per_tensor_over_fused"] = round(by_path["per_tensor"]["median"] / by_path["fused"]["median"], 2)
+    return out
 
 
 def bench_static_share(
@@ -614,6 +628,11 @@ def main() -> None:
         help="ViewerConfig.live_late_drop_s: a live frame posed this long past its due time is not sent (0: off)",
     )
     ap.add_argument(
+        "--per-tensor-pose",
+        action="store_true",
+        help="ViewerConfig.fused_pose=False: pose with the per-tensor step then packing (the reference path)",
+    )
+    ap.add_argument(
         "--browser-nice",
         type=int,
         default=0,
@@ -631,6 +650,8 @@ def main() -> None:
         margins["live_late_drop_s"] = args.late_drop
     if args.live_margin_min is not None:
         margins["live_margin_min_s"] = args.live_margin_min
+    if hasattr(ViewerConfig, "fused_pose"):
+        margins["fused_pose"] = not args.per_tensor_pose
     viewer = ViewerServer(renderable, args.run, ViewerConfig(port=0, render="browser", **margins)).start()
     result: dict[str, Any] = {
         "run": str(args.run),

@@ -6,6 +6,7 @@ void init_ray_march(pybind11::module_& m);
 void init_composite(pybind11::module_& m);
 void init_rasterize_mesh(pybind11::module_& m);
 void init_rasterize_gaussians(pybind11::module_& m);
+void init_pose_splats(pybind11::module_& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "nerfhead kernels: C++ CPU (OpenMP) and, when built with WITH_CUDA, CUDA";
@@ -19,4 +20,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   init_composite(m);
   init_rasterize_mesh(m);
   init_rasterize_gaussians(m);
+  init_pose_splats(m);
 }

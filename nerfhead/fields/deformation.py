@@ -158,16 +158,20 @@ class ExpressionDeformation(nn.Module):
         feat = self.grid(unit_x.clamp(0.0, 1.0)).to(unit_x.dtype)  # [N, G]
         return self.hidden_pos(feat)  # [N, H]
 
-    def from_positional(
-        self, pos: Tensor, unit_x: Tensor, conditioning: Tensor, time_index: Tensor | None = None
-    ) -> Tensor:
-        """:meth:`forward` from :meth:`positional`'s output ``pos`` for the same ``unit_x``."""
-        c = conditioning.to(unit_x.dtype)
+    def hidden_of(self, conditioning: Tensor) -> Tensor:
+        """[T, H] the conditioning half of the hidden layer (expressions clamped to the fitted range first)."""
+        c = conditioning
         if self.expression_margin is not None:
             k = NUM_EXPRESSIONS
             e = torch.minimum(torch.maximum(c[:, :k], self.expr_low.to(c)), self.expr_high.to(c))
             c = torch.cat([e, c[:, k:]], dim=-1)
-        code = self.hidden_code(self.code(c))  # [T, H]
+        return self.hidden_code(self.code(c))
+
+    def from_positional(
+        self, pos: Tensor, unit_x: Tensor, conditioning: Tensor, time_index: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`forward` from :meth:`positional`'s output ``pos`` for the same ``unit_x``."""
+        code = self.hidden_of(conditioning.to(unit_x.dtype))  # [T, H]
         h = pos + code[time_index] if time_index is not None else pos[None] + code[:, None]
         o = self.out(torch.relu(h))
         if self.limits:

@@ -389,6 +389,13 @@ class SplatHead(nn.Module):
 
         return posed_splats(self, drive, head_frame)
 
+    def packed_splats(self, drive: Drive, min_alpha: int = 0) -> Tensor:
+        """:meth:`posed_splats` packed as viser's [M, 8] Gaussian buffer in one fused pass
+        (:func:`nerfhead.models.splat_pose.packed_splats`)."""
+        from nerfhead.models.splat_pose import packed_splats
+
+        return packed_splats(self, drive, min_alpha)
+
     # ---------------------------------------------------------------- rendering
     def render(self, cameras: Cameras, drive: Drive, background: Tensor | None = None) -> RenderOutput:
         """:meth:`nerfhead.models.avatar.Avatar.render` (camera ``b`` at timestep ``b``; B = max(N, T) images)."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.data.drive import Drive
+from nerfhead.ops._torch.pose_splats import alpha_bytes, pack_viser
 from nerfhead.splats.binding import triangle_frames
 from nerfhead.splats.gaussians import SH_C0
 
@@ -61,6 +62,20 @@ def pose_constants(head: SplatHead) -> dict[str, Any]:
     return head._cached("_pose_constants_cache", sources, build)
 
 
+def _posed_vertices(head: SplatHead, drive: Drive, head_frame: bool) -> tuple[Drive, Tensor, Tensor]:
+    """Timestep 0 of ``drive`` on the head's device, the posed vertices the bound triangles use (world, or head
+    coordinates with ``head_frame``) and the head-to-world rotation."""
+    from nerfhead.geometry import axis_angle_to_matrix
+
+    c = pose_constants(head)
+    d = drive[:1].to(head.neutral.device, torch.float32)
+    verts = torch.addmm(c["neutral"], d.expression, c["basis"]).reshape(-1, 3)
+    head_to_world = axis_angle_to_matrix(d.rotation[0])
+    if not head_frame:
+        verts = torch.addmm(d.translation, verts, head_to_world.T)
+    return d, verts, head_to_world
+
+
 @torch.no_grad()
 def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dict[str, Tensor]:
     """The activated world Gaussians of timestep 0 of ``drive`` with their view-independent colour: what a
@@ -77,14 +92,8 @@ def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dic
         ``means`` [N, 3], ``covariances`` [N, 3, 3], ``rgb`` [N, 3] in [0, 1], ``opacities`` [N] in (0, 1);
         with ``head_frame`` also ``rotation`` [3, 3] and ``translation`` [3] (head to world).
     """
-    from nerfhead.geometry import axis_angle_to_matrix
-
     c = pose_constants(head)
-    d = drive[:1].to(head.neutral.device, torch.float32)
-    verts = torch.addmm(c["neutral"], d.expression, c["basis"]).reshape(-1, 3)
-    head_to_world = axis_angle_to_matrix(d.rotation[0])
-    if not head_frame:
-        verts = torch.addmm(d.translation, verts, head_to_world.T)
+    d, verts, head_to_world = _posed_vertices(head, drive, head_frame)
     fr = triangle_frames(verts, c["tri"])
     rot, k, centre = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
     means, rgb = c["means"], c["rgb"]
@@ -104,3 +113,69 @@ def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dic
     if head_frame:
         out["rotation"], out["translation"] = head_to_world, d.translation[0]
     return out
+
+
+def _fusable(head: SplatHead) -> bool:
+    """Whether the head's deformation network (if any) is the shape :func:`nerfhead.ops.pose_splats.pose_splats`
+    fuses: offsets and colour residuals straight from a 6-wide output layer, each half squashed or not."""
+    deform = head.deform
+    return deform is None or (
+        not deform.residual and deform.out.out_features == 6 and len(deform.limits) in (0, 2)
+    )
+
+
+def packed_constants(head: SplatHead, min_alpha: int) -> dict[str, Any]:
+    """:func:`pose_constants` of the Gaussians whose packed alpha byte is at least ``min_alpha`` (opacities do not
+    depend on the drive, so the set is fixed), contiguous for the fused kernel; cached on ``head`` with them."""
+    c = pose_constants(head)
+    cache = c.setdefault("_packed", {})
+    if min_alpha not in cache:
+        keep = alpha_bytes(c["opacities"]) >= min_alpha
+        sub = {k: c[k][keep].contiguous() for k in ("tri", "means", "local", "rgb", "opacities")}
+        if head.deform is not None:
+            sub["positional"] = c["positional"][keep].contiguous()
+            sub["gain"] = c["gain"][keep, 0].contiguous()
+        sub["count"] = int(keep.sum())
+        cache[min_alpha] = sub
+    return cache[min_alpha]
+
+
+@torch.no_grad()
+def packed_splats(head: SplatHead, drive: Drive, min_alpha: int = 0, backend: str = "auto") -> Tensor:
+    """:func:`posed_splats` in world coordinates packed as viser's [M, 8] Gaussian buffer (int32; view it as
+    uint32), leaving out the Gaussians whose alpha byte is below ``min_alpha``, in one fused pass
+    (:func:`nerfhead.ops.pose_splats.pose_splats`: no [N, 3, 3] intermediates, the deformation network's last
+    layers included). The same bytes as packing :func:`posed_splats`' output, to float rounding (tested)."""
+    from nerfhead.ops.pose_splats import pose_splats
+
+    if not _fusable(head):
+        s = posed_splats(head, drive)
+        packed = pack_viser(s["means"], s["covariances"], s["rgb"], s["opacities"])
+        return packed[alpha_bytes(s["opacities"]) >= min_alpha]
+    sub = packed_constants(head, min_alpha)
+    d, verts, _ = _posed_vertices(head, drive, False)
+    deform: dict[str, Any] = {}
+    if head.deform is not None:
+        lim = tuple(head.deform.limits) or (0.0, 0.0)
+        out = head.deform.out
+        deform = {
+            "pos": sub["positional"],
+            "code": head.deform.hidden_of(torch.cat([d.expression, d.rotation], -1))[0].contiguous(),
+            "weight": out.weight.detach().contiguous(),
+            "bias": (
+                out.bias.detach() if out.bias is not None else torch.zeros(6, device=verts.device)
+            ).contiguous(),
+            "gain": sub["gain"],
+            "limit_pos": float(lim[0]),
+            "limit_rgb": float(lim[1]),
+        }
+    return pose_splats(
+        verts.contiguous(),
+        sub["tri"],
+        sub["means"],
+        sub["local"],
+        sub["rgb"],
+        sub["opacities"],
+        backend=backend,
+        **deform,
+    )

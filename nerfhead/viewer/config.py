@@ -68,6 +68,11 @@ class ViewerConfig:
     hold's due time is not sent (the page has played its sound: drawn, it would be out of step with it); one
     is still sent when nothing left for 0.2 s, so the face keeps moving under load. 0: every frame is sent,
     however late."""
+    fused_pose: bool = True
+    """Browser path: pose a splat head with its fused pose-and-pack kernel (``packed_at``:
+    :func:`nerfhead.ops.pose_splats.pose_splats`, the same bytes to float rounding, about 2.5x faster on the
+    CPU); False: the per-tensor pose step then packing (``gaussians_at``; ``scripts/bench_viewer.py`` compares
+    the two)."""
     live_margin_min_s: float = 0.015
     """Live speech: the smallest hold margin the adaptive hold may use (>= ``live_margin_s``: a fixed margin
     of ``live_margin_s``)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,7 +85,9 @@ class Renderable(Protocol):
     """A head the viewer can show. Optional extra: ``gaussians_at(drive, head_frame=False) -> BrowserSplats``
     (one timestep) lets the browser draw the head itself; with ``head_frame`` the Gaussians may come in head
     coordinates with the head's rigid transform (:class:`BrowserSplats`; ``scripts/bench_viewer.py`` measures
-    with it how much of the head a speech frame moves)."""
+    with it how much of the head a speech frame moves). A second, ``packed_at(drive, min_alpha=0) -> ndarray``,
+    returns the same world Gaussians already packed as viser's [M, 8] uint32 buffer (the pusher then poses
+    with it: the splat head's fused kernel, :func:`nerfhead.ops.pose_splats.pose_splats`)."""
 
     name: str
     """Shown in the viewer's title and stats."""
@@ -132,6 +135,8 @@ class AvatarRenderable:
         self._drive = drive if drive is not None else Drive.neutral(1)
         if has(avatar, GAUSSIANS):
             self.gaussians_at = self._gaussians_at
+            if hasattr(avatar, "packed_splats"):
+                self.packed_at = self._packed_at
 
     def render(self, cameras: Cameras, drive: Drive) -> RenderOutput:
         with torch.inference_mode():
@@ -179,6 +184,14 @@ class AvatarRenderable:
             None if rot is None else rot.float().cpu(),
             None if trans is None else trans.float().cpu(),
         )
+
+    def _packed_at(self, drive: Drive, min_alpha: int = 0) -> np.ndarray:
+        """:meth:`_gaussians_at` (world) already packed as viser's [M, 8] uint32 Gaussian buffer, without the
+        Gaussians whose alpha byte is below ``min_alpha``: the avatar's fused pose-and-pack step."""
+        d = drive[0].to(self.device, torch.float32)
+        with torch.inference_mode():
+            packed = cast(Any, self.avatar).packed_splats(d, min_alpha)
+        return packed.cpu().numpy().view(np.uint32)
 
 
 def reference_gaussians(avatar: Any, drive: Drive) -> BrowserSplats:

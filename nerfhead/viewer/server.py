@@ -35,7 +35,7 @@ from nerfhead.viewer.live_speech import AudioSource, HoldMargin, LiveSpeech, str
 from nerfhead.viewer.loop import RenderLoop, RenderStats
 from nerfhead.viewer.page_audio import PageAudio, page_html, shader_fix_html
 from nerfhead.viewer.renderable import Renderable
-from nerfhead.viewer.splats import Posed, PushStats, SplatPusher
+from nerfhead.viewer.splats import MIN_ALPHA_BYTE, Posed, PushStats, SplatPusher
 from nerfhead.viewer.state import ViewerState
 
 if TYPE_CHECKING:
@@ -347,8 +347,12 @@ class ViewerServer:
             v = self.state.version  # read first: a change after it is sent again
             return v, self.state.drive_at()
 
+        packed_at = getattr(self.renderable, "packed_at", None)
+
         def pose(drive: Drive) -> Any:
             with self.render_lock:  # the lock the renders take (a live fit trains between them)
+                if packed_at is not None and self.config.fused_pose:
+                    return packed_at(drive, MIN_ALPHA_BYTE)
                 return self.renderable.gaussians_at(drive)  # type: ignore[attr-defined]
 
         per_page = self.page_audio is not None  # flow control needs the pages' acknowledgements

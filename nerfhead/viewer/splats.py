@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from nerfhead.data.drive import Drive
+from nerfhead.ops._torch.pose_splats import alpha_bytes, pack_viser
 from nerfhead.viewer.renderable import BrowserSplats
 
 SPLAT_NODE = "/nerfhead/splats"
@@ -51,8 +51,6 @@ MIN_ALPHA_BYTE = 3
 """Gaussians whose packed alpha byte is below this are not sent: viser's fragment shader discards any
 fragment with alpha x falloff < 0.01, and 2/255 < 0.01, so the page never draws them (5.7% of the demo avatar's
 Gaussians). Opacities do not depend on the drive, so the set sent is the same from pose to pose."""
-
-_TRIU = (0, 1, 2, 4, 5, 8)  # upper-triangle entries of a flattened 3 x 3
 
 
 def pack_splats(g: BrowserSplats, min_alpha: int = 0) -> np.ndarray:
@@ -67,19 +65,12 @@ def pack_splats(g: BrowserSplats, min_alpha: int = 0) -> np.ndarray:
         min_alpha: leave out the Gaussians whose alpha byte is below this (the pusher uses
             :data:`MIN_ALPHA_BYTE`: those the page would never draw); 0 keeps all, in order.
     """
-    rgba = (torch.cat([g.rgbs, g.opacities], dim=1).to(torch.float32) * 255.0).clamp(0, 255).to(torch.uint8)
-    centers, cov = g.centers, g.covariances
+    packed = pack_viser(g.centers, g.covariances, g.rgbs, g.opacities)
     if min_alpha > 0:
-        keep = rgba[:, 3] >= min_alpha
+        keep = alpha_bytes(g.opacities) >= min_alpha
         if not bool(keep.all()):
-            rgba, centers, cov = rgba[keep], centers[keep], cov[keep]
-    n = int(centers.shape[0])
-    out = torch.zeros(n, 8, dtype=torch.int32)
-    out[:, 0:3] = centers.to(torch.float32).contiguous().view(torch.int32)
-    triu = cov.reshape(n, 9)[:, list(_TRIU)].to(torch.float16).contiguous()
-    out[:, 4:7] = triu.view(torch.int32)
-    out[:, 7] = rgba.contiguous().view(torch.int32)[:, 0]
-    return out.numpy().view(np.uint32)
+            packed = packed[keep]
+    return packed.numpy().view(np.uint32)
 
 
 def _new_node(scene: Any, n: int) -> Any:
@@ -189,7 +180,8 @@ class SplatPusher:
 
     Args:
         scene: viser's server-wide scene API (``ViserServer.scene``).
-        pose: ``pose(drive) -> BrowserSplats`` (the renderable's ``gaussians_at``).
+        pose: ``pose(drive) -> BrowserSplats`` (the renderable's ``gaussians_at``), or the packed buffer itself
+            (``packed_at(drive, MIN_ALPHA_BYTE)``: [M, 8] uint32, the Gaussians the page would draw).
         current: ``current() -> (version, drive)``: the state's change counter and the drive to show.
         flush: pushes queued messages to the websockets at once (``ViserServer.flush``).
         on_sent: called after each update with the stats and the version sent.
@@ -435,7 +427,8 @@ class SplatPusher:
         """Pose the current state."""
         t0 = time.monotonic()
         version, drive = self._current()
-        buffer = pack_splats(self._pose(drive), MIN_ALPHA_BYTE)
+        posed = self._pose(drive)
+        buffer = posed if isinstance(posed, np.ndarray) else pack_splats(posed, MIN_ALPHA_BYTE)
         return Posed(version, buffer, t0, time.monotonic())
 
     def send(self, posed: Posed, released: float | None = None) -> None:

@@ -4,13 +4,16 @@ quaternions and log-scales to covariances), and its caches following parameter c
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from nerfhead.data.drive import Drive
 from nerfhead.models.deform import DeformConfig
 from nerfhead.models.splat_head import SplatHead, SplatHeadConfig
+from nerfhead.models.splat_pose import packed_splats
 from nerfhead.viewer.renderable import AvatarRenderable, BrowserSplats, reference_gaussians
 from nerfhead.viewer.splats import pack_splats
+from tests.ops.test_pose_splats import COMPILED, assert_same_buffer
 
 
 def _head() -> SplatHead:
@@ -107,3 +110,29 @@ def test_head_frame_pose_is_the_world_pose_before_the_head_transform():
         assert world.rotation is None and world.to_world() is world
         _assert_same(head.to_world(), reference_gaussians(m, d))
         assert float((head.centers - world.centers).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpu", marks=COMPILED)])
+def test_fused_packed_pose_is_the_packed_fast_pose(backend):
+    """``SplatHead.packed_splats`` (the fused pose-and-pack kernel the viewer uses) is the packed fast pose, the
+    faint Gaussians left out, also after parameter changes; another drive's buffer fails the comparison."""
+    m = _head()
+    r = AvatarRenderable(m)
+    with torch.no_grad():
+        m.splats.params["opacities"][::7] = -8.0  # alpha byte 0: left out with min_alpha 3
+    drives = _drives(3, seed=3)
+    for min_alpha in (0, 3):
+        for d in drives:
+            ref = torch.from_numpy(pack_splats(r.gaussians_at(d), min_alpha).view(np.int32))  # type: ignore[attr-defined]
+            got = packed_splats(m, d, min_alpha, backend=backend)
+            assert_same_buffer(got, ref)
+        assert min_alpha == 0 or got.shape[0] < len(m.splats)
+    with torch.no_grad():
+        m.splats.params["means"].add_(0.5)
+        next(m.deform.grid.parameters()).mul_(1.5)  # type: ignore[union-attr]
+    ref = torch.from_numpy(pack_splats(r.gaussians_at(drives[0]), 3).view(np.int32))  # type: ignore[attr-defined]
+    assert_same_buffer(packed_splats(m, drives[0], 3, backend=backend), ref)
+    with pytest.raises(AssertionError):
+        assert_same_buffer(packed_splats(m, drives[1], 3, backend=backend), ref)
+    viewer_buffer = r.packed_at(drives[0], 3)  # type: ignore[attr-defined]
+    assert viewer_buffer.dtype == np.uint32 and viewer_buffer.shape == tuple(ref.shape)
