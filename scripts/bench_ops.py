@@ -1,7 +1,8 @@
 """Throughput of nerfhead's ops for every available backend, as ratios to the torch twin measured in the same run.
 
     python scripts/bench_ops.py --json            # hash grid (2^18 points, 16 levels, 2 features, 2^19 table)
-                                                  # and ray marching + compositing, each backend available here
+                                                  # ray marching + compositing, and the viewer's fused
+                                                  # pose-and-pack (37,401 Gaussians), each backend available here
 
 Prints one JSON object: per op and backend the absolute rate and ``speedup_vs_torch``.
 """
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _bench_hash_grid
 import _bench_march
+import _bench_pose_splats
 
 
 def available_backends() -> list[str]:
@@ -59,16 +61,19 @@ def main() -> None:
     hg = with_ratios(hg, [k for k in next(iter(hg.values())) if k.endswith("_per_s")])
     mr = {b: _bench_march.bench(b, n_rays=n_rays) for b in backends}
     mr = with_ratios(mr, [k for k in next(iter(mr.values())) if k.endswith("_per_s")])
+    ps = {b: _bench_pose_splats.bench(b, repeats=5 if a.quick else 30) for b in backends}
+    ps = with_ratios(ps, ["gaussians_per_s"])
     out = {
         "device": device_name(),
         "torch": torch.__version__,
         "backends": backends,
         "hash_grid": hg,
         "march_composite": mr,
+        "pose_splats": ps,
     }
     print(json.dumps(out, indent=2))
     if not a.json:
-        for op in ("hash_grid", "march_composite"):
+        for op in ("hash_grid", "march_composite", "pose_splats"):
             for b, r in out[op].items():
                 print(op, b, {k: round(v, 1) for k, v in r["speedup_vs_torch"].items() if v}, file=sys.stderr)
 

@@ -3,7 +3,7 @@
 #   1 env       versions, the device, nvcc, which of nerfhead's packages are missing
 #   2 build     the CUDA kernels, in place (NERFHEAD_CUDA=1), then checks nerfhead._C has them
 #   3 parity    every CUDA parity test (pytest -m cuda: forward and gradients vs the torch twins); a skip fails
-#   4 bench_ops scripts/bench_ops.py (hash grid, march + composite: CUDA, C++ CPU and twin in one run)
+#   4 bench_ops scripts/bench_ops.py (hash grid, march + composite, fused splat pose: CUDA, C++ CPU and twin in one run)
 #   5 synth     a 16-camera rig capture (4 timesteps, 128x128)
 #   6 fit       a short splat-head fit of it on the GPU (90 s budget), with its held-out evaluation
 #   7 bench_render            scripts/bench_render.py: the fitted head at 512x512, CUDA events
