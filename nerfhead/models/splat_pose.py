@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.data.drive import Drive
-from nerfhead.ops._torch.pose_splats import alpha_bytes, pack_viser
+from nerfhead.ops._torch.pose_splats import alpha_bytes
 from nerfhead.splats.binding import triangle_frames
 from nerfhead.splats.gaussians import SH_C0
 
@@ -115,15 +115,6 @@ def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dic
     return out
 
 
-def _fusable(head: SplatHead) -> bool:
-    """Whether the head's deformation network (if any) is the shape :func:`nerfhead.ops.pose_splats.pose_splats`
-    fuses: offsets and colour residuals straight from a 6-wide output layer, each half squashed or not."""
-    deform = head.deform
-    return deform is None or (
-        not deform.residual and deform.out.out_features == 6 and len(deform.limits) in (0, 2)
-    )
-
-
 def packed_constants(head: SplatHead, min_alpha: int) -> dict[str, Any]:
     """:func:`pose_constants` of the Gaussians whose packed alpha byte is at least ``min_alpha`` (opacities do not
     depend on the drive, so the set is fixed), contiguous for the fused kernel; cached on ``head`` with them."""
@@ -135,7 +126,6 @@ def packed_constants(head: SplatHead, min_alpha: int) -> dict[str, Any]:
         if head.deform is not None:
             sub["positional"] = c["positional"][keep].contiguous()
             sub["gain"] = c["gain"][keep, 0].contiguous()
-        sub["count"] = int(keep.sum())
         cache[min_alpha] = sub
     return cache[min_alpha]
 
@@ -148,15 +138,11 @@ def packed_splats(head: SplatHead, drive: Drive, min_alpha: int = 0, backend: st
     layers included). The same bytes as packing :func:`posed_splats`' output, to float rounding (tested)."""
     from nerfhead.ops.pose_splats import pose_splats
 
-    if not _fusable(head):
-        s = posed_splats(head, drive)
-        packed = pack_viser(s["means"], s["covariances"], s["rgb"], s["opacities"])
-        return packed[alpha_bytes(s["opacities"]) >= min_alpha]
     sub = packed_constants(head, min_alpha)
     d, verts, _ = _posed_vertices(head, drive, False)
     deform: dict[str, Any] = {}
     if head.deform is not None:
-        lim = tuple(head.deform.limits) or (0.0, 0.0)
+        lim = tuple(head.deform.limits) or (0.0, 0.0)  # DeformConfig: offsets then colour residuals, 6 wide
         out = head.deform.out
         deform = {
             "pos": sub["positional"],
