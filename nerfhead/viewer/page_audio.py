@@ -81,7 +81,14 @@ safe major axis (the page counts the shaders it changed in ``window.__nerfheadSh
 PAGE_SCRIPT = r"""
 __SHADER_FIX__
 (() => {
-  if (window.__nerfheadAudio) return;
+  if (window.__nerfheadAudio) {
+    // Run again: the page's viser client reconnected and got this script with its new id. The socket already
+    // open says the new id (a hello), so the server credits this page's draws and sends it its frame markers
+    // and splat node under that id.
+    const W = window.__nerfheadAudio.worker;
+    if (W) W.postMessage("H __CLIENT__");
+    return;
+  }
   const A = (window.__nerfheadAudio = {
     frames: [], chunks: [], off: null, end: 0, late: 0, connected: false, worklet: false,
   });

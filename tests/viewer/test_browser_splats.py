@@ -287,6 +287,34 @@ def test_live_speech_moves_the_mouth_in_the_page(viewer: ViewerServer, page: Pag
     assert float(np.median(np.abs(np.asarray(sync["offsets"]) - live.driver.latency_s))) > 0.040
 
 
+def _page_script(port: int, client: int) -> str:
+    """The JavaScript of the page-script element the viewer sends a page (``page_html``)."""
+    import base64
+    import re
+
+    from nerfhead.viewer.page_audio import page_html
+
+    html = page_html(port, client)
+    return base64.b64decode(re.search(r"atob\('([^']+)'\)", html).group(1)).decode()  # type: ignore[union-attr]
+
+
+def test_a_reconnected_page_says_its_new_client_id(viewer: ViewerServer, page: Page):
+    """A page whose viser client reconnects gets the page script again, with its new client id; the script already
+    running says that id on its open socket, so the server credits the page's draws and sends its frame markers
+    and splat node under the new id (the case that must fail: a script that ignores the second run, as before,
+    leaves the socket under the old id and the new page's node waiting for the fallback)."""
+    audio = viewer.page_audio
+    assert audio is not None
+    cid = viewer.connected()[0]
+    wait_for(lambda: cid in audio._page_of.values(), 30, "the page's hello")
+    page.evaluate(_page_script(audio.port, 4242))  # what the page does with a reconnected client's element
+    try:
+        wait_for(lambda: 4242 in audio._page_of.values(), 15, "the hello with the new client id")
+    finally:
+        page.evaluate(_page_script(audio.port, cid))  # the real id again, for the tests after this one
+        wait_for(lambda: cid in audio._page_of.values(), 15, "the hello with the page's own id")
+
+
 def test_live_audio_falls_back_to_the_main_thread_without_audioworklet(
     chromium_path: str,  # noqa: F811
     one_thread: None,  # noqa: F811
