@@ -82,15 +82,17 @@ PAGE_SCRIPT = r"""
 __SHADER_FIX__
 (() => {
   if (window.__nerfheadAudio) {
-    // Run again: the page's viser client reconnected and got this script with its new id. The socket already
-    // open says the new id (a hello), so the server credits this page's draws and sends it its frame markers
-    // and splat node under that id.
+    // Run again: the page's viser client reconnected and got this script with its new id. To the same viewer
+    // (same page socket port), the socket already open says the new id (a hello), so the server credits this
+    // page's draws and sends it its frame markers and splat node under that id. To a restarted viewer (a new
+    // port: the open socket's server is gone), the page starts afresh.
+    if (window.__nerfheadAudio.port !== __PORT__) { location.reload(); return; }
     const W = window.__nerfheadAudio.worker;
     if (W) W.postMessage("H __CLIENT__");
     return;
   }
   const A = (window.__nerfheadAudio = {
-    frames: [], chunks: [], off: null, end: 0, late: 0, connected: false, worklet: false,
+    frames: [], chunks: [], off: null, end: 0, late: 0, connected: false, worklet: false, port: __PORT__,
   });
   const Ctx = window.AudioContext || window.webkitAudioContext;
   const ctx = new Ctx({ latencyHint: "interactive" });

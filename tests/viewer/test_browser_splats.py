@@ -12,6 +12,7 @@ so that every part of it is told apart. Needs Chromium like ``test_browser.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -375,3 +376,41 @@ def test_stop_frees_the_port_with_the_page_drawing(chromium_path: str, one_threa
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", p))
             s.listen(1)
+
+
+def test_a_page_left_open_follows_a_restarted_viewer(chromium_path: str, one_thread: None, tmp_path: Path):  # noqa: F811
+    """A viewer stopped and started again on the same port, its page left open: viser's page reconnects and gets
+    the page script with the new viewer's page-socket port; the page starts afresh, so the new viewer hears its
+    hello (the case that must fail: a script that ignores the second run keeps its socket to the stopped viewer,
+    and the new one never hears from the page, so its live audio stays silent)."""
+    first = ViewerServer(coloured_head(), tmp_path / "a", CONFIG).start()
+    second = None
+    first_stopped = False
+    try:
+        with Chromium(chromium_path, 640, 480) as ch:
+            page = ch.open(first.url)
+            audio = first.page_audio
+            assert audio is not None
+            wait_for(lambda: len(audio._page_of) == 1, 120, "the page's hello to the first viewer")
+            page.call(
+                "Emulation.setFocusEmulationEnabled", enabled=True
+            )  # viser retries only in a focused tab
+            port = first.port
+            first.stop()
+            first_stopped = True
+            second = ViewerServer(
+                coloured_head(), tmp_path / "b", dataclasses.replace(CONFIG, port=port)
+            ).start()
+            audio2 = second.page_audio
+            assert audio2 is not None and audio2.port != audio.port
+            wait_for(lambda: len(audio2._page_of) >= 1, 90, "the page's hello to the restarted viewer")
+            wait_for(
+                lambda: bool(second.connected()) and second.connected()[0] in audio2._page_of.values(),
+                30,
+                "the hello naming the page's client id",
+            )
+    finally:
+        if not first_stopped:
+            first.stop()
+        if second is not None:
+            second.stop()
