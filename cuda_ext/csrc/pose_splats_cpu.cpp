@@ -55,9 +55,16 @@ at::Tensor pose_splats_forward_cpu(const at::Tensor& verts, const at::Tensor& tr
   const float* G = deform ? gain.data_ptr<float>() : nullptr;
   const float l0 = static_cast<float>(limit_pos), l1 = static_cast<float>(limit_rgb);
   uint32_t* dst = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
+  const int64_t nv = verts.size(0);
+  int bad = 0;  // a triangle index outside [0, V): checked here, in the pass, not by two reductions per pose
 
-#pragma omp parallel for schedule(static) if (N > 4096)
+#pragma omp parallel for schedule(static) if (N > 4096) reduction(| : bad)
   for (int64_t i = 0; i < N; ++i) {
+    const int64_t ia = T[3 * i], ib = T[3 * i + 1], ic = T[3 * i + 2];
+    if (ia < 0 || ib < 0 || ic < 0 || ia >= nv || ib >= nv || ic >= nv) {
+      bad = 1;
+      continue;
+    }
     float m[3] = {MU[3 * i], MU[3 * i + 1], MU[3 * i + 2]};
     float col[3] = {C[3 * i], C[3 * i + 1], C[3 * i + 2]};
     if (deform) {
@@ -81,9 +88,9 @@ at::Tensor pose_splats_forward_cpu(const at::Tensor& verts, const at::Tensor& tr
         col[j] += G[i] * squash(o[3 + j] + B[3 + j], l1);
       }
     }
-    const float* va = V + 3 * T[3 * i];
-    const float* vb = V + 3 * T[3 * i + 1];
-    const float* vc = V + 3 * T[3 * i + 2];
+    const float* va = V + 3 * ia;
+    const float* vb = V + 3 * ib;
+    const float* vc = V + 3 * ic;
     float e1[3], e2[3], cr[3], t[3], n[3], b[3];
     for (int j = 0; j < 3; ++j) {
       e1[j] = vb[j] - va[j];
@@ -131,6 +138,7 @@ at::Tensor pose_splats_forward_cpu(const at::Tensor& verts, const at::Tensor& tr
     for (int j = 0; j < 3; ++j) cc[j] = col[j] < 0.0f ? 0.0f : (col[j] > 1.0f ? 1.0f : col[j]);
     d[7] = byte_of(cc[0]) | (byte_of(cc[1]) << 8) | (byte_of(cc[2]) << 16) | (byte_of(O[i]) << 24);
   }
+  TORCH_CHECK(!bad, "pose_splats: tri out of range");
   return out;
 }
 

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from nerfhead.data.drive import Drive
-from nerfhead.ops._torch.pose_splats import alpha_bytes
-from nerfhead.splats.binding import triangle_frames
+from nerfhead.ops._torch.pose_splats import alpha_bytes, bound_to_world
 from nerfhead.splats.gaussians import SH_C0
 
 if TYPE_CHECKING:
@@ -62,13 +61,12 @@ def pose_constants(head: SplatHead) -> dict[str, Any]:
     return head._cached("_pose_constants_cache", sources, build)
 
 
-def _posed_vertices(head: SplatHead, drive: Drive, head_frame: bool) -> tuple[Drive, Tensor, Tensor]:
+def _posed_vertices(c: dict[str, Any], drive: Drive, head_frame: bool) -> tuple[Drive, Tensor, Tensor]:
     """Timestep 0 of ``drive`` on the head's device, the posed vertices the bound triangles use (world, or head
-    coordinates with ``head_frame``) and the head-to-world rotation."""
+    coordinates with ``head_frame``) and the head-to-world rotation; ``c``: :func:`pose_constants`."""
     from nerfhead.geometry import axis_angle_to_matrix
 
-    c = pose_constants(head)
-    d = drive[:1].to(head.neutral.device, torch.float32)
+    d = drive[:1].to(c["neutral"].device, torch.float32)
     verts = torch.addmm(c["neutral"], d.expression, c["basis"]).reshape(-1, 3)
     head_to_world = axis_angle_to_matrix(d.rotation[0])
     if not head_frame:
@@ -93,20 +91,17 @@ def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dic
         with ``head_frame`` also ``rotation`` [3, 3] and ``translation`` [3] (head to world).
     """
     c = pose_constants(head)
-    d, verts, head_to_world = _posed_vertices(head, drive, head_frame)
-    fr = triangle_frames(verts, c["tri"])
-    rot, k, centre = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
+    d, verts, head_to_world = _posed_vertices(c, drive, head_frame)
     means, rgb = c["means"], c["rgb"]
     if head.deform is not None:
         cond = torch.cat([d.expression, d.rotation], -1)
         out = head.deform.from_positional(c["positional"], head._deform_input(), cond)
         offset, residual = out.split(3, -1)
         means, rgb = means + offset[0], rgb + c["gain"] * residual[0]
-    centres = torch.baddbmm(centre[..., None], rot, (k * means)[..., None])[..., 0]
-    m = torch.bmm(rot, c["local"]) * k[..., None]
+    centres, covariances = bound_to_world(verts, c["tri"], means, c["local"])
     out = {
         "means": centres,
-        "covariances": torch.bmm(m, m.transpose(1, 2)),
+        "covariances": covariances,
         "rgb": rgb.clamp(0.0, 1.0),
         "opacities": c["opacities"],
     }
@@ -115,10 +110,10 @@ def posed_splats(head: SplatHead, drive: Drive, head_frame: bool = False) -> dic
     return out
 
 
-def packed_constants(head: SplatHead, min_alpha: int) -> dict[str, Any]:
-    """:func:`pose_constants` of the Gaussians whose packed alpha byte is at least ``min_alpha`` (opacities do not
-    depend on the drive, so the set is fixed), contiguous for the fused kernel; cached on ``head`` with them."""
-    c = pose_constants(head)
+def packed_constants(c: dict[str, Any], head: SplatHead, min_alpha: int) -> dict[str, Any]:
+    """The :func:`pose_constants` ``c`` of ``head``'s Gaussians whose packed alpha byte is at least ``min_alpha``
+    (opacities do not depend on the drive, so the set is fixed), contiguous for the fused kernel; cached in ``c``
+    (rebuilt with it)."""
     cache = c.setdefault("_packed", {})
     if min_alpha not in cache:
         keep = alpha_bytes(c["opacities"]) >= min_alpha
@@ -138,8 +133,9 @@ def packed_splats(head: SplatHead, drive: Drive, min_alpha: int = 0, backend: st
     layers included). The same bytes as packing :func:`posed_splats`' output, to float rounding (tested)."""
     from nerfhead.ops.pose_splats import pose_splats
 
-    sub = packed_constants(head, min_alpha)
-    d, verts, _ = _posed_vertices(head, drive, False)
+    c = pose_constants(head)
+    sub = packed_constants(c, head, min_alpha)
+    d, verts, _ = _posed_vertices(c, drive, False)
     deform: dict[str, Any] = {}
     if head.deform is not None:
         lim = tuple(head.deform.limits) or (0.0, 0.0)  # DeformConfig: offsets then colour residuals, 6 wide

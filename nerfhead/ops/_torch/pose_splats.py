@@ -41,6 +41,18 @@ def deform_head(
     return halves[0], halves[1]
 
 
+def bound_to_world(verts: Tensor, tri: Tensor, means: Tensor, local: Tensor) -> tuple[Tensor, Tensor]:
+    """World centres [N, 3] and covariances [N, 3, 3] of Gaussians bound to triangles ``tri`` [N, 3] of ``verts``
+    [V, 3]: centre ``c + R (k mean)``, covariance ``(k R L)(k R L)^T`` in each triangle's frame (rotation ``R``,
+    scale ``k``, centroid ``c``: :func:`nerfhead.splats.binding.triangle_frames`) with the local ``L = R S``: the
+    viewer's covariance form of :func:`nerfhead.splats.binding.bind_to_world` (quaternions and scales)."""
+    fr = triangle_frames(verts, tri)
+    rot, k, centroid = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
+    centres = torch.baddbmm(centroid[..., None], rot, (k * means)[..., None])[..., 0]
+    m = torch.bmm(rot, local) * k[..., None]
+    return centres, torch.bmm(m, m.transpose(1, 2))
+
+
 def pose_splats(
     verts: Tensor,
     tri: Tensor,
@@ -61,8 +73,5 @@ def pose_splats(
         assert code is not None and weight is not None and bias is not None and gain is not None
         offset, residual = deform_head(pos, code, weight, bias, limit_pos, limit_rgb)
         means, rgb = means + offset, rgb + gain[:, None] * residual
-    fr = triangle_frames(verts, tri)
-    rot, k, centroid = fr.rotation[0], fr.scale[0][:, None], fr.centroid[0]
-    centres = torch.baddbmm(centroid[..., None], rot, (k * means)[..., None])[..., 0]
-    m = torch.bmm(rot, local) * k[..., None]
-    return pack_viser(centres, torch.bmm(m, m.transpose(1, 2)), rgb.clamp(0.0, 1.0), opacities)
+    centres, covariances = bound_to_world(verts, tri, means, local)
+    return pack_viser(centres, covariances, rgb.clamp(0.0, 1.0), opacities)
